@@ -1,0 +1,1 @@
+"""Entry points that read topics: the workers and the predictions reader."""

@@ -1,0 +1,86 @@
+"""``learnstream work``: N worker processes in the consumer group."""
+
+from __future__ import annotations
+
+import argparse
+
+from stream import cliargs
+from stream.config import WorkerSettings
+from stream.processes import Supervisor
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = WorkerSettings()
+    parser = subparsers.add_parser(
+        "work",
+        help="run worker processes: score, publish, learn",
+        description="Run N worker processes that join the consumer group and split the partitions. "
+        "Ctrl-C or SIGTERM: each finishes its batch, flushes, commits and exits.",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes on this machine (default %(default)s)",
+    )
+    parser.add_argument(
+        "--output-encoding",
+        choices=["same", "msgpack", "json"],
+        default=defaults.output_encoding,
+        help="predictions encoding; 'same' mirrors each event's (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-event-bytes",
+        type=int,
+        default=defaults.max_event_bytes,
+        help="larger records are dead-lettered (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-poll-records",
+        type=int,
+        default=defaults.max_poll_records,
+        help="batch size (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-poll-interval-ms",
+        type=int,
+        default=defaults.max_poll_interval_ms,
+        help="group rebalance timeout; the embedded broker holds each join this long "
+        "(default %(default)s)",
+    )
+    parser.add_argument("--session-timeout-ms", type=int, default=defaults.session_timeout_ms)
+    parser.add_argument("--heartbeat-interval-ms", type=int, default=defaults.heartbeat_interval_ms)
+    parser.add_argument(
+        "--from",
+        dest="auto_offset_reset",
+        choices=["earliest", "latest"],
+        default="earliest",
+        help="where a new group starts reading",
+    )
+    cliargs.add_kafka(parser)
+    cliargs.add_topics(parser)
+    cliargs.add_model(parser)
+    cliargs.add_logging(parser)
+    parser.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> WorkerSettings:
+    return WorkerSettings(
+        kafka=cliargs.kafka_settings(args),
+        topics=cliargs.topic_settings(args),
+        model=cliargs.model_settings(args),
+        output_encoding=args.output_encoding,
+        max_event_bytes=args.max_event_bytes,
+        max_poll_records=args.max_poll_records,
+        max_poll_interval_ms=args.max_poll_interval_ms,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.heartbeat_interval_ms,
+        auto_offset_reset=args.auto_offset_reset,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.processes < 1:
+        raise SystemExit("learnstream work: error: --processes must be >= 1")
+    supervisor = Supervisor(settings_from(args), args.processes, args.log_level, args.log_format)
+    return supervisor.run_until_signal()

@@ -1,0 +1,1 @@
+"""Entry points that put events on the features topic."""

@@ -1,0 +1,136 @@
+"""``learnstream``: the command line. ``main(argv) -> exit code``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from consumers import predictions, work
+from producers import produce
+from stream import __version__, cliargs, clients
+from stream.broker import EmbeddedBroker
+from stream.errors import StreamError
+from stream.logs import configure
+
+logger = logging.getLogger(__name__)
+
+
+def _broker(args: argparse.Namespace) -> int:
+    broker = EmbeddedBroker(host=args.host, port=args.port, log_path=args.log_file).start()
+    print(f"learnstream broker ready at {broker.bootstrap_servers}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    try:
+        return broker.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    topics = cliargs.topic_settings(args)
+    counts = clients.ensure_topics(
+        cliargs.kafka_settings(args),
+        {
+            topics.features: args.partitions,
+            topics.predictions: args.partitions,
+            topics.dead_letter: 1,
+        },
+        replication_factor=args.replication_factor,
+    )
+    for name, count in sorted(counts.items()):
+        print(f"{name}\tpartitions={count}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream.demo import DemoSettings, run_demo
+
+    summary = run_demo(
+        DemoSettings(
+            workers=args.workers,
+            partitions=args.partitions,
+            dataset=args.dataset,
+            passes=args.passes,
+            bootstrap=args.bootstrap,
+            model=cliargs.model_settings(args),
+            topics=cliargs.topic_settings(args),
+        )
+    )
+    print(summary.format())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="learnstream",
+        description="Streaming online learning on Kafka: score every event, learn from labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"learnstream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("broker", help="run the embedded broker (memory only) in the foreground")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--log-file", type=Path, default=None)
+    cliargs.add_logging(p)
+    p.set_defaults(func=_broker)
+
+    p = sub.add_parser("topics", help="manage topics")
+    topics_sub = p.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    c = topics_sub.add_parser(
+        "create", help="create the features, predictions and dead-letter topics"
+    )
+    c.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="features/predictions partitions (default %(default)s)",
+    )
+    c.add_argument("--replication-factor", type=int, default=1)
+    cliargs.add_kafka(c)
+    cliargs.add_topics(c, group_id=False)
+    cliargs.add_logging(c)
+    c.set_defaults(func=_topics_create)
+
+    produce.register(sub)
+    work.register(sub)
+    predictions.register(sub)
+
+    p = sub.add_parser(
+        "demo",
+        help="everything in one command on the embedded broker, then a summary",
+        description="Start the embedded broker, create topics, start workers, replay a dataset, "
+        "wait for every prediction, print a summary and stop.",
+    )
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--dataset", default="phishing", choices=["phishing", "bananas"])
+    p.add_argument("--passes", type=int, default=1, help="replay the dataset this many times")
+    p.add_argument("--bootstrap", default=None, help="use this broker instead of the embedded one")
+    cliargs.add_topics(p)
+    cliargs.add_model(p)
+    cliargs.add_logging(p)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure(args.log_level, getattr(args, "log_format", "text"))
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 0
+    except StreamError as exc:
+        logger.error("%s", exc)
+        print(f"learnstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

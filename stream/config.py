@@ -1,0 +1,173 @@
+"""Typed, frozen settings. Built once at the edge (the CLI), passed down unchanged.
+
+Library code never reads the environment: the environment variable names are
+defined here once, and only the CLI uses them as fallbacks for its flags.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from stream.errors import ConfigError
+
+Encoding = Literal["msgpack", "json"]
+OutputEncoding = Literal["same", "msgpack", "json"]
+Optimizer = Literal["sgd", "ftrl"]
+
+# Environment fallbacks (used by the CLI only).
+ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
+ENV_FEATURES_TOPIC = "LEARNSTREAM_FEATURES_TOPIC"
+ENV_PREDICTIONS_TOPIC = "LEARNSTREAM_PREDICTIONS_TOPIC"
+ENV_GROUP_ID = "LEARNSTREAM_GROUP_ID"
+ENV_SECURITY_PROTOCOL = "KAFKA_SECURITY_PROTOCOL"
+ENV_SASL_MECHANISM = "KAFKA_SASL_MECHANISM"
+ENV_SASL_USERNAME = "KAFKA_SASL_USERNAME"
+ENV_SASL_PASSWORD = "KAFKA_SASL_PASSWORD"
+ENV_SSL_CAFILE = "KAFKA_SSL_CAFILE"
+
+DEFAULT_BOOTSTRAP = "localhost:9092"
+DEFAULT_FEATURES_TOPIC = "features"
+DEFAULT_PREDICTIONS_TOPIC = "predictions"
+DEFAULT_GROUP_ID = "learnstream"
+
+# Client options a user may pass through (security and a few transport knobs).
+# kafka-python rejects unknown keys itself; this list keeps typos from reaching it
+# as a confusing client-side error.
+PASSTHROUGH_OPTIONS = frozenset(
+    {
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_kerberos_service_name",
+        "sasl_kerberos_domain_name",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_check_hostname",
+        "ssl_crlfile",
+        "ssl_ciphers",
+        "client_dns_lookup",
+        "request_timeout_ms",
+        "api_version",
+    }
+)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the broker is and how to talk to it.
+
+    ``client_options`` are passed verbatim to every Kafka client we create
+    (SASL/SSL settings, mostly), as ``(name, value)`` pairs.
+    """
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    client_options: tuple[tuple[str, str | int | bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("bootstrap_servers is empty")
+        for name, _ in self.client_options:
+            if name not in PASSTHROUGH_OPTIONS:
+                raise ConfigError(
+                    f"unknown Kafka client option {name!r}; known: {sorted(PASSTHROUGH_OPTIONS)}"
+                )
+
+    @property
+    def options(self) -> dict[str, str | int | bool]:
+        return dict(self.client_options)
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Topic names and the consumer group. The dead-letter topic is ``<features>.dlq``."""
+
+    features: str = DEFAULT_FEATURES_TOPIC
+    predictions: str = DEFAULT_PREDICTIONS_TOPIC
+    group_id: str = DEFAULT_GROUP_ID
+
+    def __post_init__(self) -> None:
+        for name in ("features", "predictions", "group_id"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is empty")
+        if self.features == self.predictions:
+            raise ConfigError(f"features and predictions are the same topic {self.features!r}")
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.features}.dlq"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The online model: ``[StandardScaler |] LogisticRegression``.
+
+    ``learning_rate`` is SGD's step size, or FTRL-Proximal's ``alpha``.
+    ``l2`` is the LogisticRegression penalty for SGD, FTRL's own ``l2`` for FTRL
+    (FTRL applies regularisation inside its update, so river's LR gets l2=0).
+    """
+
+    optimizer: Optimizer = "sgd"
+    learning_rate: float = 0.01
+    l2: float = 0.0
+    scale: bool = True
+    ftrl_beta: float = 1.0
+    ftrl_l1: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "ftrl"):
+            raise ConfigError(f"optimizer must be 'sgd' or 'ftrl', got {self.optimizer!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ConfigError(
+                f"learning_rate must be a positive number, got {self.learning_rate!r}"
+            )
+        for name in ("l2", "ftrl_beta", "ftrl_l1"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker process: where to read, how to score, how to batch.
+
+    ``max_poll_interval_ms`` also bounds how long a consumer-group join waits for
+    members (the rebalance timeout), so tests keep it small.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    output_encoding: OutputEncoding = "same"
+    max_event_bytes: int = 100_000
+    max_poll_records: int = 1000
+    poll_timeout_ms: int = 100
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    delivery_timeout_s: float = 30.0
+    stats_interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.output_encoding not in ("same", "msgpack", "json"):
+            raise ConfigError(
+                f"output_encoding must be same, msgpack or json, got {self.output_encoding!r}"
+            )
+        if self.max_event_bytes <= 0:
+            raise ConfigError(f"max_event_bytes must be > 0, got {self.max_event_bytes}")
+        if self.max_poll_records <= 0:
+            raise ConfigError(f"max_poll_records must be > 0, got {self.max_poll_records}")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError(
+                f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}"
+            )

@@ -1,0 +1,181 @@
+"""The main job in one command: broker, topics, workers, a real dataset, a summary.
+
+The summary compares the pipeline's predictions with one in-process river
+model that saw the same stream in the order it was produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream import clients
+from stream.broker import EmbeddedBroker
+from stream.codec import decode_map
+from stream.config import KafkaSettings, ModelSettings, TopicSettings, WorkerSettings
+from stream.errors import ConfigError, StreamError
+from stream.processes import Supervisor
+from stream.produce import ProduceSettings, produce
+from stream.quality import Quality, percentiles, prequential, single_model_baseline
+from stream.reader import records
+from stream.sources import river_dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """``bootstrap`` None starts the embedded broker on a free port.
+    ``passes``: replay the dataset this many times (ids stay unique per pass)."""
+
+    workers: int = 2
+    partitions: int = 4
+    dataset: str = "phishing"
+    passes: int = 1
+    bootstrap: str | None = None
+    model: ModelSettings = field(default_factory=ModelSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    timeout_s: float = 180.0
+    log_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.partitions < 1 or self.passes < 1:
+            raise ConfigError(
+                f"workers, partitions and passes must be >= 1, got "
+                f"{self.workers}, {self.partitions}, {self.passes}"
+            )
+        if self.workers > self.partitions:
+            raise ConfigError(
+                f"{self.workers} workers for {self.partitions} partitions: "
+                f"{self.workers - self.partitions} would sit idle"
+            )
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    events: int
+    predictions: int
+    workers: dict[str, int]
+    elapsed_s: float
+    throughput: float
+    latency_ms: dict[str, float]
+    pipeline: Quality
+    single_model: Quality
+
+    def format(self) -> str:
+        lat = "  ".join(f"{k}={v:.1f}" for k, v in self.latency_ms.items())
+        per_worker = ", ".join(f"{w}: {n}" for w, n in sorted(self.workers.items()))
+        return "\n".join(
+            [
+                "learnstream demo summary",
+                f"  events produced          {self.events}",
+                f"  predictions (unique ids) {self.predictions}",
+                f"  predictions per worker   {per_worker}",
+                f"  drain time               {self.elapsed_s:.2f} s "
+                "(first event sent to last prediction)",
+                f"  throughput               {self.throughput:,.0f} events/s",
+                f"  latency event->pred (ms) {lat}",
+                f"  pipeline     accuracy {self.pipeline.accuracy:.4f}  log loss "
+                f"{self.pipeline.log_loss:.4f}  (n={self.pipeline.n})",
+                f"  single river accuracy {self.single_model.accuracy:.4f}  log loss "
+                f"{self.single_model.log_loss:.4f}  (n={self.single_model.n})",
+            ]
+        )
+
+
+def _rows(settings: DemoSettings, run_id: str):
+    for p in range(settings.passes):
+        for i, x, y in river_dataset(settings.dataset):
+            yield f"{run_id}-{p}-{i}", x, y
+
+
+def run_demo(settings: DemoSettings) -> DemoSummary:
+    broker = None
+    if settings.bootstrap is None:
+        log_path = settings.log_dir / "broker.log" if settings.log_dir else None
+        broker = EmbeddedBroker(port=0, log_path=log_path).start()
+        bootstrap = broker.bootstrap_servers
+    else:
+        bootstrap = settings.bootstrap
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    try:
+        return _run(settings, kafka)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
+    topics = settings.topics
+    clients.ensure_topics(
+        kafka,
+        {
+            topics.features: settings.partitions,
+            topics.predictions: settings.partitions,
+            topics.dead_letter: 1,
+        },
+    )
+    worker_settings = WorkerSettings(
+        kafka=kafka,
+        topics=topics,
+        model=settings.model,
+        # The embedded broker holds a join open for about this long; keep it short.
+        max_poll_interval_ms=5_000,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+    )
+    run_id = uuid.uuid4().hex[:8]
+    supervisor = Supervisor(worker_settings, settings.workers).start()
+    try:
+        assignment = supervisor.wait_assigned(settings.partitions, timeout_s=60)
+        logger.info("group settled assignment=%s", assignment)
+        started = time.time()
+        sent = produce(
+            _rows(settings, run_id), ProduceSettings(kafka=kafka, topic=topics.features)
+        ).sent
+        predictions = _collect(kafka, topics.predictions, run_id, sent, settings.timeout_s)
+    finally:
+        supervisor.stop()
+
+    last = max(p["ts_scored"] for p in predictions.values())
+    elapsed = last - started
+    per_worker: dict[str, int] = {}
+    for p in predictions.values():
+        per_worker[p["worker"]] = per_worker.get(p["worker"], 0) + 1
+    return DemoSummary(
+        events=sent,
+        predictions=len(predictions),
+        workers=per_worker,
+        elapsed_s=elapsed,
+        throughput=len(predictions) / elapsed if elapsed > 0 else 0.0,
+        latency_ms={
+            k: v * 1000
+            for k, v in percentiles(
+                p["ts_scored"] - p["ts_record"] for p in predictions.values()
+            ).items()
+        },
+        pipeline=prequential((bool(p["y"]), p["p"]) for p in predictions.values() if "y" in p),
+        single_model=single_model_baseline(_rows(settings, run_id), settings.model),
+    )
+
+
+def _collect(
+    kafka: KafkaSettings, topic: str, run_id: str, expected: int, timeout_s: float
+) -> dict:
+    """First prediction per event id of this run, until all ``expected`` have one."""
+    found: dict[str, dict] = {}
+    prefix = f"{run_id}-"
+    deadline = time.monotonic() + timeout_s
+    for record in records(kafka, topic, idle_timeout_s=timeout_s):
+        prediction, _ = decode_map(record.value)
+        event_id = prediction.get("id")
+        if isinstance(event_id, str) and event_id.startswith(prefix):
+            found.setdefault(event_id, prediction)
+        if len(found) >= expected:
+            return found
+        if time.monotonic() > deadline:
+            break
+    raise StreamError(f"only {len(found)} of {expected} events got a prediction in {timeout_s}s")

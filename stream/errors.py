@@ -1,0 +1,42 @@
+"""Every error learnstream raises, under one root."""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Root of all learnstream errors."""
+
+    retriable = False
+
+
+class ConfigError(StreamError):
+    """A setting, or a combination of settings, is invalid."""
+
+
+class BadEvent(StreamError):
+    """An input record cannot be turned into an event; it goes to the dead-letter topic.
+
+    ``reason`` is one of :data:`stream.codec.REASONS`: a short stable token that
+    operators can count and filter on; the message says what exactly was wrong.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class DeliveryError(StreamError):
+    """The broker did not acknowledge a record we produced; offsets stay uncommitted."""
+
+    retriable = True
+
+
+class BrokerError(StreamError):
+    """The broker could not be reached or started."""
+
+    retriable = True
+
+
+class CheckpointError(StreamError):
+    """A checkpoint file is torn, corrupt or of an unknown schema."""
