@@ -135,8 +135,10 @@ class ModelSettings:
 class WorkerSettings:
     """One worker process: where to read, how to score, how to batch.
 
-    ``max_poll_interval_ms`` also bounds how long a consumer-group join waits for
-    members (the rebalance timeout), so tests keep it small.
+    ``max_poll_interval_ms`` is also the group's rebalance timeout: how long a
+    join waits for members. The embedded broker holds every join about this
+    long, so the default is 15 s rather than Kafka's 5 minutes; a batch takes
+    milliseconds, so a worker never comes near it by being slow.
     """
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
@@ -148,7 +150,7 @@ class WorkerSettings:
     poll_timeout_ms: int = 100
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
+    max_poll_interval_ms: int = 15_000
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     delivery_timeout_s: float = 30.0
     stats_interval_s: float = 30.0

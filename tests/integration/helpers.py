@@ -1,0 +1,103 @@
+"""Shared steps of the integration tests: send raw records, read results back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from stream import clients
+from stream.codec import decode_map
+from stream.config import KafkaSettings, TopicSettings, WorkerSettings
+from stream.deadletter import DeadLetter, parse
+from stream.reader import records
+from stream.worker import Worker
+
+# Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
+FAST_GROUP = {
+    "max_poll_interval_ms": 3_000,
+    "session_timeout_ms": 6_000,
+    "heartbeat_interval_ms": 1_000,
+}
+
+
+def worker_settings(kafka: KafkaSettings, topics: TopicSettings, **overrides) -> WorkerSettings:
+    return WorkerSettings(kafka=kafka, topics=topics, **{**FAST_GROUP, **overrides})
+
+
+def create_topics(kafka: KafkaSettings, topics: TopicSettings, partitions: int) -> None:
+    clients.ensure_topics(
+        kafka, {topics.features: partitions, topics.predictions: partitions, topics.dead_letter: 1}
+    )
+
+
+def send_raw(
+    kafka: KafkaSettings, topic: str, items: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    """Send (key, value) pairs exactly as given; wait for every acknowledgement."""
+    producer = clients.producer(kafka, client_id="test-producer", linger_ms=5)
+    futures = [producer.send(topic, key=key, value=value) for key, value in items]
+    producer.flush()
+    producer.close()
+    for future in futures:
+        future.get(timeout=10)
+    return len(futures)
+
+
+def read_predictions(
+    kafka: KafkaSettings,
+    topic: str,
+    expected_ids: set,
+    timeout_s: float = 120,
+    settle_s: float = 2.0,
+) -> list[dict]:
+    """Every prediction on ``topic``, once each expected id has one and the topic
+    has then been quiet for ``settle_s`` (so late duplicates are counted too)."""
+    missing = set(expected_ids)
+    deadline = time.monotonic() + timeout_s
+    for record in records(kafka, topic, idle_timeout_s=timeout_s):
+        missing.discard(decode_map(record.value)[0]["id"])
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            break
+    if missing:
+        raise AssertionError(f"{len(missing)} events have no prediction after {timeout_s}s")
+    time.sleep(settle_s)
+    return [decode_map(r.value)[0] for r in records(kafka, topic, idle_timeout_s=settle_s)]
+
+
+def read_dead_letters(
+    kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 60
+) -> list[DeadLetter]:
+    found: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    while len(found) < expected and time.monotonic() < deadline:
+        found = [parse(r.key, r.value, r.headers) for r in records(kafka, topic, idle_timeout_s=2)]
+    return found
+
+
+class WorkerThread:
+    """A Worker running in a thread of the test process (for in-process checks)."""
+
+    def __init__(self, settings: WorkerSettings, name: str = "test-worker") -> None:
+        self.worker = Worker(settings, name)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def __enter__(self) -> WorkerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.worker.stop()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error

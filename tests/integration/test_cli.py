@@ -1,0 +1,106 @@
+"""The commands a user types, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _learnstream(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _topic_flags(topics) -> list[str]:
+    return ["--features-topic", topics.features, "--predictions-topic", topics.predictions]
+
+
+def test_demo_prints_a_summary_with_every_event_predicted(kafka, topics):
+    done = _learnstream(
+        "demo",
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        "--group-id",
+        topics.group_id,
+        *_topic_flags(topics),
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"events produced\s+1250\b", out)
+    assert re.search(r"predictions \(unique ids\)\s+1250\b", out)
+    accuracy = {
+        m[0]: float(m[1]) for m in re.findall(r"(pipeline|single river)\s+accuracy (\S+)", out)
+    }
+    assert accuracy["single river"] > 0.85
+    assert accuracy["pipeline"] > 0.8
+    assert re.search(r"p50=\d", out) and re.search(r"p99=\d", out)
+
+
+def test_topics_produce_and_read_predictions_from_a_file(kafka, topics, tmp_path):
+    created = _learnstream(
+        "topics",
+        "create",
+        "--partitions",
+        "2",
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        *_topic_flags(topics),
+    )
+    assert created.returncode == 0, created.stderr
+    assert f"{topics.features}\tpartitions=2" in created.stdout
+    assert f"{topics.features}.dlq\tpartitions=1" in created.stdout
+
+    events = tmp_path / "events.csv"
+    events.write_text("id,a,b,y\nr1,0.5,1.0,1\nr2,1.5,-1.0,0\nr3,2.0,0.0,\n")
+    sent = _learnstream(
+        "produce",
+        "--file",
+        str(events),
+        "--id-column",
+        "id",
+        "--encoding",
+        "json",
+        "--no-progress",
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        *_topic_flags(topics),
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 3 events" in sent.stdout
+
+    from .helpers import WorkerThread, worker_settings
+
+    with WorkerThread(worker_settings(kafka, topics)):
+        read = _learnstream(
+            "predictions",
+            "--from-beginning",
+            "--json",
+            "--limit",
+            "3",
+            "--idle-timeout-s",
+            "60",
+            "--bootstrap",
+            kafka.bootstrap_servers,
+            *_topic_flags(topics),
+        )
+    assert read.returncode == 0, read.stderr
+    lines = [json.loads(line) for line in read.stdout.splitlines()]
+    assert sorted(p["id"] for p in lines) == ["r1", "r2", "r3"]
+    assert {p["id"]: p.get("y") for p in lines} == {"r1": 1, "r2": 0, "r3": None}
+    assert all(0.0 <= p["p"] <= 1.0 and p["model_version"] == 0 for p in lines)
+
+
+def test_unreachable_broker_is_a_clear_error():
+    done = _learnstream("topics", "create", "--bootstrap", "127.0.0.1:1", timeout=120)
+    assert done.returncode == 2
+    assert "127.0.0.1:1" in done.stderr

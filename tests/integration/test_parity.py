@@ -1,0 +1,46 @@
+"""One worker, one partition: the pipeline is river's predict-then-learn, exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.codec import encode, event_to_map
+from stream.config import ModelSettings
+from stream.model import OnlineModel
+from stream.sources import river_dataset
+
+from .helpers import WorkerThread, create_topics, read_predictions, send_raw, worker_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    "model",
+    [ModelSettings(), ModelSettings(optimizer="ftrl", learning_rate=0.1)],
+    ids=["sgd", "ftrl"],
+)
+def test_every_prediction_equals_rivers_progressive_validation(kafka, topics, model):
+    create_topics(kafka, topics, partitions=1)
+    rows = list(river_dataset("phishing"))
+    send_raw(
+        kafka,
+        topics.features,
+        ((None, encode(event_to_map(i, x, y, None), "msgpack")) for i, x, y in rows),
+    )
+
+    with WorkerThread(worker_settings(kafka, topics, model=model)):
+        predictions = read_predictions(kafka, topics.predictions, {i for i, _, _ in rows})
+
+    # river's progressive_val_score, step by step: predict, then learn.
+    reference = OnlineModel(model)
+    expected = {}
+    for i, x, y in rows:
+        expected[i] = reference.predict_proba(x)
+        reference.learn(x, y)
+
+    assert len(predictions) == len(rows)
+    for prediction in predictions:
+        assert prediction["p"] == pytest.approx(expected[prediction["id"]], abs=1e-9)
+        assert prediction["y_pred"] == int(prediction["p"] >= 0.5)
+    assert [p["offset"] for p in predictions] == list(range(len(rows)))
+    assert {p["partition"] for p in predictions} == {0}

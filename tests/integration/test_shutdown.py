@@ -1,0 +1,91 @@
+"""SIGTERM stops a worker cleanly mid-stream; a restarted worker carries on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from stream.produce import ProduceSettings, produce
+from stream.sources import SyntheticStream
+
+from .helpers import create_topics, read_predictions
+
+pytestmark = pytest.mark.integration
+
+N_EVENTS = 6_000
+
+
+def _start_worker(kafka, topics, log_path):
+    """``learnstream work`` as a user runs it, in its own process."""
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "work",
+            "--bootstrap",
+            kafka.bootstrap_servers,
+            "--features-topic",
+            topics.features,
+            "--predictions-topic",
+            topics.predictions,
+            "--group-id",
+            topics.group_id,
+            "--max-poll-interval-ms",
+            "3000",
+            "--session-timeout-ms",
+            "6000",
+            "--heartbeat-interval-ms",
+            "1000",
+            "--max-poll-records",
+            "200",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
+    kafka, topics, tmp_path
+):
+    create_topics(kafka, topics, partitions=2)
+    log_path = tmp_path / "worker.log"
+    first = _start_worker(kafka, topics, log_path)
+    # Events arrive over ~6 s while the worker is stopped and replaced.
+    producer = threading.Thread(
+        target=produce,
+        args=(
+            iter(SyntheticStream(seed=11)),
+            ProduceSettings(kafka=kafka, topic=topics.features, rate=1000, limit=N_EVENTS),
+        ),
+    )
+    producer.start()
+    time.sleep(6)  # the join (~3 s) and some scoring
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0, log_path.read_text()
+
+    second = _start_worker(kafka, topics, log_path)
+    try:
+        producer.join(timeout=60)
+        predictions = read_predictions(kafka, topics.predictions, {str(i) for i in range(N_EVENTS)})
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0, log_path.read_text()
+
+    log = log_path.read_text()
+    assert "stop requested" in log and "signal=SIGTERM" in log
+    by_worker = Counter(p["worker"] for p in predictions)
+    assert len(by_worker) == 2, f"both workers should have scored: {by_worker}"
+    # A clean stop commits what it published: nothing is scored twice.
+    per_id = Counter(p["id"] for p in predictions)
+    assert set(per_id) == {str(i) for i in range(N_EVENTS)}
+    assert max(per_id.values()) == 1
+    assert os.path.getsize(log_path) > 0

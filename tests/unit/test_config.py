@@ -1,0 +1,63 @@
+"""Settings refuse bad values at construction, naming the value."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.config import KafkaSettings, ModelSettings, TopicSettings, WorkerSettings
+from stream.errors import ConfigError
+
+
+def test_dead_letter_topic_follows_features_topic():
+    assert TopicSettings(features="clicks").dead_letter == "clicks.dlq"
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: ModelSettings(optimizer="adam"), "'adam'"),
+        (lambda: ModelSettings(learning_rate=0), "learning_rate must be a positive number, got 0"),
+        (lambda: ModelSettings(l2=-1.0), "l2 must be >= 0, got -1.0"),
+        (lambda: TopicSettings(features="t", predictions="t"), "same topic 't'"),
+        (lambda: WorkerSettings(max_event_bytes=0), "max_event_bytes must be > 0, got 0"),
+        (lambda: WorkerSettings(heartbeat_interval_ms=5000, session_timeout_ms=5000), "5000"),
+        (lambda: WorkerSettings(output_encoding="xml"), "'xml'"),
+        (lambda: KafkaSettings(client_options=(("sasl_pasword", "x"),)), "'sasl_pasword'"),
+        (lambda: KafkaSettings(bootstrap_servers=" "), "bootstrap_servers is empty"),
+    ],
+)
+def test_invalid_settings_are_refused(build, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build()
+
+
+def test_settings_are_frozen():
+    settings = WorkerSettings()
+    with pytest.raises(AttributeError):
+        settings.max_poll_records = 5  # type: ignore[misc]
+
+
+def test_cli_flags_fall_back_to_environment(monkeypatch):
+    from stream.cli import build_parser
+    from stream.cliargs import kafka_settings, topic_settings
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9093,k2:9093")
+    monkeypatch.setenv("LEARNSTREAM_FEATURES_TOPIC", "events")
+    monkeypatch.setenv("LEARNSTREAM_GROUP_ID", "scorers")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    args = build_parser().parse_args(
+        ["work", "--sasl-username", "me", "--kafka-option", "ssl_check_hostname=false"]
+    )
+    kafka = kafka_settings(args)
+    assert kafka.bootstrap_servers == "k1:9093,k2:9093"
+    assert kafka.options == {
+        "security_protocol": "SASL_SSL",
+        "sasl_plain_username": "me",
+        "ssl_check_hostname": False,
+    }
+    topics = topic_settings(args)
+    assert (topics.features, topics.predictions, topics.group_id) == (
+        "events",
+        "predictions",
+        "scorers",
+    )

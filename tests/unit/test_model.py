@@ -1,0 +1,73 @@
+"""The model wrapper behaves exactly as river driven by hand."""
+
+from __future__ import annotations
+
+import pytest
+from river import compose, linear_model, optim, preprocessing
+
+from stream.config import ModelSettings
+from stream.model import ModelState, OnlineModel
+from stream.sources import SyntheticStream, river_dataset
+
+
+def _by_hand(settings: ModelSettings):
+    if settings.optimizer == "ftrl":
+        lr = linear_model.LogisticRegression(
+            optimizer=optim.FTRLProximal(
+                alpha=settings.learning_rate,
+                beta=settings.ftrl_beta,
+                l1=settings.ftrl_l1,
+                l2=settings.l2,
+            ),
+            l2=0.0,
+        )
+    else:
+        lr = linear_model.LogisticRegression(
+            optimizer=optim.SGD(settings.learning_rate), l2=settings.l2
+        )
+    return compose.Pipeline(preprocessing.StandardScaler(), lr) if settings.scale else lr
+
+
+SETTINGS = [
+    ModelSettings(),
+    ModelSettings(scale=False),
+    ModelSettings(learning_rate=0.05, l2=0.001),
+    ModelSettings(optimizer="ftrl", learning_rate=0.1, l2=0.5, ftrl_l1=0.01),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=repr)
+def test_wrapper_gives_rivers_probabilities(settings):
+    ours, theirs = OnlineModel(settings), _by_hand(settings)
+    for _, x, y in river_dataset("phishing"):
+        assert ours.predict_proba(x) == theirs.predict_proba_one(x)[True]
+        ours.learn(x, y)
+        theirs.learn_one(x, y)
+    assert ours.n_learned == 1250
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=repr)
+def test_state_round_trip_restores_the_same_model(settings):
+    stream = iter(SyntheticStream(n_features=5, seed=3))
+    original = OnlineModel(settings)
+    for _ in range(300):
+        _, x, y = next(stream)
+        original.learn(x, y)
+    restored = OnlineModel(settings)
+    restored.load_state(original.state())
+    assert restored.state() == original.state()
+    for _ in range(200):
+        _, x, y = next(stream)
+        assert restored.predict_proba(x) == original.predict_proba(x)
+        restored.learn(x, y)
+        original.learn(x, y)
+
+
+def test_state_is_a_snapshot_not_a_view():
+    model = OnlineModel(ModelSettings())
+    model.learn({"a": 1.0}, True)
+    snapshot = model.state()
+    model.learn({"a": 3.0}, False)
+    assert snapshot.n_learned == 1
+    assert snapshot.scaler_means == {"a": 1.0}
+    assert isinstance(snapshot, ModelState)
