@@ -6,6 +6,7 @@ import argparse
 
 from stream import cliargs
 from stream.config import WorkerSettings
+from stream.merger import MergerSettings
 from stream.processes import Supervisor
 
 
@@ -60,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cliargs.add_kafka(parser)
     cliargs.add_topics(parser)
     cliargs.add_model(parser)
+    cliargs.add_merge(parser)
+    parser.add_argument(
+        "--no-merger",
+        dest="with_merger",
+        action="store_false",
+        help="do not start a merger here (one runs elsewhere: `learnstream merge`)",
+    )
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
 
@@ -69,6 +77,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         kafka=cliargs.kafka_settings(args),
         topics=cliargs.topic_settings(args),
         model=cliargs.model_settings(args),
+        merge=cliargs.merge_settings(args),
         output_encoding=args.output_encoding,
         max_event_bytes=args.max_event_bytes,
         max_poll_records=args.max_poll_records,
@@ -82,5 +91,11 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
 def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise SystemExit("learnstream work: error: --processes must be >= 1")
-    supervisor = Supervisor(settings_from(args), args.processes, args.log_level, args.log_format)
+    settings = settings_from(args)
+    merger = (
+        MergerSettings.for_workers(settings)
+        if settings.merge.enabled and args.with_merger
+        else None
+    )
+    supervisor = Supervisor(settings, args.processes, merger, args.log_level, args.log_format)
     return supervisor.run_until_signal()

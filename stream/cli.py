@@ -32,14 +32,8 @@ def _broker(args: argparse.Namespace) -> int:
 
 def _topics_create(args: argparse.Namespace) -> int:
     topics = cliargs.topic_settings(args)
-    counts = clients.ensure_topics(
-        cliargs.kafka_settings(args),
-        {
-            topics.features: args.partitions,
-            topics.predictions: args.partitions,
-            topics.dead_letter: 1,
-        },
-        replication_factor=args.replication_factor,
+    counts = clients.create_pipeline_topics(
+        cliargs.kafka_settings(args), topics, args.partitions, args.replication_factor
     )
     for name, count in sorted(counts.items()):
         print(f"{name}\tpartitions={count}")

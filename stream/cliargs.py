@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from stream.config import (
     DEFAULT_BOOTSTRAP,
+    DEFAULT_CHECKPOINT_DIR,
     DEFAULT_FEATURES_TOPIC,
     DEFAULT_GROUP_ID,
     DEFAULT_PREDICTIONS_TOPIC,
     ENV_BOOTSTRAP,
+    ENV_CHECKPOINT_DIR,
     ENV_FEATURES_TOPIC,
     ENV_GROUP_ID,
     ENV_PREDICTIONS_TOPIC,
@@ -24,6 +27,7 @@ from stream.config import (
     ENV_SECURITY_PROTOCOL,
     ENV_SSL_CAFILE,
     KafkaSettings,
+    MergeSettings,
     ModelSettings,
     TopicSettings,
 )
@@ -165,3 +169,56 @@ def add_logging(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("logging")
     group.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     group.add_argument("--log-format", default="text", choices=["text", "json"])
+
+
+def add_merge(parser: argparse.ArgumentParser, worker: bool = True) -> None:
+    defaults = MergeSettings()
+    group = parser.add_argument_group("merging and checkpoints")
+    if worker:
+        group.add_argument(
+            "--no-merge",
+            dest="merge",
+            action="store_false",
+            help="each worker keeps its own model (no contributions, no global model)",
+        )
+        group.add_argument(
+            "--merge-every",
+            type=int,
+            default=defaults.every_events,
+            help="labeled events per worker between contributions (default %(default)s)",
+        )
+        group.add_argument(
+            "--merge-interval-s",
+            type=float,
+            default=defaults.interval_s,
+            help="at most this long between contributions (default %(default)s)",
+        )
+    group.add_argument(
+        "--merge-rule",
+        choices=["sum", "average"],
+        default=defaults.rule,
+        help="combine weight deltas by sum, or by count-weighted average (default %(default)s)",
+    )
+    add_checkpoint_dir(group)
+    group.add_argument("--checkpoint-keep", type=int, default=defaults.checkpoint_keep)
+
+
+def add_checkpoint_dir(group) -> None:
+    group.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=Path(_env(ENV_CHECKPOINT_DIR, DEFAULT_CHECKPOINT_DIR)),
+        help=f"global model checkpoints (env {ENV_CHECKPOINT_DIR}; default %(default)s)",
+    )
+
+
+def merge_settings(args: argparse.Namespace) -> MergeSettings:
+    defaults = MergeSettings()
+    return MergeSettings(
+        enabled=getattr(args, "merge", True),
+        every_events=getattr(args, "merge_every", defaults.every_events),
+        interval_s=getattr(args, "merge_interval_s", defaults.interval_s),
+        rule=args.merge_rule,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_keep=args.checkpoint_keep,
+    )

@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
-from stream.config import KafkaSettings
+from stream.config import KafkaSettings, TopicSettings
 from stream.errors import BrokerError
 
 logger = logging.getLogger(__name__)
@@ -72,8 +72,29 @@ def _connect(cls: type, config: dict[str, object]) -> object:
         raise BrokerError(f"no broker answers at {config['bootstrap_servers']!r}") from exc
 
 
+def pipeline_topics(topics: TopicSettings, partitions: int) -> dict[str, int]:
+    """Every topic the pipeline uses, with its partition count."""
+    return {
+        topics.features: partitions,
+        topics.predictions: partitions,
+        topics.dead_letter: 1,
+        # One partition each: the merger needs one total order of contributions,
+        # and the model topic is a single sequence of versions.
+        topics.contributions: 1,
+        topics.model: 1,
+    }
+
+
+def topic_configs(topics: TopicSettings) -> dict[str, dict[str, str]]:
+    """Only the latest model version matters: compact the model topic."""
+    return {topics.model: {"cleanup.policy": "compact"}}
+
+
 def ensure_topics(
-    kafka: KafkaSettings, partitions: dict[str, int], replication_factor: int = 1
+    kafka: KafkaSettings,
+    partitions: dict[str, int],
+    replication_factor: int = 1,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, int]:
     """Create missing topics; return each topic's partition count as the broker reports it.
 
@@ -82,7 +103,11 @@ def ensure_topics(
     """
     client = admin(kafka)
     try:
-        wanted = [NewTopic(name, count, replication_factor) for name, count in partitions.items()]
+        configs = configs or {}
+        wanted = [
+            NewTopic(name, count, replication_factor, topic_configs=configs.get(name, {}))
+            for name, count in partitions.items()
+        ]
         for topic in wanted:
             try:
                 client.create_topics([topic])
@@ -103,6 +128,14 @@ def ensure_topics(
         return actual
     finally:
         client.close()
+
+
+def create_pipeline_topics(
+    kafka: KafkaSettings, topics: TopicSettings, partitions: int, replication_factor: int = 1
+) -> dict[str, int]:
+    return ensure_topics(
+        kafka, pipeline_topics(topics, partitions), replication_factor, topic_configs(topics)
+    )
 
 
 def describe_partitions(client: KafkaAdminClient, topics: list[str]) -> dict[str, int]:

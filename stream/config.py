@@ -7,7 +7,8 @@ defined here once, and only the CLI uses them as fallbacks for its flags.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from stream.errors import ConfigError
@@ -26,11 +27,13 @@ ENV_SASL_MECHANISM = "KAFKA_SASL_MECHANISM"
 ENV_SASL_USERNAME = "KAFKA_SASL_USERNAME"
 ENV_SASL_PASSWORD = "KAFKA_SASL_PASSWORD"
 ENV_SSL_CAFILE = "KAFKA_SSL_CAFILE"
+ENV_CHECKPOINT_DIR = "LEARNSTREAM_CHECKPOINT_DIR"
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_FEATURES_TOPIC = "features"
 DEFAULT_PREDICTIONS_TOPIC = "predictions"
 DEFAULT_GROUP_ID = "learnstream"
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
 
 # Client options a user may pass through (security and a few transport knobs).
 # kafka-python rejects unknown keys itself; this list keeps typos from reaching it
@@ -101,6 +104,21 @@ class TopicSettings:
     def dead_letter(self) -> str:
         return f"{self.features}.dlq"
 
+    @property
+    def contributions(self) -> str:
+        """Workers' learning deltas, one partition (so the merger sees one order)."""
+        return f"{self.features}.contributions"
+
+    @property
+    def model(self) -> str:
+        """Global model versions, one partition, compacted on Apache Kafka."""
+        return f"{self.features}.model"
+
+    @property
+    def merger_group(self) -> str:
+        """The merger's own group: one member merges, the others stand by."""
+        return f"{self.group_id}.merger"
+
 
 @dataclass(frozen=True)
 class ModelSettings:
@@ -130,6 +148,47 @@ class ModelSettings:
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
 
+    def as_dict(self) -> dict:
+        """Plain data, stored with every global model so it is never loaded into
+        a model configured differently."""
+        return asdict(self)
+
+
+MergeRule = Literal["sum", "average"]
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """Periodic merging of the workers' models into one global model.
+
+    A worker sends a contribution every ``every_events`` labeled events or every
+    ``interval_s`` seconds, whichever comes first (and always when it loses
+    partitions or stops). ``rule``: how weight deltas combine (see
+    :mod:`stream.merge`). ``catch_up_timeout_s`` bounds how long a worker that
+    was just assigned partitions waits for the merger to apply what is already
+    in the contributions topic before it seeks to the global model's offsets.
+    """
+
+    enabled: bool = True
+    # A contribution costs one acknowledged produce (about a millisecond) plus a
+    # copy of the model state; every 1000 events keeps that well under 1%.
+    every_events: int = 1000
+    interval_s: float = 1.0
+    rule: MergeRule = "sum"
+    checkpoint_dir: Path | None = None
+    checkpoint_keep: int = 5
+    catch_up_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.every_events < 1:
+            raise ConfigError(f"every_events must be >= 1, got {self.every_events}")
+        if not self.interval_s > 0:
+            raise ConfigError(f"interval_s must be > 0, got {self.interval_s}")
+        if self.rule not in ("sum", "average"):
+            raise ConfigError(f"merge rule must be 'sum' or 'average', got {self.rule!r}")
+        if self.checkpoint_keep < 1:
+            raise ConfigError(f"checkpoint_keep must be >= 1, got {self.checkpoint_keep}")
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -144,6 +203,7 @@ class WorkerSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    merge: MergeSettings = field(default_factory=MergeSettings)
     output_encoding: OutputEncoding = "same"
     max_event_bytes: int = 100_000
     max_poll_records: int = 1000
@@ -168,6 +228,12 @@ class WorkerSettings:
             raise ConfigError(
                 f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
                 f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        if self.merge.enabled and self.merge.catch_up_timeout_s * 1000 >= self.max_poll_interval_ms:
+            raise ConfigError(
+                f"merge.catch_up_timeout_s ({self.merge.catch_up_timeout_s}) must be below "
+                f"max_poll_interval_ms ({self.max_poll_interval_ms} ms): the wait happens "
+                "inside a rebalance, and a longer one would get the worker evicted"
             )
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError(

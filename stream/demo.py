@@ -14,9 +14,18 @@ from pathlib import Path
 
 from stream import clients
 from stream.broker import EmbeddedBroker
+from stream.checkpoint import Snapshot
 from stream.codec import decode_map
-from stream.config import KafkaSettings, ModelSettings, TopicSettings, WorkerSettings
+from stream.config import (
+    KafkaSettings,
+    MergeSettings,
+    ModelSettings,
+    TopicSettings,
+    WorkerSettings,
+)
 from stream.errors import ConfigError, StreamError
+from stream.feed import ModelFeed
+from stream.merger import MergerSettings
 from stream.processes import Supervisor
 from stream.produce import ProduceSettings, produce
 from stream.quality import Quality, percentiles, prequential, single_model_baseline
@@ -37,6 +46,12 @@ class DemoSettings:
     passes: int = 1
     bootstrap: str | None = None
     model: ModelSettings = field(default_factory=ModelSettings)
+    # Phishing is short (1,250 events): merge often so the workers share early.
+    merge: MergeSettings = field(
+        default_factory=lambda: MergeSettings(
+            every_events=25, interval_s=0.5, catch_up_timeout_s=3.0
+        )
+    )
     topics: TopicSettings = field(default_factory=TopicSettings)
     timeout_s: float = 180.0
     log_dir: Path | None = None
@@ -64,6 +79,8 @@ class DemoSummary:
     latency_ms: dict[str, float]
     pipeline: Quality
     single_model: Quality
+    global_version: int | None = None
+    global_n_learned: int | None = None
 
     def format(self) -> str:
         lat = "  ".join(f"{k}={v:.1f}" for k, v in self.latency_ms.items())
@@ -82,6 +99,12 @@ class DemoSummary:
                 f"{self.pipeline.log_loss:.4f}  (n={self.pipeline.n})",
                 f"  single river accuracy {self.single_model.accuracy:.4f}  log loss "
                 f"{self.single_model.log_loss:.4f}  (n={self.single_model.n})",
+                "  global model             "
+                + (
+                    f"version {self.global_version}, learned {self.global_n_learned} events"
+                    if self.global_version is not None
+                    else "merging off"
+                ),
             ]
         )
 
@@ -110,25 +133,20 @@ def run_demo(settings: DemoSettings) -> DemoSummary:
 
 def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
     topics = settings.topics
-    clients.ensure_topics(
-        kafka,
-        {
-            topics.features: settings.partitions,
-            topics.predictions: settings.partitions,
-            topics.dead_letter: 1,
-        },
-    )
+    clients.create_pipeline_topics(kafka, topics, settings.partitions)
     worker_settings = WorkerSettings(
         kafka=kafka,
         topics=topics,
         model=settings.model,
+        merge=settings.merge,
         # The embedded broker holds a join open for about this long; keep it short.
         max_poll_interval_ms=5_000,
         session_timeout_ms=6_000,
         heartbeat_interval_ms=1_000,
     )
     run_id = uuid.uuid4().hex[:8]
-    supervisor = Supervisor(worker_settings, settings.workers).start()
+    merger = MergerSettings.for_workers(worker_settings) if settings.merge.enabled else None
+    supervisor = Supervisor(worker_settings, settings.workers, merger).start()
     try:
         assignment = supervisor.wait_assigned(settings.partitions, timeout_s=60)
         logger.info("group settled assignment=%s", assignment)
@@ -139,6 +157,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         predictions = _collect(kafka, topics.predictions, run_id, sent, settings.timeout_s)
     finally:
         supervisor.stop()
+    final = _global_model(kafka, topics) if settings.merge.enabled else None
 
     last = max(p["ts_scored"] for p in predictions.values())
     elapsed = last - started
@@ -159,7 +178,17 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         },
         pipeline=prequential((bool(p["y"]), p["p"]) for p in predictions.values() if "y" in p),
         single_model=single_model_baseline(_rows(settings, run_id), settings.model),
+        global_version=final.version if final else None,
+        global_n_learned=final.n_learned if final else None,
     )
+
+
+def _global_model(kafka: KafkaSettings, topics: TopicSettings) -> Snapshot | None:
+    feed = ModelFeed(kafka, topics, "learnstream-demo")
+    try:
+        return feed.initial()
+    finally:
+        feed.close()
 
 
 def _collect(

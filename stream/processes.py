@@ -17,6 +17,7 @@ from multiprocessing.context import SpawnProcess
 
 from stream.config import WorkerSettings
 from stream.logs import LogFormat, configure
+from stream.merger import Merger, MergerSettings
 from stream.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 def worker_name(index: int) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-w{index}"
+
+
+def merger_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-merger"
 
 
 def run_worker(
@@ -53,73 +58,100 @@ def run_worker(
     worker.run()
 
 
-class Supervisor:
-    """Runs ``count`` worker processes; restarts one that dies; stops all on request.
+def run_merger(settings: MergerSettings, name: str, log_level: str, log_format: LogFormat) -> None:
+    """Entry of the merger process: SIGTERM/SIGINT stop it after the current merge."""
+    configure(log_level, log_format)
+    merger = Merger(settings, name)
 
-    A crashed worker is restarted after ``restart_delay_s`` (its partitions go to
-    the others meanwhile, via the group); a worker that exits 0 was asked to stop
-    and is not restarted.
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("stop requested merger=%s signal=%s", name, signal.Signals(signum).name)
+        merger.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    merger.run()
+
+
+class Supervisor:
+    """Runs ``count`` worker processes (and a merger, when given merger settings);
+    restarts one that dies; stops all on request.
+
+    A crashed process is restarted after ``restart_delay_s`` (a worker's
+    partitions go to the others meanwhile, via the group; a standby merger, if
+    any runs elsewhere, takes over merging); a process that exits 0 was asked to
+    stop and is not restarted.
     """
 
     def __init__(
         self,
         settings: WorkerSettings,
         count: int,
+        merger: MergerSettings | None = None,
         log_level: str = "INFO",
         log_format: LogFormat = "text",
         restart_delay_s: float = 1.0,
         stop_timeout_s: float = 30.0,
     ) -> None:
-        if count < 1:
-            raise ValueError(f"count must be >= 1, got {count}")
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
         self.settings = settings
         self.count = count
+        self.merger_settings = merger
         self.log_level = log_level
         self.log_format = log_format
         self.restart_delay_s = restart_delay_s
         self.stop_timeout_s = stop_timeout_s
-        self.processes: dict[int, SpawnProcess] = {}
-        self.names: dict[int, str] = {}
+        self.processes: dict[str, SpawnProcess] = {}
+        self.names: dict[str, str] = {}
         self.assignments: dict[str, list[int]] = {}
         self._assignment_queue = _SPAWN.Queue()
         self._stopping = False
 
-    def _start_one(self, index: int) -> None:
-        name = worker_name(index)
-        process = _SPAWN.Process(
-            target=run_worker,
-            args=(self.settings, name, self.log_level, self.log_format, self._assignment_queue),
-            name=f"worker-{index}",
-            daemon=False,
-        )
+    def start_process(self, key: str) -> None:
+        """Start (or restart) the process ``key``: ``w<index>`` or ``merger``."""
+        if key == "merger":
+            assert self.merger_settings is not None
+            name = merger_name()
+            target, args = run_merger, (self.merger_settings, name, self.log_level, self.log_format)
+        else:
+            name = worker_name(int(key[1:]))
+            target = run_worker
+            args = (self.settings, name, self.log_level, self.log_format, self._assignment_queue)
+        process = _SPAWN.Process(target=target, args=args, name=key, daemon=False)
         process.start()
-        self.processes[index] = process
-        self.names[index] = name
-        logger.info("worker process started index=%d pid=%d name=%s", index, process.pid, name)
+        self.processes[key] = process
+        self.names[key] = name
+        logger.info("process started key=%s pid=%d name=%s", key, process.pid, name)
 
     def start(self) -> Supervisor:
+        if self.merger_settings is not None:
+            self.start_process("merger")
         for index in range(self.count):
-            self._start_one(index)
+            self.start_process(f"w{index}")
         return self
 
+    @property
+    def workers(self) -> dict[str, SpawnProcess]:
+        return {k: p for k, p in self.processes.items() if k != "merger"}
+
     def check(self) -> None:
-        """Restart workers that died (call periodically)."""
+        """Restart processes that died (call periodically)."""
         if self._stopping:
             return
-        for index, process in list(self.processes.items()):
+        for key, process in list(self.processes.items()):
             if process.exitcode == 0:
                 # Asked to stop on its own (someone sent it SIGTERM): respect that.
-                logger.info("worker process stopped index=%d pid=%d", index, process.pid)
-                del self.processes[index]
+                logger.info("process stopped key=%s pid=%d", key, process.pid)
+                del self.processes[key]
             elif process.exitcode is not None:
                 logger.warning(
-                    "worker process exited index=%d pid=%d exitcode=%s; restarting",
-                    index,
+                    "process exited key=%s pid=%d exitcode=%s; restarting",
+                    key,
                     process.pid,
                     process.exitcode,
                 )
                 time.sleep(self.restart_delay_s)
-                self._start_one(index)
+                self.start_process(key)
 
     def _drain_assignments(self) -> None:
         while not self._assignment_queue.empty():
@@ -133,7 +165,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             self.check()
             self._drain_assignments()
-            live = [self.names[i] for i in self.processes]
+            live = [self.names[k] for k in self.workers]
             current = [self.assignments.get(name) for name in live]
             expected_members = min(len(live), partitions)
             held = [parts for parts in current if parts]
@@ -146,23 +178,28 @@ class Supervisor:
         )
 
     def stop(self) -> None:
-        """SIGTERM all, wait for their final commit, SIGKILL stragglers."""
+        """SIGTERM the workers, wait for their final commit, then the merger (so it
+        merges their last contributions); SIGKILL stragglers."""
         self._stopping = True
-        for process in self.processes.values():
+        self._terminate(self.workers)
+        self._terminate({k: p for k, p in self.processes.items() if k == "merger"})
+        logger.info(
+            "processes stopped exitcodes=%s", {k: p.exitcode for k, p in self.processes.items()}
+        )
+
+    def _terminate(self, processes: dict[str, SpawnProcess]) -> None:
+        for process in processes.values():
             if process.exitcode is None and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_s
-        for index, process in self.processes.items():
+        for key, process in processes.items():
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:
                 logger.warning(
-                    "worker did not stop in time; killing index=%d pid=%d", index, process.pid
+                    "process did not stop in time; killing key=%s pid=%d", key, process.pid
                 )
                 process.kill()
                 process.join()
-        logger.info(
-            "workers stopped exitcodes=%s", {i: p.exitcode for i, p in self.processes.items()}
-        )
 
     def run_until_signal(self) -> int:
         """Foreground mode for ``learnstream work``: Ctrl-C / SIGTERM stop everything."""

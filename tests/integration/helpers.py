@@ -26,9 +26,7 @@ def worker_settings(kafka: KafkaSettings, topics: TopicSettings, **overrides) ->
 
 
 def create_topics(kafka: KafkaSettings, topics: TopicSettings, partitions: int) -> None:
-    clients.ensure_topics(
-        kafka, {topics.features: partitions, topics.predictions: partitions, topics.dead_letter: 1}
-    )
+    clients.create_pipeline_topics(kafka, topics, partitions)
 
 
 def send_raw(

@@ -1,0 +1,42 @@
+"""``learnstream merge``: the merger (also started by ``work`` and ``demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from stream import cliargs
+from stream.merger import Merger, MergerSettings
+from stream.processes import merger_name
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge",
+        help="run a merger: combine contributions into the global model, checkpoint it",
+        description="Run a merger. Several may run (on several machines): one merges, "
+        "the others stand by in the merger group and take over if it dies.",
+    )
+    cliargs.add_kafka(parser)
+    cliargs.add_topics(parser)
+    cliargs.add_model(parser)
+    cliargs.add_merge(parser, worker=False)
+    cliargs.add_logging(parser)
+    parser.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> MergerSettings:
+    return MergerSettings(
+        kafka=cliargs.kafka_settings(args),
+        topics=cliargs.topic_settings(args),
+        model=cliargs.model_settings(args),
+        merge=cliargs.merge_settings(args),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    merger = Merger(settings_from(args), merger_name())
+    signal.signal(signal.SIGTERM, lambda *_: merger.stop())
+    signal.signal(signal.SIGINT, lambda *_: merger.stop())
+    merger.run()
+    return 0

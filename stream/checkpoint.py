@@ -1,0 +1,170 @@
+"""Global model snapshots: the same record on the model topic and on disk.
+
+A :class:`Snapshot` is immutable and says exactly what the global model
+reflects: for every features partition, the next offset it has *not* learned
+(``offsets``), and how far into the contributions topic the merger has read.
+
+On disk: ``model-<version>.ckpt`` in the checkpoint directory, written to a
+temporary file, fsynced, renamed, then the directory fsynced, so a crash leaves
+either the old file set or the new one. The file is ``MAGIC``, a 4-byte schema
+version, a 4-byte CRC32 and an 8-byte length (all big-endian), then a msgpack
+map. A torn or corrupt file fails its length or CRC check and is skipped with
+a warning; the newest good one wins. Never pickle: any language can read these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+
+from stream.errors import CheckpointError
+from stream.merge import state_from_dict, state_to_dict
+from stream.model import ModelState
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"LSCKPT"
+SCHEMA_VERSION = 1
+_HEADER = struct.Struct(">6sIIQ")
+_PATTERN = "model-*.ckpt"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One global model version.
+
+    ``offsets``: features partition -> next offset not learned. ``applied`` /
+    ``rejected``: worker name -> highest contribution seq applied / rejected
+    (workers read these to know what became of their contributions).
+    ``model_config``: the model settings it was learned with, so a checkpoint
+    is never loaded into a differently configured model.
+    """
+
+    version: int
+    state: ModelState
+    offsets: dict[int, int] = field(default_factory=dict)
+    contributions_offset: int = 0
+    applied: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    model_config: dict = field(default_factory=dict)
+    created_at: float = 0.0
+
+    @property
+    def n_learned(self) -> int:
+        return self.state.n_learned
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(
+            {
+                "schema": SCHEMA_VERSION,
+                "version": self.version,
+                "created_at": self.created_at or time.time(),
+                "n_learned": self.state.n_learned,
+                "state": state_to_dict(self.state),
+                "offsets": {str(p): o for p, o in self.offsets.items()},
+                "contributions_offset": self.contributions_offset,
+                "applied": self.applied,
+                "rejected": self.rejected,
+                "model_config": self.model_config,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> Snapshot:
+        try:
+            data = msgpack.unpackb(payload, raw=False)
+            if data.get("schema") != SCHEMA_VERSION:
+                raise CheckpointError(f"unknown snapshot schema {data.get('schema')!r}")
+            return cls(
+                version=int(data["version"]),
+                state=state_from_dict(data["state"]),
+                offsets={int(p): int(o) for p, o in data["offsets"].items()},
+                contributions_offset=int(data["contributions_offset"]),
+                applied=dict(data["applied"]),
+                rejected=dict(data["rejected"]),
+                model_config=dict(data["model_config"]),
+                created_at=float(data["created_at"]),
+            )
+        except CheckpointError:
+            raise
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise CheckpointError(f"malformed snapshot: {exc!r}") from exc
+
+
+class CheckpointStore:
+    """A directory of snapshots; keeps the newest ``keep``."""
+
+    def __init__(self, directory: Path, keep: int = 5) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def path_for(self, version: int) -> Path:
+        return self.directory / f"model-{version:012d}.ckpt"
+
+    def write(self, snapshot: Snapshot) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = snapshot.to_bytes()
+        header = _HEADER.pack(MAGIC, SCHEMA_VERSION, zlib.crc32(payload), len(payload))
+        final = self.path_for(snapshot.version)
+        tmp = final.with_suffix(f".tmp-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._prune()
+        logger.info(
+            "checkpoint written version=%d n_learned=%d path=%s",
+            snapshot.version,
+            snapshot.n_learned,
+            final,
+        )
+        return final
+
+    def _prune(self) -> None:
+        for old in sorted(self.directory.glob(_PATTERN))[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    @staticmethod
+    def read(path: Path) -> Snapshot:
+        raw = Path(path).read_bytes()
+        if len(raw) < _HEADER.size:
+            raise CheckpointError(f"{path}: torn ({len(raw)} bytes, shorter than the header)")
+        magic, schema, crc, length = _HEADER.unpack_from(raw)
+        if magic != MAGIC:
+            raise CheckpointError(f"{path}: not a learnstream checkpoint (magic {magic!r})")
+        if schema != SCHEMA_VERSION:
+            raise CheckpointError(f"{path}: unknown schema version {schema}")
+        payload = raw[_HEADER.size :]
+        if len(payload) != length:
+            raise CheckpointError(f"{path}: torn ({len(payload)} of {length} payload bytes)")
+        if zlib.crc32(payload) != crc:
+            raise CheckpointError(f"{path}: corrupt (CRC mismatch)")
+        return Snapshot.from_bytes(payload)
+
+    def latest(self) -> Snapshot | None:
+        """The newest readable snapshot; unreadable ones are skipped with a warning."""
+        if not self.directory.is_dir():
+            return None
+        for path in sorted(self.directory.glob(_PATTERN), reverse=True):
+            try:
+                return self.read(path)
+            except (CheckpointError, OSError) as exc:
+                logger.warning("checkpoint skipped path=%s error=%s", path, exc)
+        return None

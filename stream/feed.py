@@ -1,0 +1,76 @@
+"""Follow the model topic: the newest global model version, as it is published."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka import TopicPartition
+
+from stream import clients
+from stream.checkpoint import Snapshot
+from stream.config import KafkaSettings, TopicSettings
+from stream.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+
+class ModelFeed:
+    """Reads the single-partition model topic without a group.
+
+    Starts at the last record: every version is published in its own request
+    (the merger flushes after each), so the end offset from ListOffsets is
+    exact even on the embedded broker, whose ListOffsets is wrong only for
+    multi-record batches.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, client_id: str) -> None:
+        self.topics = topics
+        self.latest: Snapshot | None = None
+        self._consumer = clients.consumer(kafka, client_id=f"{client_id}-feed", group_id=None)
+        self._model_tp = TopicPartition(topics.model, 0)
+        self._contributions_tp = TopicPartition(topics.contributions, 0)
+        self._consumer.assign([self._model_tp])
+        end = self._consumer.end_offsets([self._model_tp]).get(self._model_tp, 0)
+        self._consumer.seek(self._model_tp, max(0, end - 1))
+        self._end_at_start = end
+
+    def poll(self, timeout_ms: int = 0) -> Snapshot | None:
+        """Read what has arrived; return the newest snapshot known (or None)."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=1000)
+        for records in batch.values():
+            for record in records:
+                try:
+                    snapshot = Snapshot.from_bytes(record.value)
+                except CheckpointError as exc:
+                    logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
+                    continue
+                if self.latest is None or snapshot.version > self.latest.version:
+                    self.latest = snapshot
+        return self.latest
+
+    def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
+        """The newest version already on the topic when the feed started."""
+        if self._end_at_start == 0:
+            return self.poll()
+        deadline = time.monotonic() + timeout_s
+        while self.latest is None and time.monotonic() < deadline:
+            self.poll(timeout_ms=200)
+        return self.latest
+
+    def contributions_end(self) -> int:
+        """How many contributions have been published (the merger's catch-up target)."""
+        return self._consumer.end_offsets([self._contributions_tp]).get(self._contributions_tp, 0)
+
+    def wait_caught_up(self, target: int, timeout_s: float) -> bool:
+        """Wait until a version reflects every contribution below ``target``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            latest = self.poll(timeout_ms=100)
+            if target == 0 or (latest is not None and latest.contributions_offset >= target):
+                return True
+            if time.monotonic() > deadline:
+                return False
+
+    def close(self) -> None:
+        self._consumer.close()
