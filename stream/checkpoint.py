@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAGIC = b"LSCKPT"
 SCHEMA_VERSION = 1
 _HEADER = struct.Struct(">6sIIQ")
+HEADER_SIZE = _HEADER.size
 _PATTERN = "model-*.ckpt"
 
 
@@ -44,7 +45,9 @@ class Snapshot:
     ``rejected``: worker name -> highest contribution seq applied / rejected
     (workers read these to know what became of their contributions).
     ``model_config``: the model settings it was learned with, so a checkpoint
-    is never loaded into a differently configured model.
+    is never loaded into a differently configured model. ``topic_ids``: the
+    broker's ids of the features and contributions topics the offsets refer to,
+    so offsets are not applied to a topic that was recreated (or to a new broker).
     """
 
     version: int
@@ -54,6 +57,7 @@ class Snapshot:
     applied: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     model_config: dict = field(default_factory=dict)
+    topic_ids: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
 
     @property
@@ -73,6 +77,7 @@ class Snapshot:
                 "applied": self.applied,
                 "rejected": self.rejected,
                 "model_config": self.model_config,
+                "topic_ids": self.topic_ids,
             },
             use_bin_type=True,
         )
@@ -91,6 +96,7 @@ class Snapshot:
                 applied=dict(data["applied"]),
                 rejected=dict(data["rejected"]),
                 model_config=dict(data["model_config"]),
+                topic_ids=dict(data.get("topic_ids", {})),
                 created_at=float(data["created_at"]),
             )
         except CheckpointError:

@@ -193,6 +193,13 @@ def add_merge(parser: argparse.ArgumentParser, worker: bool = True) -> None:
             default=defaults.interval_s,
             help="at most this long between contributions (default %(default)s)",
         )
+        group.add_argument(
+            "--catch-up-timeout-s",
+            type=float,
+            default=defaults.catch_up_timeout_s,
+            help="on assignment, wait this long for the merger to catch up; must be below "
+            "--max-poll-interval-ms (default %(default)s)",
+        )
     group.add_argument(
         "--merge-rule",
         choices=["sum", "average"],
@@ -218,6 +225,7 @@ def merge_settings(args: argparse.Namespace) -> MergeSettings:
         enabled=getattr(args, "merge", True),
         every_events=getattr(args, "merge_every", defaults.every_events),
         interval_s=getattr(args, "merge_interval_s", defaults.interval_s),
+        catch_up_timeout_s=getattr(args, "catch_up_timeout_s", defaults.catch_up_timeout_s),
         rule=args.merge_rule,
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_keep=args.checkpoint_keep,

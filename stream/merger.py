@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 
@@ -125,6 +125,7 @@ def apply_contributions(
         applied=_newest(applied),
         rejected=_newest(rejected),
         model_config=snapshot.model_config,
+        topic_ids=snapshot.topic_ids,
         created_at=time.time(),
     )
     return next_snapshot, len(deltas), n_rejected
@@ -139,6 +140,51 @@ def _newest(seqs: dict[str, int]) -> dict[str, int]:
 def initial_snapshot(model: ModelSettings) -> Snapshot:
     return Snapshot(
         version=0, state=ModelState(), model_config=model.as_dict(), created_at=time.time()
+    )
+
+
+def current_topic_ids(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, str]:
+    """The broker's ids of the topics a snapshot's offsets refer to."""
+    admin = clients.admin(kafka, client_id="learnstream-merger-admin")
+    try:
+        described = admin.describe_topics([topics.features, topics.contributions])
+    finally:
+        admin.close()
+    names = {topics.features: "features", topics.contributions: "contributions"}
+    return {names[t["name"]]: str(t["topic_id"]) for t in described if t.get("topic_id")}
+
+
+def rebind_topics(snapshot: Snapshot, topic_ids: dict[str, str]) -> Snapshot:
+    """The snapshot, with offsets kept only for topics that are still the same.
+
+    A recreated topic (or a new broker, such as a restarted embedded one that
+    lost everything) starts at offset 0 again: the model keeps what it learned,
+    but learning of the new topic starts from its beginning.
+    """
+    offsets, contributions_offset = snapshot.offsets, snapshot.contributions_offset
+    known = snapshot.topic_ids
+    if known.get("features") not in (None, topic_ids.get("features")):
+        logger.warning(
+            "features topic was recreated; learning restarts at its beginning "
+            "version=%d old_id=%s new_id=%s",
+            snapshot.version,
+            known.get("features"),
+            topic_ids.get("features"),
+        )
+        offsets = {}
+    if known.get("contributions") not in (None, topic_ids.get("contributions")):
+        logger.warning(
+            "contributions topic was recreated; reading it from 0 version=%d", snapshot.version
+        )
+        contributions_offset = 0
+    if (offsets, contributions_offset, known) == (
+        snapshot.offsets,
+        snapshot.contributions_offset,
+        topic_ids,
+    ):
+        return snapshot
+    return replace(
+        snapshot, offsets=offsets, contributions_offset=contributions_offset, topic_ids=topic_ids
     )
 
 
@@ -180,7 +226,9 @@ class Merger:
             else initial_snapshot(self.settings.model)
         )
         check_compatible(best, self.settings.model)
-        return best, published is None or published.version < best.version
+        rebound = rebind_topics(best, current_topic_ids(self.settings.kafka, self.settings.topics))
+        stale = published is None or published.version < best.version or rebound != best
+        return rebound, stale
 
     def run(self) -> None:
         s = self.settings

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from stream import clients
 from stream.codec import decode_map
-from stream.config import KafkaSettings, TopicSettings, WorkerSettings
+from stream.config import KafkaSettings, MergeSettings, TopicSettings, WorkerSettings
 from stream.deadletter import DeadLetter, parse
 from stream.reader import records
 from stream.worker import Worker
@@ -21,8 +21,21 @@ FAST_GROUP = {
 }
 
 
+NO_MERGE = MergeSettings(enabled=False)
+
+
+def merging(**overrides) -> MergeSettings:
+    """Merge settings for tests: frequent merges, a catch-up wait that fits FAST_GROUP."""
+    return MergeSettings(
+        **{"every_events": 50, "interval_s": 0.5, "catch_up_timeout_s": 2.0, **overrides}
+    )
+
+
 def worker_settings(kafka: KafkaSettings, topics: TopicSettings, **overrides) -> WorkerSettings:
-    return WorkerSettings(kafka=kafka, topics=topics, **{**FAST_GROUP, **overrides})
+    """Worker settings for tests; merging is off unless ``merge=`` says otherwise."""
+    return WorkerSettings(
+        kafka=kafka, topics=topics, **{**FAST_GROUP, "merge": NO_MERGE, **overrides}
+    )
 
 
 def create_topics(kafka: KafkaSettings, topics: TopicSettings, partitions: int) -> None:

@@ -1,4 +1,6 @@
-"""SIGTERM stops a worker cleanly mid-stream; a restarted worker carries on."""
+"""SIGTERM stops `learnstream work` (a worker and the merger) cleanly mid-stream;
+a restarted one carries on: no event without a prediction, none predicted or
+learned twice."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from stream.feed import ModelFeed
 from stream.produce import ProduceSettings, produce
 from stream.sources import SyntheticStream
 
@@ -22,7 +25,7 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 6_000
 
 
-def _start_worker(kafka, topics, log_path):
+def _start_worker(kafka, topics, log_path, checkpoint_dir):
     """``learnstream work`` as a user runs it, in its own process."""
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -47,6 +50,10 @@ def _start_worker(kafka, topics, log_path):
             "1000",
             "--max-poll-records",
             "200",
+            "--catch-up-timeout-s",
+            "2",
+            "--checkpoint-dir",
+            str(checkpoint_dir),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -58,13 +65,13 @@ def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
 ):
     create_topics(kafka, topics, partitions=2)
     log_path = tmp_path / "worker.log"
-    first = _start_worker(kafka, topics, log_path)
-    # Events arrive over ~6 s while the worker is stopped and replaced.
+    first = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints")
+    # Events arrive over ~12 s; the worker is stopped and replaced midway.
     producer = threading.Thread(
         target=produce,
         args=(
             iter(SyntheticStream(seed=11)),
-            ProduceSettings(kafka=kafka, topic=topics.features, rate=1000, limit=N_EVENTS),
+            ProduceSettings(kafka=kafka, topic=topics.features, rate=500, limit=N_EVENTS),
         ),
     )
     producer.start()
@@ -72,7 +79,7 @@ def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0, log_path.read_text()
 
-    second = _start_worker(kafka, topics, log_path)
+    second = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints")
     try:
         producer.join(timeout=60)
         predictions = read_predictions(kafka, topics.predictions, {str(i) for i in range(N_EVENTS)})
@@ -88,4 +95,12 @@ def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
     per_id = Counter(p["id"] for p in predictions)
     assert set(per_id) == {str(i) for i in range(N_EVENTS)}
     assert max(per_id.values()) == 1
+    # Learning, too, happened exactly once across the stop and restart.
+    feed = ModelFeed(kafka, topics, "test")
+    try:
+        final = feed.initial()
+    finally:
+        feed.close()
+    assert final is not None and final.n_learned == N_EVENTS
+    assert sum(final.offsets.values()) == N_EVENTS
     assert os.path.getsize(log_path) > 0

@@ -1,0 +1,61 @@
+"""The merger's offset fence: every labeled event is learned once, none skipped."""
+
+from __future__ import annotations
+
+from stream.checkpoint import Snapshot
+from stream.contribution import Contribution
+from stream.merger import apply_contributions
+from stream.model import ModelState
+
+
+def _contribution(worker: str, seq: int, ranges: dict, n: int) -> Contribution:
+    delta = ModelState(weights={"a": float(n)}, n_learned=n)
+    return Contribution(worker, seq, 0, ranges, delta, 0.0)
+
+
+def test_contiguous_contributions_are_applied_and_advance_the_offsets():
+    start = Snapshot(version=4, state=ModelState())
+    snapshot, applied, rejected = apply_contributions(
+        start,
+        [
+            (0, _contribution("w0", 0, {0: (0, 10), 1: (0, 5)}, 12)),
+            (1, _contribution("w1", 0, {2: (0, 8)}, 6)),
+            (2, _contribution("w0", 1, {0: (10, 20)}, 9)),
+        ],
+        "sum",
+        next_offset=3,
+    )
+    assert (applied, rejected) == (3, 0)
+    assert snapshot.version == 5
+    assert snapshot.offsets == {0: 20, 1: 5, 2: 8}
+    assert snapshot.n_learned == 27
+    assert snapshot.applied == {"w0": 1, "w1": 0}
+    assert snapshot.contributions_offset == 3
+
+
+def test_overlapping_or_gapped_contributions_are_rejected():
+    start = Snapshot(version=1, state=ModelState(n_learned=10), offsets={0: 10})
+    snapshot, applied, rejected = apply_contributions(
+        start,
+        [
+            (7, _contribution("old-owner", 3, {0: (5, 10)}, 4)),  # already learned
+            (8, _contribution("new-owner", 0, {0: (12, 20)}, 6)),  # skips 10..12
+            (9, _contribution("w2", 0, {0: (10, 15)}, 5)),  # exactly next
+        ],
+        "sum",
+        next_offset=10,
+    )
+    assert (applied, rejected) == (1, 2)
+    assert snapshot.offsets == {0: 15}
+    assert snapshot.n_learned == 15
+    assert snapshot.rejected == {"old-owner": 3, "new-owner": 0}
+    assert snapshot.applied == {"w2": 0}
+
+
+def test_replaying_the_same_contributions_changes_nothing():
+    start = Snapshot(version=0, state=ModelState())
+    batch = [(0, _contribution("w0", 0, {0: (0, 10)}, 10))]
+    once, _, _ = apply_contributions(start, batch, "sum", next_offset=1)
+    twice, applied, rejected = apply_contributions(once, batch, "sum", next_offset=1)
+    assert (applied, rejected) == (0, 1)
+    assert twice.state == once.state and twice.offsets == once.offsets
