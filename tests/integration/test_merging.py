@@ -8,10 +8,13 @@ import time
 import pytest
 
 from stream import clients
+from stream.broker import EmbeddedBroker
+from stream.checkpoint import CheckpointStore
 from stream.codec import encode, event_to_map
 from stream.config import KafkaSettings, MergeSettings, ModelSettings, TopicSettings
 from stream.feed import ModelFeed
 from stream.merger import MergerSettings
+from stream.model import OnlineModel
 from stream.processes import Supervisor
 from stream.quality import Quality, prequential, single_model_baseline
 from stream.sources import river_dataset
@@ -96,3 +99,99 @@ def test_merged_workers_match_one_river_model_and_unmerged_ones_do_not(kafka, tm
     merged = results["4 workers merged (sum)"]
     assert abs(merged.accuracy - single.accuracy) <= 0.015, table
     assert results["4 workers unmerged"].accuracy < merged.accuracy - 0.01, table
+
+
+def wait_for_quiet_model(kafka, topics, quiet_s: float = 2.0, timeout_s: float = 60.0):
+    """The latest version once no new one has appeared for ``quiet_s``."""
+    feed = ModelFeed(kafka, topics, "test-settle")
+    try:
+        latest = feed.initial()
+        changed = time.monotonic()
+        deadline = changed + timeout_s
+        while time.monotonic() - changed < quiet_s:
+            assert time.monotonic() < deadline, "the model never settled"
+            newest = feed.poll(timeout_ms=200)
+            if newest is not None and (latest is None or newest.version != latest.version):
+                latest, changed = newest, time.monotonic()
+        return latest
+    finally:
+        feed.close()
+
+
+def test_after_a_merge_settles_every_worker_holds_the_global_weights(kafka, topics):
+    create_topics(kafka, topics, PARTITIONS)
+    settings = worker_settings(kafka, topics, merge=merging(every_events=20, interval_s=0.3))
+    supervisor = Supervisor(settings, 4, MergerSettings.for_workers(settings)).start()
+    try:
+        assignment = supervisor.wait_assigned(PARTITIONS, timeout_s=60)
+        rows = send_phishing(kafka, topics.features, rate=2000)
+        read_predictions(kafka, topics.predictions, {r[0] for r in rows}, settle_s=0.5)
+        settled = wait_for_quiet_model(kafka, topics)
+        # The same unlabeled probe on every partition: each worker scores it with
+        # the model it holds now.
+        probe = {"https": 1.0, "age_of_domain": 1.0, "long_url": 0.5, "is_popular": 1.0}
+        producer = clients.producer(kafka, client_id="test-probe", linger_ms=0)
+        for partition in range(PARTITIONS):
+            value = encode(event_to_map(f"probe-{partition}", probe, None, None), "json")
+            producer.send(topics.features, value=value, partition=partition)
+        producer.flush()
+        producer.close()
+        probes = read_predictions(
+            kafka, topics.predictions, {f"probe-{p}" for p in range(PARTITIONS)}, settle_s=0.5
+        )
+    finally:
+        supervisor.stop()
+
+    assert settled.n_learned == len(rows)
+    global_model = OnlineModel(settings.model)
+    global_model.load_state(settled.state)
+    expected = global_model.predict_proba(probe)
+    scored = {p["id"]: p for p in probes if str(p["id"]).startswith("probe-")}
+    assert {p["worker"] for p in scored.values()} == set(assignment)  # all 4 workers answered
+    for prediction in scored.values():
+        assert prediction["model_version"] == settled.version
+        assert prediction["p"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_full_restart_continues_from_the_checkpoint_even_on_a_new_broker(tmp_path):
+    """Everything is killed, the embedded broker too (it loses every topic);
+    started again with the same checkpoint directory, the model is the
+    checkpointed one and versions and learned counts continue."""
+    checkpoints = tmp_path / "checkpoints"
+    topics = TopicSettings(features="restart-f", predictions="restart-p", group_id="restart")
+    merge = merging(every_events=20, interval_s=0.3, checkpoint_dir=checkpoints)
+
+    def run_once(kill: bool):
+        with EmbeddedBroker(port=0) as broker:
+            kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+            create_topics(kafka, topics, PARTITIONS)
+            settings = worker_settings(kafka, topics, merge=merge)
+            supervisor = Supervisor(settings, 2, MergerSettings.for_workers(settings)).start()
+            try:
+                supervisor.wait_assigned(PARTITIONS, timeout_s=60)
+                first = latest_model(kafka, topics)
+                rows = send_phishing(kafka, topics.features, rate=2000)
+                read_predictions(kafka, topics.predictions, {r[0] for r in rows}, settle_s=0.5)
+                settled = wait_for_quiet_model(kafka, topics)
+            finally:
+                if kill:
+                    for process in supervisor.processes.values():
+                        process.kill()
+                    for process in supervisor.processes.values():
+                        process.join()
+                else:
+                    supervisor.stop()
+            return first, settled
+
+    _, before = run_once(kill=True)
+    checkpointed = CheckpointStore(checkpoints).latest()
+    assert before.n_learned == 1250
+    assert checkpointed.version == before.version and checkpointed.state == before.state
+
+    first, after = run_once(kill=False)
+    # Back from the checkpoint: same model, same version, on a broker that knew nothing.
+    assert first.version == checkpointed.version
+    assert first.state == checkpointed.state
+    # Then it goes on: later versions, counts continue.
+    assert after.version > checkpointed.version
+    assert after.n_learned == 2 * 1250
