@@ -6,9 +6,10 @@ import argparse
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from consumers import predictions, work
+from consumers import merge, model, predictions, work
 from producers import produce
 from stream import __version__, cliargs, clients
 from stream.broker import EmbeddedBroker
@@ -52,6 +53,9 @@ def _demo(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
             model=cliargs.model_settings(args),
             topics=cliargs.topic_settings(args),
+            merge=replace(
+                DemoSettings().merge, enabled=args.merge, checkpoint_dir=args.checkpoint_dir
+            ),
         )
     )
     print(summary.format())
@@ -93,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     produce.register(sub)
     work.register(sub)
     predictions.register(sub)
+    merge.register(sub)
+    model.register(sub)
 
     p = sub.add_parser(
         "demo",
@@ -105,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="phishing", choices=["phishing", "bananas"])
     p.add_argument("--passes", type=int, default=1, help="replay the dataset this many times")
     p.add_argument("--bootstrap", default=None, help="use this broker instead of the embedded one")
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="keep global model checkpoints here (default: a new temporary directory)",
+    )
+    p.add_argument("--no-merge", dest="merge", action="store_false", help="workers do not merge")
     cliargs.add_topics(p)
     cliargs.add_model(p)
     cliargs.add_logging(p)

@@ -7,9 +7,10 @@ model that saw the same stream in the order it was produced.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from stream import clients
@@ -81,6 +82,7 @@ class DemoSummary:
     single_model: Quality
     global_version: int | None = None
     global_n_learned: int | None = None
+    checkpoint_dir: Path | None = None
 
     def format(self) -> str:
         lat = "  ".join(f"{k}={v:.1f}" for k, v in self.latency_ms.items())
@@ -101,7 +103,8 @@ class DemoSummary:
                 f"{self.single_model.log_loss:.4f}  (n={self.single_model.n})",
                 "  global model             "
                 + (
-                    f"version {self.global_version}, learned {self.global_n_learned} events"
+                    f"version {self.global_version}, learned {self.global_n_learned} events, "
+                    f"checkpoints in {self.checkpoint_dir}"
                     if self.global_version is not None
                     else "merging off"
                 ),
@@ -133,12 +136,15 @@ def run_demo(settings: DemoSettings) -> DemoSummary:
 
 def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
     topics = settings.topics
+    # A fresh directory by default: a demo starts from scratch, so its summary
+    # compares like with like; give one to keep (and resume from) checkpoints.
+    checkpoint_dir = settings.merge.checkpoint_dir or Path(tempfile.mkdtemp(prefix="learnstream-"))
     clients.create_pipeline_topics(kafka, topics, settings.partitions)
     worker_settings = WorkerSettings(
         kafka=kafka,
         topics=topics,
         model=settings.model,
-        merge=settings.merge,
+        merge=replace(settings.merge, checkpoint_dir=checkpoint_dir),
         # The embedded broker holds a join open for about this long; keep it short.
         max_poll_interval_ms=5_000,
         session_timeout_ms=6_000,
@@ -180,6 +186,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         single_model=single_model_baseline(_rows(settings, run_id), settings.model),
         global_version=final.version if final else None,
         global_n_learned=final.n_learned if final else None,
+        checkpoint_dir=checkpoint_dir if final else None,
     )
 
 

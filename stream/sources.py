@@ -95,6 +95,8 @@ def file_rows(
         raise ConfigError(f"{path}: expected a .csv or .jsonl file")
     for i, row in enumerate(rows):
         event_id = row.pop(id_column) if id_column and id_column in row else i
+        if isinstance(event_id, float):  # a CSV id cell read as a number
+            event_id = int(event_id) if event_id.is_integer() else str(event_id)
         raw_y = row.pop(label_column, None) if label_column else None
         names = features if features is not None else tuple(row)
         x = {name: row.get(name) for name in names}

@@ -104,3 +104,79 @@ def test_unreachable_broker_is_a_clear_error():
     done = _learnstream("topics", "create", "--bootstrap", "127.0.0.1:1", timeout=120)
     assert done.returncode == 2
     assert "127.0.0.1:1" in done.stderr
+
+
+def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp_path):
+    """`work` with its merger; then `model show`, `model export`, `score`, offline too."""
+    import signal as _signal
+
+    from stream.produce import ProduceSettings, produce
+    from stream.sources import SyntheticStream
+
+    checkpoints = tmp_path / "ckpt"
+    common = ["--bootstrap", kafka.bootstrap_servers, *_topic_flags(topics)]
+    created = _learnstream("topics", "create", "--partitions", "2", *common)
+    assert created.returncode == 0, created.stderr
+    work = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "work",
+            "--processes",
+            "2",
+            "--group-id",
+            topics.group_id,
+            "--max-poll-interval-ms",
+            "3000",
+            "--session-timeout-ms",
+            "6000",
+            "--heartbeat-interval-ms",
+            "1000",
+            "--catch-up-timeout-s",
+            "2",
+            "--merge-every",
+            "100",
+            "--checkpoint-dir",
+            str(checkpoints),
+            *common,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        produce(
+            iter(SyntheticStream(seed=4)),
+            ProduceSettings(kafka=kafka, topic=topics.features, limit=3000),
+        )
+        from .helpers import read_predictions
+
+        read_predictions(kafka, topics.predictions, {str(i) for i in range(3000)}, settle_s=0.5)
+    finally:
+        work.send_signal(_signal.SIGTERM)
+        _, stderr = work.communicate(timeout=60)
+    assert work.returncode == 0, stderr
+    assert "merged to version" in stderr and "checkpoint written" in stderr
+
+    exported = _learnstream(
+        "model", "export", "--format", "json", "--checkpoint-dir", str(checkpoints), *common
+    )
+    assert exported.returncode == 0, exported.stderr
+    model = json.loads(exported.stdout)
+    assert model["n_learned"] == 3000 and model["version"] >= 1
+    assert set(model["weights"]) == {f"f{i}" for i in range(10)}
+
+    shown = _learnstream("model", "show", "--offline", "--checkpoint-dir", str(checkpoints))
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"version\s+{model['version']}\b", shown.stdout)
+    assert re.search(r"learned events\s+3000\b", shown.stdout)
+
+    rows = tmp_path / "holdout.jsonl"
+    rows.write_text('{"f0": 1.0, "f1": -2.0, "y": 1}\n{"f0": 0.0, "f1": 0.5}\n')
+    scored = _learnstream("score", str(rows), "--offline", "--checkpoint-dir", str(checkpoints))
+    assert scored.returncode == 0, scored.stderr
+    lines = [json.loads(line) for line in scored.stdout.splitlines()]
+    assert [line["id"] for line in lines] == [0, 1]
+    assert all(line["model_version"] == model["version"] for line in lines)
+    assert "accuracy" in scored.stderr and "over 1 labeled rows" in scored.stderr

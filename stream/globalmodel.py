@@ -1,0 +1,72 @@
+"""The latest global model, wherever it is: model topic or checkpoint directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stream.checkpoint import CheckpointStore, Snapshot
+from stream.config import KafkaSettings, ModelSettings, TopicSettings
+from stream.errors import StreamError
+from stream.feed import ModelFeed
+from stream.model import OnlineModel
+
+logger = logging.getLogger(__name__)
+
+
+def load_latest(
+    kafka: KafkaSettings | None, topics: TopicSettings, checkpoint_dir: Path | None
+) -> Snapshot:
+    """The newest of the model topic's last version (if ``kafka`` is given and
+    answers) and the checkpoint directory's newest readable file."""
+    candidates = []
+    if checkpoint_dir is not None:
+        stored = CheckpointStore(checkpoint_dir).latest()
+        if stored is not None:
+            candidates.append(stored)
+    if kafka is not None:
+        try:
+            feed = ModelFeed(kafka, topics, "learnstream-model")
+            try:
+                published = feed.initial(timeout_s=5)
+            finally:
+                feed.close()
+            if published is not None:
+                candidates.append(published)
+        except StreamError as exc:
+            logger.warning("model topic not readable, using checkpoints only: %s", exc)
+    if not candidates:
+        raise StreamError(
+            f"no global model found (model topic {topics.model!r}, checkpoint dir {checkpoint_dir})"
+        )
+    return max(candidates, key=lambda s: s.version)
+
+
+def model_of(snapshot: Snapshot) -> OnlineModel:
+    """An OnlineModel holding the snapshot's state, configured as it was learned."""
+    model = OnlineModel(
+        ModelSettings(**snapshot.model_config) if snapshot.model_config else ModelSettings()
+    )
+    model.load_state(snapshot.state)
+    return model
+
+
+def export(snapshot: Snapshot) -> dict:
+    """The global model as plain JSON-able data."""
+    state = snapshot.state
+    return {
+        "version": snapshot.version,
+        "n_learned": snapshot.n_learned,
+        "created_at": snapshot.created_at,
+        "model_config": snapshot.model_config,
+        "intercept": state.intercept,
+        "weights": state.weights,
+        "scaler": {
+            "counts": state.scaler_counts,
+            "means": state.scaler_means,
+            "vars": state.scaler_vars,
+        },
+        "ftrl": {"z": state.ftrl_z, "n": state.ftrl_n},
+        "offsets": {str(p): o for p, o in sorted(snapshot.offsets.items())},
+        "contributions_offset": snapshot.contributions_offset,
+    }
