@@ -78,6 +78,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         topics=cliargs.topic_settings(args),
         model=cliargs.model_settings(args),
         merge=cliargs.merge_settings(args),
+        client=args.client,
         output_encoding=args.output_encoding,
         max_event_bytes=args.max_event_bytes,
         max_poll_records=args.max_poll_records,

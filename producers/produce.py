@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         rate=args.rate,
         limit=args.limit,
         key=args.key,
+        client=args.client,
     )
     result = produce(_rows(args), settings, progress=args.progress)
     print(

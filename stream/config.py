@@ -16,6 +16,7 @@ from stream.errors import ConfigError
 Encoding = Literal["msgpack", "json"]
 OutputEncoding = Literal["same", "msgpack", "json"]
 Optimizer = Literal["sgd", "ftrl"]
+ClientName = Literal["kafka-python", "confluent"]
 
 # Environment fallbacks (used by the CLI only).
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
@@ -204,6 +205,7 @@ class WorkerSettings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
+    client: ClientName = "kafka-python"
     output_encoding: OutputEncoding = "same"
     max_event_bytes: int = 100_000
     max_poll_records: int = 1000
@@ -216,6 +218,8 @@ class WorkerSettings:
     stats_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.client not in ("kafka-python", "confluent"):
+            raise ConfigError(f"client must be kafka-python or confluent, got {self.client!r}")
         if self.output_encoding not in ("same", "msgpack", "json"):
             raise ConfigError(
                 f"output_encoding must be same, msgpack or json, got {self.output_encoding!r}"
@@ -224,6 +228,12 @@ class WorkerSettings:
             raise ConfigError(f"max_event_bytes must be > 0, got {self.max_event_bytes}")
         if self.max_poll_records <= 0:
             raise ConfigError(f"max_poll_records must be > 0, got {self.max_poll_records}")
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            # librdkafka refuses this combination; kafka-python would accept it.
+            raise ConfigError(
+                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must be at least "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ConfigError(
                 f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "

@@ -147,7 +147,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         merge=replace(settings.merge, checkpoint_dir=checkpoint_dir),
         # The embedded broker holds a join open for about this long; keep it short.
         max_poll_interval_ms=5_000,
-        session_timeout_ms=6_000,
+        session_timeout_ms=5_000,
         heartbeat_interval_ms=1_000,
     )
     run_id = uuid.uuid4().hex[:8]

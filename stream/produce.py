@@ -10,15 +10,17 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from stream import clients
+from stream import transport
 from stream.codec import encode, event_to_map
-from stream.config import Encoding, KafkaSettings
-from stream.errors import ConfigError, DeliveryError
+from stream.config import ClientName, Encoding, KafkaSettings
+from stream.errors import ConfigError
 from stream.sources import Row
 
 logger = logging.getLogger(__name__)
 
 KeyMode = Literal["id", "none"]
+# How long the final flush may wait for the broker's acknowledgements.
+DELIVERY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class ProduceSettings:
     limit: int | None = None
     key: KeyMode = "id"
     timestamp: bool = True
+    client: ClientName = "kafka-python"
 
     def __post_init__(self) -> None:
         if self.rate is not None and self.rate <= 0:
@@ -63,8 +66,9 @@ def produce(
 
     Raises DeliveryError when the broker rejected any record.
     """
-    producer = clients.producer(settings.kafka, client_id="learnstream-producer", linger_ms=5)
-    failures: list[BaseException] = []
+    producer = transport.producer(
+        settings.client, settings.kafka, "learnstream-producer", linger_ms=5
+    )
     sent = 0
     start = time.monotonic()
     bar = tqdm(total=settings.limit, unit="ev", disable=not progress, mininterval=0.5)
@@ -80,19 +84,15 @@ def produce(
             ts = time.time() if settings.timestamp else None
             value = encode(event_to_map(event_id, x, y, ts), settings.encoding)
             key = str(event_id).encode() if settings.key == "id" else None
-            producer.send(settings.topic, key=key, value=value).add_errback(failures.append)
+            producer.send(settings.topic, value, key)
             sent += 1
             if sent % 1000 == 0:
                 bar.update(1000)
-                if failures:
-                    break
-        producer.flush()
+        producer.flush(DELIVERY_TIMEOUT_S)
         bar.update(sent % 1000)
     finally:
         bar.close()
         producer.close()
-    if failures:
-        raise DeliveryError(f"{len(failures)} events not delivered; first: {failures[0]!r}")
     result = ProduceResult(sent, time.monotonic() - start)
     logger.info(
         "produced topic=%s events=%d elapsed_s=%.2f rate=%.0f/s",

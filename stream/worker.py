@@ -29,29 +29,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
-
-from stream import clients
+from stream import transport
 from stream.checkpoint import Snapshot
 from stream.codec import decode_event, encode
 from stream.config import WorkerSettings
 from stream.contribution import Contribution
 from stream.deadletter import DeadLetterLog, headers
-from stream.errors import BadEvent, DeliveryError
+from stream.errors import BadEvent
 from stream.feed import ModelFeed
 from stream.merge import add, subtract
 from stream.merger import check_compatible
 from stream.model import ModelState, OnlineModel
+from stream.transport import Batch
 
 logger = logging.getLogger(__name__)
 
 AssignmentCallback = Callable[[str, list[int]], None]
 
 
-def _fmt(partitions: set[TopicPartition]) -> str:
-    return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(partitions)) or "-"
+def _fmt(partitions: list[int]) -> str:
+    return ",".join(str(p) for p in partitions) or "-"
 
 
 @dataclass(frozen=True)
@@ -88,13 +85,14 @@ class Worker:
         self._seq = 0
         self._pending: list[_Pending] = []
         self._cut_state = self.model.state()
-        self._segment_start: dict[int, int] = {}
+        # Per partition: where the open segment starts (None: at the first record
+        # read, when the model has never learned from that partition).
+        self._segment_start: dict[int, int | None] = {}
         self._position: dict[int, int] = {}
         self._published_upto: dict[int, int] = {}
         self._labeled_since_cut = 0
         self._last_cut = time.monotonic()
         self._feed: ModelFeed | None = None
-        self._to_take_over: set[TopicPartition] = set()
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -106,9 +104,11 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
-        consumer = clients.consumer(
+        consumer = transport.consumer(
+            s.client,
             s.kafka,
-            client_id=self.name,
+            s.topics.features,
+            self.name,
             group_id=s.topics.group_id,
             auto_offset_reset=s.auto_offset_reset,
             max_poll_records=s.max_poll_records,
@@ -116,7 +116,7 @@ class Worker:
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
-        producer = clients.producer(s.kafka, client_id=self.name)
+        producer = transport.producer(s.client, s.kafka, self.name)
         self._consumer, self._producer = consumer, producer
         try:
             if self.merging:
@@ -124,10 +124,11 @@ class Worker:
                 initial = self._feed.initial()
                 if initial is not None:
                     self._rebase_all(initial)
-            consumer.subscribe([s.topics.features], listener=_Rebalance(self))
+            consumer.subscribe(self.on_assigned, self.on_revoked, self.on_lost)
             logger.info(
-                "worker started worker=%s group=%s topic=%s merging=%s model_version=%d",
+                "worker started worker=%s client=%s group=%s topic=%s merging=%s model_version=%d",
                 self.name,
+                s.client,
                 s.topics.group_id,
                 s.topics.features,
                 self.merging,
@@ -140,9 +141,7 @@ class Worker:
             if self.merging:
                 max_records = min(max_records, s.merge.every_events)
             while not self._stop.is_set():
-                batch = consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=max_records)
-                if self._to_take_over:
-                    self._take_over()
+                batch = consumer.poll_batch(s.poll_timeout_ms, max_records)
                 if batch:
                     self._process(batch)
                 if self.merging:
@@ -155,9 +154,9 @@ class Worker:
         finally:
             self._log_stats()
             try:
-                producer.flush(timeout=s.delivery_timeout_s)
+                producer.flush(s.delivery_timeout_s)
             finally:
-                producer.close(timeout=s.delivery_timeout_s)
+                producer.close(s.delivery_timeout_s)
                 consumer.close()
                 if self._feed is not None:
                     self._feed.close()
@@ -165,102 +164,90 @@ class Worker:
 
     # -- the hot path -------------------------------------------------------
 
-    def _process(self, batch: dict) -> None:
+    def _process(self, batch: Batch) -> None:
         s = self.settings
-        producer = self._producer
+        send = self._producer.send
+        features_topic = s.topics.features
         predictions_topic = s.topics.predictions
-        dead_letter_topic = s.topics.dead_letter
         output_encoding = s.output_encoding
         max_bytes = s.max_event_bytes
-        model = self.model
+        predict, learn = self.model.predict_proba, self.model.learn
         clock = self._clock
-        published_upto = self._published_upto
-        pending = []
+        name, version = self.name, self.model_version
+        published_upto, segment_start = self._published_upto, self._segment_start
         offsets = {}
         scored = learned = replayed = 0
-        for tp, records in batch.items():
-            replay_below = published_upto.get(tp.partition, -1)
-            for record in records:
+        for partition, records in batch.items():
+            replay_below = published_upto.get(partition, -1)
+            if partition in segment_start and segment_start[partition] is None:
+                segment_start[partition] = records[0].offset
+            for offset, key, value, timestamp_ms in records:
                 # Already predicted (and dead-lettered) before: learn only.
-                replay = record.offset < replay_below
+                replay = offset < replay_below
                 try:
-                    event = decode_event(record.value, max_bytes)
+                    event = decode_event(value, max_bytes)
                 except BadEvent as exc:
-                    if replay:
-                        continue
-                    self.dead_letters.record(exc, record.topic, record.partition, record.offset)
-                    pending.append(
-                        producer.send(
-                            dead_letter_topic,
-                            key=record.key,
-                            value=record.value,
-                            headers=headers(
-                                exc, record.topic, record.partition, record.offset, self.name
-                            ),
-                        )
-                    )
+                    if not replay:
+                        self._dead_letter(exc, partition, offset, key, value)
                     continue
+                y = event.y
                 if replay:
                     replayed += 1
                 else:
-                    p = model.predict_proba(event.x)
+                    p = predict(event.x)
+                    ts_record = timestamp_ms / 1000.0
                     prediction = {
                         "id": event.id,
                         "p": p,
                         "y_pred": 1 if p >= 0.5 else 0,
-                        "model_version": self.model_version,
-                        "worker": self.name,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "ts_event": event.ts if event.ts is not None else record.timestamp / 1000.0,
-                        "ts_record": record.timestamp / 1000.0,
+                        "model_version": version,
+                        "worker": name,
+                        "partition": partition,
+                        "offset": offset,
+                        "ts_event": event.ts if event.ts is not None else ts_record,
+                        "ts_record": ts_record,
                         "ts_scored": clock(),
                     }
-                    if event.y is not None:
-                        prediction["y"] = 1 if event.y else 0
+                    if y is not None:
+                        prediction["y"] = 1 if y else 0
                     encoding = event.encoding if output_encoding == "same" else output_encoding
-                    value = encode(prediction, encoding)
-                    pending.append(producer.send(predictions_topic, key=record.key, value=value))
+                    send(predictions_topic, encode(prediction, encoding), key)
                     scored += 1
-                if event.y is not None:
-                    model.learn(event.x, event.y)
+                if y is not None:
+                    learn(event.x, y)
                     learned += 1
             end = records[-1].offset + 1
-            offsets[tp] = OffsetAndMetadata(end, "", -1)
-            self._position[tp.partition] = end
+            offsets[partition] = end
+            self._position[partition] = end
             if end > replay_below:
-                published_upto[tp.partition] = end
-        self._await_delivery(pending)
+                published_upto[partition] = end
+        # Predictions (and dead letters) acknowledged, then offsets committed.
+        self._producer.flush(s.delivery_timeout_s)
         self.n_scored += scored
         self.n_learned += learned
         self.n_replayed += replayed
         self._labeled_since_cut += learned
-        try:
-            self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced while we processed: the new owner re-reads these
-            # events, so their predictions are emitted again (at-least-once).
-            logger.warning("commit failed after rebalance worker=%s error=%s", self.name, exc)
+        self._consumer.commit(offsets)
         logger.debug(
-            "batch committed worker=%s records=%d replayed=%d offsets=%s",
+            "batch committed worker=%s topic=%s records=%d replayed=%d offsets=%s",
             self.name,
+            features_topic,
             sum(len(r) for r in batch.values()),
             replayed,
-            {f"{tp.partition}": om.offset for tp, om in offsets.items()},
+            offsets,
         )
 
-    def _await_delivery(self, pending: list) -> None:
-        self._producer.flush(timeout=self.settings.delivery_timeout_s)
-        for future in pending:
-            if not future.is_done:
-                raise DeliveryError(
-                    f"record not acknowledged within {self.settings.delivery_timeout_s}s"
-                )
-            if future.failed():
-                exc = future.exception
-                raise DeliveryError(f"broker rejected a record: {exc!r}") from (
-                    exc if isinstance(exc, BaseException) else None
-                )
+    def _dead_letter(
+        self, error: BadEvent, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        topic = self.settings.topics.features
+        self.dead_letters.record(error, topic, partition, offset)
+        self._producer.send(
+            self.settings.topics.dead_letter,
+            value,
+            key,
+            headers=headers(error, topic, partition, offset, self.name),
+        )
 
     # -- merging --------------------------------------------------------------
 
@@ -275,18 +262,21 @@ class Worker:
             self._sync()
 
     def _has_open_segment(self) -> bool:
-        return self._labeled_since_cut > 0 or any(
-            self._position[p] > self._segment_start.get(p, self._position[p])
-            for p in self._position
+        if self._labeled_since_cut > 0:
+            return True
+        starts = self._segment_start
+        return any(
+            starts.get(p) is not None and end > starts[p] for p, end in self._position.items()
         )
 
     def _cut(self, sync: bool = True) -> None:
         """Send what was learned since the last cut as a contribution, then sync."""
         self._last_cut = time.monotonic()
+        starts = self._segment_start
         ranges = {
-            p: (self._segment_start[p], end)
+            p: (starts[p], end)
             for p, end in self._position.items()
-            if p in self._segment_start and end > self._segment_start[p]
+            if starts.get(p) is not None and end > starts[p]
         }
         if not ranges:
             return
@@ -300,17 +290,15 @@ class Worker:
             delta=delta,
             created_at=time.time(),
         )
-        future = self._producer.send(
-            self.settings.topics.contributions,
-            key=self.name.encode(),
-            value=contribution.to_bytes(),
+        self._producer.send(
+            self.settings.topics.contributions, contribution.to_bytes(), self.name.encode()
         )
-        self._await_delivery([future])
+        self._producer.flush(self.settings.delivery_timeout_s)
         self._pending.append(_Pending(self._seq, delta))
         self._seq += 1
         self._cut_state = state
         for p, (_, end) in ranges.items():
-            self._segment_start[p] = end
+            starts[p] = end
         self._labeled_since_cut = 0
         logger.debug(
             "contribution sent worker=%s seq=%d ranges=%s n=%d",
@@ -340,7 +328,7 @@ class Worker:
                 latest.version,
             )
             self._rebase_all(latest)
-            self._seek_to_model(latest, set(self._consumer.assignment()))
+            self._seek_to_model(latest, self._consumer.assignment())
             return
         applied = latest.applied.get(self.name, -1)
         self._pending = [c for c in self._pending if c.seq > applied]
@@ -361,70 +349,63 @@ class Worker:
         self._labeled_since_cut = 0
         self.model_version = snapshot.version
 
-    def _seek_to_model(self, snapshot: Snapshot, partitions: set[TopicPartition]) -> None:
-        """Read each partition from where the global model stopped learning."""
-        consumer = self._consumer
-        unknown = [tp for tp in partitions if tp.partition not in snapshot.offsets]
-        if unknown:
-            consumer.seek_to_beginning(*unknown)
-        for tp in partitions:
-            if tp.partition in snapshot.offsets:
-                consumer.seek(tp, snapshot.offsets[tp.partition])
-            start = consumer.position(tp)
-            self._segment_start[tp.partition] = start
-            self._position[tp.partition] = start
+    def _seek_to_model(self, snapshot: Snapshot, partitions: list[int]) -> None:
+        """Read each partition from where the global model stopped learning
+        (its beginning, if the model never learned from it)."""
+        self._consumer.seek(self._learning_starts(snapshot, partitions))
+
+    def _learning_starts(self, snapshot: Snapshot, partitions: list[int]) -> dict[int, int | None]:
+        """Open new segments at the model's offsets; return them (None: beginning)."""
+        starts = {p: snapshot.offsets.get(p) for p in partitions}
+        for p, start in starts.items():
+            self._segment_start[p] = start
+            self._position.pop(p, None)
         logger.info(
             "learning resumes worker=%s version=%d from=%s",
             self.name,
             snapshot.version,
-            {tp.partition: self._position[tp.partition] for tp in sorted(partitions)},
+            {p: "beginning" if o is None else o for p, o in sorted(starts.items())},
         )
+        return starts
 
     # -- rebalances -----------------------------------------------------------
 
-    def on_revoked(self, revoked: set[TopicPartition]) -> None:
+    def on_revoked(self, revoked: list[int]) -> None:
         """Hand over cleanly: contribute what was learned (the batch is committed)."""
         logger.info("partitions revoked worker=%s partitions=%s", self.name, _fmt(revoked))
         if self.merging and revoked:
-            # No sync here: a resync would seek, and this runs on the consumer's
-            # IO thread, where its blocking calls are not allowed.
+            # No sync: a resync seeks, and partitions are changing hands right now.
             self._cut(sync=False)
-        for tp in revoked:
-            self._forget(tp.partition)
-        self._to_take_over -= set(revoked)
+        for p in revoked:
+            self._forget(p)
 
-    def on_lost(self, lost: set[TopicPartition]) -> None:
+    def on_lost(self, lost: list[int]) -> None:
         """Another member may own these already: contributing would race it, so
-        the un-merged learning is dropped and the next assignment re-learns it."""
+        the un-merged learning is dropped and re-learned from the model's offsets."""
         logger.warning("partitions lost worker=%s partitions=%s", self.name, _fmt(lost))
+        for p in lost:
+            self._forget(p)
         if self.merging and self._feed is not None:
-            snapshot = self._feed.poll()
-            if snapshot is not None:
-                self._rebase_all(snapshot)
-            else:
-                self.model.load_state(self._cut_state)
-        for tp in lost:
-            self._forget(tp.partition)
-        self._to_take_over -= set(lost)
+            snapshot = self._feed.poll() or Snapshot(version=0, state=ModelState())
+            self._rebase_all(snapshot)
+            kept = [p for p in self._consumer.assignment() if p not in lost]
+            if kept:
+                self._seek_to_model(snapshot, kept)
 
     def _forget(self, partition: int) -> None:
         for positions in (self._segment_start, self._position, self._published_upto):
             positions.pop(partition, None)
 
-    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+    def on_assigned(self, assigned: list[int]) -> dict[int, int | None] | None:
+        """Where to read the new partitions from: the group's committed offsets, or,
+        when merging, the global model's offsets (see the module docstring)."""
         logger.info("partitions assigned worker=%s partitions=%s", self.name, _fmt(assigned))
-        if self.merging and assigned:
-            # Taking over needs blocking calls (committed offsets, positions), not
-            # allowed on the IO thread running this: hold the partitions until the
-            # main loop has done it.
-            self._consumer.pause(*assigned)
-            self._to_take_over |= set(assigned)
+        starts = self._take_over(assigned) if self.merging and assigned else None
         if self._on_assign is not None:
-            self._on_assign(self.name, sorted(tp.partition for tp in assigned))
+            self._on_assign(self.name, list(assigned))
+        return starts
 
-    def _take_over(self) -> None:
-        """Start learning the newly assigned partitions where the global model stopped."""
-        assigned, self._to_take_over = self._to_take_over, set()
+    def _take_over(self, assigned: list[int]) -> dict[int, int | None]:
         feed = self._feed
         assert feed is not None
         target = feed.contributions_end()
@@ -435,17 +416,12 @@ class Worker:
                 target,
                 feed.latest.version if feed.latest else None,
             )
-        snapshot = feed.latest
-        if snapshot is not None:
-            self._rebase_all(snapshot)
-        else:
-            self._rebase_all(Snapshot(version=0, state=ModelState()))
-        committed = {tp: self._consumer.committed(tp) for tp in assigned}
-        for tp, offset in committed.items():
+        snapshot = feed.latest or Snapshot(version=0, state=ModelState())
+        self._rebase_all(snapshot)
+        for p, offset in self._consumer.committed(assigned).items():
             if offset is not None:
-                self._published_upto[tp.partition] = offset
-        self._seek_to_model(snapshot or Snapshot(version=0, state=ModelState()), assigned)
-        self._consumer.resume(*assigned)
+                self._published_upto[p] = offset
+        return self._learning_starts(snapshot, assigned)
 
     def _log_stats(self) -> None:
         logger.info(
@@ -459,20 +435,3 @@ class Worker:
             dict(self.dead_letters.by_reason),
             self.model_version,
         )
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.worker.on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.worker.on_assigned(assigned)
-
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self.worker.on_lost(lost)
-
-
-__all__ = ["KafkaError", "Worker"]

@@ -19,6 +19,7 @@ import pytest
 
 from stream.broker import EmbeddedBroker
 from stream.config import ENV_BOOTSTRAP, KafkaSettings, TopicSettings
+from stream.transport import CLIENTS
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with EmbeddedBroker(port=0, log_path=log_path) as broker:
         logger.info("tests use the embedded broker at %s", broker.bootstrap_servers)
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request: pytest.FixtureRequest) -> str:
+    """Tests that take this run once per Kafka client."""
+    return request.param
 
 
 @pytest.fixture

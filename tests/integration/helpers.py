@@ -16,7 +16,7 @@ from stream.worker import Worker
 # Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
 FAST_GROUP = {
     "max_poll_interval_ms": 3_000,
-    "session_timeout_ms": 6_000,
+    "session_timeout_ms": 3_000,
     "heartbeat_interval_ms": 1_000,
 }
 

@@ -130,7 +130,7 @@ def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp
             "--max-poll-interval-ms",
             "3000",
             "--session-timeout-ms",
-            "6000",
+            "3000",
             "--heartbeat-interval-ms",
             "1000",
             "--catch-up-timeout-s",

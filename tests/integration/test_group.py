@@ -51,9 +51,11 @@ def _stream_with_bad_records_mixed_in():
             yield f"bad-key-{n // every}".encode(), value
 
 
-def test_two_processes_share_partitions_and_dead_letter_exactly_the_bad_records(kafka, topics):
+def test_two_processes_share_partitions_and_dead_letter_exactly_the_bad_records(
+    kafka, topics, client
+):
     create_topics(kafka, topics, partitions=4)
-    supervisor = Supervisor(worker_settings(kafka, topics), count=2).start()
+    supervisor = Supervisor(worker_settings(kafka, topics, client=client), count=2).start()
     try:
         assignment = supervisor.wait_assigned(partitions=4, timeout_s=60)
         sent = send_raw(kafka, topics.features, _stream_with_bad_records_mixed_in())
@@ -80,3 +82,4 @@ def test_two_processes_share_partitions_and_dead_letter_exactly_the_bad_records(
     assert {d.key for d in dead} == {f"bad-key-{i}".encode() for i in range(len(BAD))}
     assert all(d.worker in assignment for d in dead)
     assert supervisor.processes and all(p.exitcode == 0 for p in supervisor.processes.values())
+    assert {p["worker"] for p in predictions} <= set(assignment)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
     [ModelSettings(), ModelSettings(optimizer="ftrl", learning_rate=0.1)],
     ids=["sgd", "ftrl"],
 )
-def test_every_prediction_equals_rivers_progressive_validation(kafka, topics, model):
+def test_every_prediction_equals_rivers_progressive_validation(kafka, topics, model, client):
     create_topics(kafka, topics, partitions=1)
     rows = list(river_dataset("phishing"))
     send_raw(
@@ -28,7 +28,7 @@ def test_every_prediction_equals_rivers_progressive_validation(kafka, topics, mo
         ((None, encode(event_to_map(i, x, y, None), "msgpack")) for i, x, y in rows),
     )
 
-    with WorkerThread(worker_settings(kafka, topics, model=model)):
+    with WorkerThread(worker_settings(kafka, topics, model=model, client=client)):
         predictions = read_predictions(kafka, topics.predictions, {i for i, _, _ in rows})
 
     # river's progressive_val_score, step by step: predict, then learn.

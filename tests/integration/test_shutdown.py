@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 6_000
 
 
-def _start_worker(kafka, topics, log_path, checkpoint_dir):
+def _start_worker(kafka, topics, log_path, checkpoint_dir, client):
     """``learnstream work`` as a user runs it, in its own process."""
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -45,11 +45,13 @@ def _start_worker(kafka, topics, log_path, checkpoint_dir):
             "--max-poll-interval-ms",
             "3000",
             "--session-timeout-ms",
-            "6000",
+            "3000",
             "--heartbeat-interval-ms",
             "1000",
             "--max-poll-records",
             "200",
+            "--client",
+            client,
             "--catch-up-timeout-s",
             "2",
             "--checkpoint-dir",
@@ -61,11 +63,11 @@ def _start_worker(kafka, topics, log_path, checkpoint_dir):
 
 
 def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
-    kafka, topics, tmp_path
+    kafka, topics, tmp_path, client
 ):
     create_topics(kafka, topics, partitions=2)
     log_path = tmp_path / "worker.log"
-    first = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints")
+    first = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints", client)
     # Events arrive over ~12 s; the worker is stopped and replaced midway.
     producer = threading.Thread(
         target=produce,
@@ -79,7 +81,7 @@ def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0, log_path.read_text()
 
-    second = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints")
+    second = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints", client)
     try:
         producer.join(timeout=60)
         predictions = read_predictions(kafka, topics.predictions, {str(i) for i in range(N_EVENTS)})
