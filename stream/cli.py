@@ -62,6 +62,34 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(kind):
+    return lambda text: tuple(kind(item) for item in text.split(",") if item)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from stream.bench import BenchSettings, run_bench
+
+    result = run_bench(
+        BenchSettings(
+            bootstrap=args.bootstrap,
+            clients=args.clients,
+            models=args.models,
+            features=args.features,
+            encoding=args.encoding,
+            events=args.events,
+            scale_workers=args.scale_workers,
+            latency_fractions=args.latency_fractions,
+            latency_duration_s=args.latency_duration_s,
+            merge_cost=args.merge_cost,
+        ),
+        out=args.out,
+    )
+    print(result.format())
+    if args.out:
+        print(f"results written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="learnstream",
@@ -122,6 +150,47 @@ def build_parser() -> argparse.ArgumentParser:
     cliargs.add_model(p)
     cliargs.add_logging(p)
     p.set_defaults(func=_demo)
+    p = sub.add_parser(
+        "bench",
+        help="measure throughput, latency and their ceilings",
+        description="Preload topics, measure workers draining them against the transport-only "
+        "and model-only ceilings, then latency at fixed rates. Prints a table, writes JSON.",
+    )
+    p.add_argument("--bootstrap", default=None, help="broker to use (default: embedded)")
+    p.add_argument(
+        "--clients",
+        type=_csv(str),
+        default=("kafka-python",),
+        help="comma-separated: kafka-python,confluent (default kafka-python)",
+    )
+    p.add_argument(
+        "--models",
+        type=_csv(str),
+        default=("scaler+lr",),
+        help="comma-separated: lr,scaler+lr,ftrl (default scaler+lr)",
+    )
+    p.add_argument(
+        "--features",
+        type=_csv(int),
+        default=(10,),
+        help="comma-separated features per event, e.g. 10,50,200 (default 10)",
+    )
+    p.add_argument("--encoding", choices=["msgpack", "json"], default="msgpack")
+    p.add_argument(
+        "--events", type=int, default=100_000, help="events per drain (default %(default)s)"
+    )
+    p.add_argument(
+        "--scale-workers",
+        type=int,
+        default=2,
+        help="workers (and partitions) of the scaling run; 1 skips it (default 2)",
+    )
+    p.add_argument("--latency-fractions", type=_csv(float), default=(0.25, 0.5, 0.75))
+    p.add_argument("--latency-duration-s", type=float, default=5.0)
+    p.add_argument("--no-merge-cost", dest="merge_cost", action="store_false")
+    p.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    cliargs.add_logging(p)
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -78,6 +78,10 @@ class Worker:
         self.n_scored = 0
         self.n_learned = 0
         self.n_replayed = 0
+        # When the first batch started and the last one ended (monotonic seconds):
+        # how benchmarks time a drain without the group join in it.
+        self.busy_since = 0.0
+        self.busy_until = 0.0
         self._stop = threading.Event()
         self._clock = clock
         self._on_assign = on_assign
@@ -143,9 +147,14 @@ class Worker:
             while not self._stop.is_set():
                 batch = consumer.poll_batch(s.poll_timeout_ms, max_records)
                 if batch:
+                    started = time.monotonic()
                     self._process(batch)
-                if self.merging:
-                    self._merge_step(idle=not batch)
+                    if self.merging:
+                        self._merge_step(idle=False)
+                    self.busy_since = self.busy_since or started
+                    self.busy_until = time.monotonic()
+                elif self.merging:
+                    self._merge_step(idle=True)
                 if time.monotonic() - last_stats >= s.stats_interval_s:
                     self._log_stats()
                     last_stats = time.monotonic()

@@ -84,7 +84,12 @@ def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
     second = _start_worker(kafka, topics, log_path, tmp_path / "checkpoints", client)
     try:
         producer.join(timeout=60)
-        predictions = read_predictions(kafka, topics.predictions, {str(i) for i in range(N_EVENTS)})
+        try:
+            predictions = read_predictions(
+                kafka, topics.predictions, {str(i) for i in range(N_EVENTS)}
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker log ---\n{log_path.read_text()}") from exc
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0, log_path.read_text()
