@@ -29,7 +29,7 @@ import platform
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ from stream.config import (
 )
 from stream.errors import ConfigError, StreamError
 from stream.merger import MergerSettings
-from stream.model import OnlineModel
+from stream.model import ModelState, OnlineModel
 from stream.processes import Supervisor
 from stream.produce import ProduceSettings, produce
 from stream.quality import percentiles
@@ -153,8 +153,8 @@ class NullModel:
     def learn(self, x: dict[str, float], y: bool) -> None:
         return None
 
-    def state(self):  # pragma: no cover - merging is off in transport-only runs
-        raise NotImplementedError
+    def state(self) -> ModelState:
+        return ModelState()
 
 
 def machine() -> dict:
@@ -190,7 +190,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:6]
 
     def _topics(self, name: str, partitions: int) -> TopicSettings:
-        tag = f"bench-{self.run_id}-{name}"
+        tag = f"bench-{self.run_id}-{name}".replace("+", "_")
         topics = TopicSettings(features=f"{tag}-f", predictions=f"{tag}-p", group_id=tag)
         clients.create_pipeline_topics(self.kafka, topics, partitions)
         return topics
@@ -421,7 +421,7 @@ def run_bench(settings: BenchSettings, out: Path | None = None) -> BenchResult:
         broker = EmbeddedBroker(port=0).start()
     try:
         kafka = KafkaSettings(bootstrap_servers=settings.bootstrap or broker.bootstrap_servers)
-        result = Bench(replace(settings), kafka).run()
+        result = Bench(settings, kafka).run()
     finally:
         if broker is not None:
             broker.stop()

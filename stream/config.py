@@ -7,6 +7,7 @@ defined here once, and only the CLI uses them as fallbacks for its flags.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,8 @@ DEFAULT_FEATURES_TOPIC = "features"
 DEFAULT_PREDICTIONS_TOPIC = "predictions"
 DEFAULT_GROUP_ID = "learnstream"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 # Client options a user may pass through (security and a few transport knobs).
 # kafka-python rejects unknown keys itself; this list keeps typos from reaching it
@@ -98,6 +101,14 @@ class TopicSettings:
         for name in ("features", "predictions", "group_id"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is empty")
+        for name in ("features", "predictions"):
+            topic = getattr(self, name)
+            # Kafka's rule; ".dlq", ".model" and ".contributions" are appended to features.
+            if not _TOPIC_NAME.fullmatch(topic) or len(topic) > 200:
+                raise ConfigError(
+                    f"{name} topic {topic!r} is not a valid Kafka topic name "
+                    "(ASCII letters, digits, '.', '_', '-'; at most 200 characters)"
+                )
         if self.features == self.predictions:
             raise ConfigError(f"features and predictions are the same topic {self.features!r}")
 

@@ -135,7 +135,14 @@ class ConfluentConsumer:
         self._on_lost(sorted(tp.partition for tp in partitions))
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Batch:
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000)
+        # consume() waits for all max_records or the timeout: take what is queued
+        # now, and block only while nothing is, so a slow stream is not held back.
+        consume = self._consumer.consume
+        messages = consume(num_messages=max_records, timeout=0)
+        if not messages:
+            messages = consume(num_messages=1, timeout=timeout_ms / 1000)
+            if messages:
+                messages += consume(num_messages=max_records - 1, timeout=0)
         batch: Batch = {}
         for message in messages:
             error = message.error()
@@ -236,6 +243,9 @@ class ConfluentProducer:
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryError(f"broker rejected {len(failures)} records; first: {failures[0]}")
+
+    def partition_count(self, topic: str) -> int:
+        return len(self._producer.list_topics(topic, timeout=30).topics[topic].partitions)
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)

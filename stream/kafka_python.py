@@ -150,5 +150,8 @@ class KafkaPythonProducer:
                 f"broker rejected {len(failures)} records; first: {failures[0]!r}"
             ) from failures[0]
 
+    def partition_count(self, topic: str) -> int:
+        return len(self._producer.partitions_for(topic))
+
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)

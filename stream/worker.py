@@ -123,6 +123,11 @@ class Worker:
         producer = transport.producer(s.client, s.kafka, self.name)
         self._consumer, self._producer = consumer, producer
         try:
+            # A prediction goes to its event's partition number when the topics
+            # match: co-partitioned, and no per-record key hashing in the client.
+            self._co_partitioned = producer.partition_count(
+                s.topics.predictions
+            ) == producer.partition_count(s.topics.features)
             if self.merging:
                 self._feed = ModelFeed(s.kafka, s.topics, self.name)
                 initial = self._feed.initial()
@@ -183,6 +188,7 @@ class Worker:
         predict, learn = self.model.predict_proba, self.model.learn
         clock = self._clock
         name, version = self.name, self.model_version
+        co_partitioned = self._co_partitioned
         published_upto, segment_start = self._published_upto, self._segment_start
         offsets = {}
         scored = learned = replayed = 0
@@ -220,7 +226,13 @@ class Worker:
                     if y is not None:
                         prediction["y"] = 1 if y else 0
                     encoding = event.encoding if output_encoding == "same" else output_encoding
-                    send(predictions_topic, encode(prediction, encoding), key)
+                    send(
+                        predictions_topic,
+                        encode(prediction, encoding),
+                        key,
+                        None,
+                        partition if co_partitioned else None,
+                    )
                     scored += 1
                 if y is not None:
                     learn(event.x, y)
@@ -299,10 +311,11 @@ class Worker:
             delta=delta,
             created_at=time.time(),
         )
+        # Not flushed here: the next batch's flush acknowledges it (or fails the
+        # worker, and the fence makes its successor re-learn those events).
         self._producer.send(
             self.settings.topics.contributions, contribution.to_bytes(), self.name.encode()
         )
-        self._producer.flush(self.settings.delivery_timeout_s)
         self._pending.append(_Pending(self._seq, delta))
         self._seq += 1
         self._cut_state = state
@@ -384,7 +397,9 @@ class Worker:
         logger.info("partitions revoked worker=%s partitions=%s", self.name, _fmt(revoked))
         if self.merging and revoked:
             # No sync: a resync seeks, and partitions are changing hands right now.
+            # Flushed before the next owner starts from the model's offsets.
             self._cut(sync=False)
+            self._producer.flush(self.settings.delivery_timeout_s)
         for p in revoked:
             self._forget(p)
 

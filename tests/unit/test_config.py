@@ -19,6 +19,7 @@ def test_dead_letter_topic_follows_features_topic():
         (lambda: ModelSettings(learning_rate=0), "learning_rate must be a positive number, got 0"),
         (lambda: ModelSettings(l2=-1.0), "l2 must be >= 0, got -1.0"),
         (lambda: TopicSettings(features="t", predictions="t"), "same topic 't'"),
+        (lambda: TopicSettings(features="my topic"), "'my topic' is not a valid Kafka topic name"),
         (lambda: WorkerSettings(max_event_bytes=0), "max_event_bytes must be > 0, got 0"),
         (lambda: WorkerSettings(heartbeat_interval_ms=5000, session_timeout_ms=5000), "5000"),
         (lambda: WorkerSettings(output_encoding="xml"), "'xml'"),
