@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cliargs.add_topics(parser)
     cliargs.add_model(parser)
     cliargs.add_merge(parser, worker=False)
+    parser.add_argument(
+        "--metrics-port", type=int, default=9399, help="Prometheus endpoint; 0: off (default 9399)"
+    )
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
 
@@ -31,6 +34,7 @@ def settings_from(args: argparse.Namespace) -> MergerSettings:
         topics=cliargs.topic_settings(args),
         model=cliargs.model_settings(args),
         merge=cliargs.merge_settings(args),
+        metrics_port=args.metrics_port,
     )
 
 

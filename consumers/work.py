@@ -62,6 +62,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cliargs.add_topics(parser)
     cliargs.add_model(parser)
     cliargs.add_merge(parser)
+    watch = parser.add_argument_group("watching")
+    watch.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9400,
+        help="Prometheus endpoint of worker i on PORT+i, of the merger on PORT+processes; "
+        "0 turns metrics off (default %(default)s)",
+    )
+    watch.add_argument(
+        "--quality-window",
+        type=int,
+        default=1000,
+        help="labeled events in the rolling accuracy/log loss/ROC AUC (default %(default)s)",
+    )
+    watch.add_argument("--drift-detector", choices=["adwin", "page-hinkley"], default="adwin")
+    watch.add_argument(
+        "--on-drift",
+        choices=["none", "reset"],
+        default="none",
+        help="reset: start the worker's model afresh when drift is detected (needs --no-merge)",
+    )
     parser.add_argument(
         "--no-merger",
         dest="with_merger",
@@ -86,6 +107,10 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         auto_offset_reset=args.auto_offset_reset,
+        metrics_port=args.metrics_port,
+        quality_window=args.quality_window,
+        drift_detector=args.drift_detector,
+        on_drift=args.on_drift,
     )
 
 

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from consumers import merge, model, predictions, work
+from consumers import inspect, merge, model, predictions, work
 from producers import produce
 from stream import __version__, cliargs, clients
 from stream.broker import EmbeddedBroker
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     predictions.register(sub)
     merge.register(sub)
     model.register(sub)
+    inspect.register(sub)
 
     p = sub.add_parser(
         "demo",

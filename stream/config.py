@@ -18,6 +18,8 @@ Encoding = Literal["msgpack", "json"]
 OutputEncoding = Literal["same", "msgpack", "json"]
 Optimizer = Literal["sgd", "ftrl"]
 ClientName = Literal["kafka-python", "confluent"]
+DriftDetector = Literal["adwin", "page-hinkley"]
+OnDrift = Literal["none", "reset"]
 
 # Environment fallbacks (used by the CLI only).
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
@@ -227,6 +229,10 @@ class WorkerSettings:
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     delivery_timeout_s: float = 30.0
     stats_interval_s: float = 30.0
+    metrics_port: int = 0
+    quality_window: int = 1000
+    drift_detector: DriftDetector = "adwin"
+    on_drift: OnDrift = "none"
 
     def __post_init__(self) -> None:
         if self.client not in ("kafka-python", "confluent"):
@@ -255,6 +261,21 @@ class WorkerSettings:
                 f"merge.catch_up_timeout_s ({self.merge.catch_up_timeout_s}) must be below "
                 f"max_poll_interval_ms ({self.max_poll_interval_ms} ms): the wait happens "
                 "inside a rebalance, and a longer one would get the worker evicted"
+            )
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port must be 0 (off) or a port, got {self.metrics_port}")
+        if self.quality_window < 1:
+            raise ConfigError(f"quality_window must be >= 1, got {self.quality_window}")
+        if self.drift_detector not in ("adwin", "page-hinkley"):
+            raise ConfigError(
+                f"drift_detector must be adwin or page-hinkley, got {self.drift_detector!r}"
+            )
+        if self.on_drift not in ("none", "reset"):
+            raise ConfigError(f"on_drift must be none or reset, got {self.on_drift!r}")
+        if self.on_drift == "reset" and self.merge.enabled:
+            raise ConfigError(
+                "on_drift='reset' needs merging off: a worker cannot reset the global model "
+                "on its own (its next contribution would undo the others' learning)"
             )
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError(

@@ -188,6 +188,13 @@ class ConfluentConsumer:
     def assignment(self) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment())
 
+    def highwater(self, partition: int) -> int | None:
+        # cached=True: the watermarks from the latest fetch, no broker request.
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), cached=True
+        )
+        return high if high >= 0 else None
+
     def close(self) -> None:
         self._consumer.close()
 

@@ -117,6 +117,9 @@ class KafkaPythonConsumer:
     def assignment(self) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment())
 
+    def highwater(self, partition: int) -> int | None:
+        return self._consumer.highwater(self._tp(partition))
+
     def close(self) -> None:
         self._consumer.close()
 

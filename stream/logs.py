@@ -37,3 +37,6 @@ def configure(level: str = "INFO", fmt: LogFormat = "text") -> None:
     root.setLevel(level.upper())
     # kafka-python logs every reconnect and coordinator step at INFO.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    # "Task ran for 0.1s": the client's IO thread waiting for the GIL while the
+    # worker scores a batch; expected, and not actionable.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)

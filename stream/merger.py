@@ -34,6 +34,7 @@ from stream.contribution import Contribution
 from stream.errors import ConfigError, DeliveryError
 from stream.feed import ModelFeed
 from stream.merge import merge
+from stream.metrics import MergerCollector, serve
 from stream.model import ModelState
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class MergerSettings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 15_000
+    metrics_port: int = 0
 
     @classmethod
     def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
@@ -209,7 +211,10 @@ class Merger:
             else None
         )
         self._stop = threading.Event()
-        self._active = False
+        self.active = False
+        self.n_applied = 0
+        self.n_rejected = 0
+        self.checkpoint_written_at = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -244,12 +249,18 @@ class Merger:
         )
         producer = clients.producer(s.kafka, client_id=self.name, linger_ms=0)
         merger = self
+        if s.metrics_port:
+            serve(
+                s.metrics_port,
+                MergerCollector(self, lambda: self.checkpoint_written_at),
+                f"merger={self.name}",
+            )
 
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
                 if revoked:
                     logger.info("merger standing by merger=%s", merger.name)
-                merger._active = False
+                merger.active = False
 
             def on_partitions_assigned(self, assigned):
                 if contributions_tp not in assigned:
@@ -260,7 +271,7 @@ class Merger:
                 finally:
                     feed.close()
                 consumer.seek(contributions_tp, merger.snapshot.contributions_offset)
-                merger._active = True
+                merger.active = True
                 logger.info(
                     "merger active merger=%s version=%d n_learned=%d contributions_offset=%d",
                     merger.name,
@@ -279,7 +290,7 @@ class Merger:
             # Workers stopping at the same moment send their last contributions
             # now: merge until the topic has been quiet for a moment.
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
-            while self._active and time.monotonic() < deadline:
+            while self.active and time.monotonic() < deadline:
                 if not self._poll_and_merge(consumer, producer, contributions_tp, timeout_ms=1000):
                     break
         finally:
@@ -292,7 +303,7 @@ class Merger:
     ) -> bool:
         batch = consumer.poll(timeout_ms=timeout_ms)
         records = batch.get(tp, [])
-        if records and self._active and self.snapshot is not None:
+        if records and self.active and self.snapshot is not None:
             self._merge(records, producer)
             consumer.commit()
             return True
@@ -313,6 +324,8 @@ class Merger:
         )
         self._publish(producer, snapshot)
         self.snapshot = snapshot
+        self.n_applied += n_applied
+        self.n_rejected += n_rejected
         logger.info(
             "merged to version=%d applied=%d rejected=%d n_learned=%d",
             snapshot.version,
@@ -331,3 +344,4 @@ class Merger:
             )
         if self.store is not None:
             self.store.write(snapshot)
+            self.checkpoint_written_at = time.time()

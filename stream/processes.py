@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import replace
 from multiprocessing.context import SpawnProcess
 
 from stream.config import WorkerSettings
@@ -109,14 +110,19 @@ class Supervisor:
 
     def start_process(self, key: str) -> None:
         """Start (or restart) the process ``key``: ``w<index>`` or ``merger``."""
+        # One metrics port per process: worker i on base + i, the merger after them.
+        base = self.settings.metrics_port
         if key == "merger":
             assert self.merger_settings is not None
             name = merger_name()
-            target, args = run_merger, (self.merger_settings, name, self.log_level, self.log_format)
+            settings = replace(self.merger_settings, metrics_port=base + self.count if base else 0)
+            target, args = run_merger, (settings, name, self.log_level, self.log_format)
         else:
-            name = worker_name(int(key[1:]))
+            index = int(key[1:])
+            name = worker_name(index)
+            worker = replace(self.settings, metrics_port=base + index if base else 0)
             target = run_worker
-            args = (self.settings, name, self.log_level, self.log_format, self._assignment_queue)
+            args = (worker, name, self.log_level, self.log_format, self._assignment_queue)
         process = _SPAWN.Process(target=target, args=args, name=key, daemon=False)
         process.start()
         self.processes[key] = process

@@ -62,6 +62,12 @@ class Consumer(Protocol):
 
     def assignment(self) -> list[int]: ...
 
+    def highwater(self, partition: int) -> int | None:
+        """The partition's high watermark from the latest fetch response (None
+        before one). Not ListOffsets: the embedded broker answers that wrongly
+        when the last batch holds several records; fetch responses are right."""
+        ...
+
     def close(self) -> None: ...
 
 

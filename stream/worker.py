@@ -39,7 +39,9 @@ from stream.errors import BadEvent
 from stream.feed import ModelFeed
 from stream.merge import add, subtract
 from stream.merger import check_compatible
+from stream.metrics import WorkerCollector, serve
 from stream.model import ModelState, OnlineModel
+from stream.monitor import Monitor
 from stream.transport import Batch
 
 logger = logging.getLogger(__name__)
@@ -82,6 +84,9 @@ class Worker:
         # how benchmarks time a drain without the group join in it.
         self.busy_since = 0.0
         self.busy_until = 0.0
+        self.monitor = Monitor(name, settings.quality_window, settings.drift_detector)
+        self.lag: dict[int, int] = {}
+        self.model_created_at = 0.0
         self._stop = threading.Event()
         self._clock = clock
         self._on_assign = on_assign
@@ -122,6 +127,8 @@ class Worker:
         )
         producer = transport.producer(s.client, s.kafka, self.name)
         self._consumer, self._producer = consumer, producer
+        if s.metrics_port:
+            serve(s.metrics_port, WorkerCollector(self), f"worker={self.name}")
         try:
             # A prediction goes to its event's partition number when the topics
             # match: co-partitioned, and no per-record key hashing in the client.
@@ -158,8 +165,11 @@ class Worker:
                         self._merge_step(idle=False)
                     self.busy_since = self.busy_since or started
                     self.busy_until = time.monotonic()
-                elif self.merging:
-                    self._merge_step(idle=True)
+                    self.monitor.batch.observe_many([self.busy_until - started])
+                else:
+                    self._update_lag(consumer.assignment())
+                    if self.merging:
+                        self._merge_step(idle=True)
                 if time.monotonic() - last_stats >= s.stats_interval_s:
                     self._log_stats()
                     last_stats = time.monotonic()
@@ -192,6 +202,8 @@ class Worker:
         published_upto, segment_start = self._published_upto, self._segment_start
         offsets = {}
         scored = learned = replayed = 0
+        labeled: list[tuple[bool, float]] = []
+        latencies: list[float] = []
         for partition, records in batch.items():
             replay_below = published_upto.get(partition, -1)
             if partition in segment_start and segment_start[partition] is None:
@@ -223,8 +235,10 @@ class Worker:
                         "ts_record": ts_record,
                         "ts_scored": clock(),
                     }
+                    latencies.append(prediction["ts_scored"] - ts_record)
                     if y is not None:
                         prediction["y"] = 1 if y else 0
+                        labeled.append((y, p))
                     encoding = event.encoding if output_encoding == "same" else output_encoding
                     send(
                         predictions_topic,
@@ -249,6 +263,11 @@ class Worker:
         self.n_replayed += replayed
         self._labeled_since_cut += learned
         self._consumer.commit(offsets)
+        self._update_lag(offsets)
+        self.monitor.latency.observe_many(latencies)
+        if self.monitor.observe(labeled) and s.on_drift == "reset":
+            logger.warning("model reset after drift worker=%s", self.name)
+            self.model = OnlineModel(s.model)
         logger.debug(
             "batch committed worker=%s topic=%s records=%d replayed=%d offsets=%s",
             self.name,
@@ -257,6 +276,13 @@ class Worker:
             replayed,
             offsets,
         )
+
+    def _update_lag(self, partitions) -> None:
+        highwater, position, lag = self._consumer.highwater, self._position, self.lag
+        for partition in partitions:
+            high = highwater(partition)
+            if high is not None and partition in position:
+                lag[partition] = max(0, high - position[partition])
 
     def _dead_letter(
         self, error: BadEvent, partition: int, offset: int, key: bytes | None, value: bytes | None
@@ -360,6 +386,7 @@ class Worker:
         self.model.load_state(state)
         self._cut_state = state
         self.model_version = latest.version
+        self.model_created_at = latest.created_at
 
     def _rebase_all(self, snapshot: Snapshot) -> None:
         """Become exactly the global model; un-merged learning is dropped (the
@@ -370,6 +397,7 @@ class Worker:
         self._pending = []
         self._labeled_since_cut = 0
         self.model_version = snapshot.version
+        self.model_created_at = snapshot.created_at
 
     def _seek_to_model(self, snapshot: Snapshot, partitions: list[int]) -> None:
         """Read each partition from where the global model stopped learning
@@ -417,7 +445,7 @@ class Worker:
                 self._seek_to_model(snapshot, kept)
 
     def _forget(self, partition: int) -> None:
-        for positions in (self._segment_start, self._position, self._published_upto):
+        for positions in (self._segment_start, self._position, self._published_upto, self.lag):
             positions.pop(partition, None)
 
     def on_assigned(self, assigned: list[int]) -> dict[int, int | None] | None:
@@ -448,9 +476,11 @@ class Worker:
         return self._learning_starts(snapshot, assigned)
 
     def _log_stats(self) -> None:
+        quality = self.monitor.quality()
         logger.info(
             "worker stats worker=%s scored=%d learned=%d replayed=%d dead_lettered=%d "
-            "by_reason=%s model_version=%d",
+            "by_reason=%s model_version=%d lag=%s accuracy=%.4f log_loss=%.4f roc_auc=%.4f "
+            "drifts=%d",
             self.name,
             self.n_scored,
             self.n_learned,
@@ -458,4 +488,9 @@ class Worker:
             self.dead_letters.total,
             dict(self.dead_letters.by_reason),
             self.model_version,
+            dict(self.lag),
+            quality["accuracy"],
+            quality["log_loss"],
+            quality["roc_auc"],
+            len(self.monitor.drifts),
         )

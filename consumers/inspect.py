@@ -1,0 +1,71 @@
+"""``learnstream status`` and ``learnstream report``: watch the pipeline from outside."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from stream import cliargs
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="group, lag per partition, global model, recent quality",
+        description="The pipeline at a glance, from Kafka and the checkpoints alone "
+        "(works while it runs and after it stopped).",
+    )
+    status.add_argument("--recent", type=int, default=1000, help="predictions to judge quality on")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    cliargs.add_kafka(status)
+    cliargs.add_topics(status)
+    cliargs.add_checkpoint_dir(status.add_argument_group("model"))
+    cliargs.add_logging(status)
+    status.set_defaults(func=run_status)
+
+    report = subparsers.add_parser(
+        "report",
+        help="plots of quality, throughput and latency over time (HTML + PNG)",
+        description="Read the predictions topic and write an HTML page with the learning "
+        "curve (and where drift hit), throughput and latency; each plot also as a PNG.",
+    )
+    report.add_argument("--out", type=Path, default=Path("report.html"))
+    report.add_argument("--window", type=int, default=500, help="rolling window (labeled events)")
+    report.add_argument(
+        "--limit", type=int, default=None, help="read at most this many predictions"
+    )
+    cliargs.add_kafka(report)
+    cliargs.add_topics(report, group_id=False)
+    cliargs.add_logging(report)
+    report.set_defaults(func=run_report)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from stream.status import collect
+
+    status = collect(
+        cliargs.kafka_settings(args), cliargs.topic_settings(args), args.checkpoint_dir, args.recent
+    )
+    if args.json:
+        print(json.dumps({**asdict(status), "total_lag": status.total_lag}, default=str))
+    else:
+        print(status.format())
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from stream.report import report
+
+    result = report(
+        cliargs.kafka_settings(args),
+        cliargs.topic_settings(args),
+        args.out,
+        args.limit,
+        args.window,
+    )
+    print(f"wrote {result.html_path} ({result.html_path.stat().st_size} bytes)")
+    for png in result.pngs:
+        print(f"wrote {png} ({png.stat().st_size} bytes)")
+    return 0
