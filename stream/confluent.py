@@ -256,3 +256,5 @@ class ConfluentProducer:
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
+        # librdkafka's handle lives (and reconnects) until it is freed.
+        del self._producer
