@@ -21,6 +21,18 @@ FAST_GROUP = {
 }
 
 
+# The same, as `learnstream work` flags (the catch-up wait must fit in the poll interval).
+FAST_GROUP_FLAGS = [
+    "--max-poll-interval-ms",
+    "3000",
+    "--session-timeout-ms",
+    "3000",
+    "--heartbeat-interval-ms",
+    "1000",
+    "--catch-up-timeout-s",
+    "2",
+]
+
 NO_MERGE = MergeSettings(enabled=False)
 
 

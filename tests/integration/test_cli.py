@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from .helpers import FAST_GROUP_FLAGS, WorkerThread, read_predictions, worker_settings
+
 pytestmark = pytest.mark.integration
 
 
@@ -78,8 +80,6 @@ def test_topics_produce_and_read_predictions_from_a_file(kafka, topics, tmp_path
     assert sent.returncode == 0, sent.stderr
     assert "sent 3 events" in sent.stdout
 
-    from .helpers import WorkerThread, worker_settings
-
     with WorkerThread(worker_settings(kafka, topics)):
         read = _learnstream(
             "predictions",
@@ -127,14 +127,7 @@ def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp
             "2",
             "--group-id",
             topics.group_id,
-            "--max-poll-interval-ms",
-            "3000",
-            "--session-timeout-ms",
-            "3000",
-            "--heartbeat-interval-ms",
-            "1000",
-            "--catch-up-timeout-s",
-            "2",
+            *FAST_GROUP_FLAGS,
             "--merge-every",
             "100",
             "--checkpoint-dir",
@@ -150,8 +143,6 @@ def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp
             iter(SyntheticStream(seed=4)),
             ProduceSettings(kafka=kafka, topic=topics.features, limit=3000),
         )
-        from .helpers import read_predictions
-
         read_predictions(kafka, topics.predictions, {str(i) for i in range(3000)}, settle_s=0.5)
     finally:
         work.send_signal(_signal.SIGTERM)
