@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from kafka.errors import KafkaError
 
 from stream import clients
 from stream.broker import EmbeddedBroker
@@ -188,12 +189,29 @@ class Bench:
         self.settings = settings
         self.kafka = kafka
         self.run_id = uuid.uuid4().hex[:6]
+        self._created: list[str] = []
 
     def _topics(self, name: str, partitions: int) -> TopicSettings:
+        """Fresh topics for one measurement; the previous measurement's are deleted
+        first (the embedded broker holds everything in memory)."""
+        self._drop_topics()
         tag = f"bench-{self.run_id}-{name}".replace("+", "_")
         topics = TopicSettings(features=f"{tag}-f", predictions=f"{tag}-p", group_id=tag)
         clients.create_pipeline_topics(self.kafka, topics, partitions)
+        self._created = list(clients.pipeline_topics(topics, partitions))
         return topics
+
+    def _drop_topics(self) -> None:
+        if not self._created:
+            return
+        admin = clients.admin(self.kafka, client_id="learnstream-bench")
+        try:
+            admin.delete_topics(self._created)
+        except KafkaError as exc:
+            logger.warning("bench topics not deleted topics=%s error=%s", self._created, exc)
+        finally:
+            admin.close()
+        self._created = []
 
     def _preload(self, topics: TopicSettings, n_features: int, n: int, client: ClientName) -> None:
         settings = ProduceSettings(
@@ -412,6 +430,7 @@ class Bench:
                         client, first["features"], first["model"], first["worker_eps"], fraction
                     )
                 )
+        self._drop_topics()
         return result
 
 

@@ -255,6 +255,8 @@ class ConfluentProducer:
         return len(self._producer.list_topics(topic, timeout=30).topics[topic].partitions)
 
     def close(self, timeout_s: float = 10.0) -> None:
+        if self._producer is None:
+            return
         self._producer.flush(timeout_s)
         # librdkafka's handle lives (and reconnects) until it is freed.
-        del self._producer
+        self._producer = None
