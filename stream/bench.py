@@ -190,6 +190,7 @@ class Bench:
         self.kafka = kafka
         self.run_id = uuid.uuid4().hex[:6]
         self._created: list[str] = []
+        self.result = BenchResult(machine=machine(), settings=asdict(settings))
 
     def _topics(self, name: str, partitions: int) -> TopicSettings:
         """Fresh topics for one measurement; the previous measurement's are deleted
@@ -405,7 +406,7 @@ class Bench:
 
     def run(self) -> BenchResult:
         s = self.settings
-        result = BenchResult(machine=machine(), settings=asdict(s))
+        result = self.result
         for client in s.clients:
             for n_features in s.features:
                 transport_eps = self.transport_only(client, n_features)
@@ -440,11 +441,14 @@ def run_bench(settings: BenchSettings, out: Path | None = None) -> BenchResult:
         broker = EmbeddedBroker(port=0).start()
     try:
         kafka = KafkaSettings(bootstrap_servers=settings.bootstrap or broker.bootstrap_servers)
-        result = Bench(settings, kafka).run()
+        bench = Bench(settings, kafka)
+        try:
+            return bench.run()
+        finally:
+            # Whatever was measured is kept, also when a later measurement failed.
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(bench.result.to_json())
     finally:
         if broker is not None:
             broker.stop()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.to_json())
-    return result

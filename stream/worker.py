@@ -180,10 +180,14 @@ class Worker:
             try:
                 producer.flush(s.delivery_timeout_s)
             finally:
-                producer.close(s.delivery_timeout_s)
-                consumer.close()
-                if self._feed is not None:
-                    self._feed.close()
+                try:
+                    # Before the producer: leaving the group revokes partitions,
+                    # and revocation sends (and flushes) a last contribution.
+                    consumer.close()
+                finally:
+                    producer.close(s.delivery_timeout_s)
+                    if self._feed is not None:
+                        self._feed.close()
             logger.info("worker stopped worker=%s", self.name)
 
     # -- the hot path -------------------------------------------------------
