@@ -215,6 +215,13 @@ def add_merge(parser: argparse.ArgumentParser, worker: bool = True) -> None:
     )
     add_checkpoint_dir(group)
     group.add_argument("--checkpoint-keep", type=int, default=defaults.checkpoint_keep)
+    group.add_argument(
+        "--checkpoint-interval-s",
+        type=float,
+        default=defaults.checkpoint_interval_s,
+        help="at most one checkpoint file this often, and at stop; 0: every version "
+        "(default %(default)s)",
+    )
 
 
 def add_checkpoint_dir(group) -> None:
@@ -236,4 +243,5 @@ def merge_settings(args: argparse.Namespace) -> MergeSettings:
         rule=args.merge_rule,
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_keep=args.checkpoint_keep,
+        checkpoint_interval_s=args.checkpoint_interval_s,
     )

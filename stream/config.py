@@ -191,6 +191,13 @@ class MergeSettings:
     rule: MergeRule = "sum"
     checkpoint_dir: Path | None = None
     checkpoint_keep: int = 5
+    # At most one checkpoint file every this many seconds (0: every version),
+    # and always when the merger stops or hands over. The model topic has every
+    # version; files are for when the broker has lost it.
+    checkpoint_interval_s: float = 5.0
+    # The merger gathers contributions arriving this close together into one
+    # version: fewer full-model records on the model topic.
+    version_linger_s: float = 0.1
     catch_up_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
@@ -200,6 +207,11 @@ class MergeSettings:
             raise ConfigError(f"interval_s must be > 0, got {self.interval_s}")
         if self.rule not in ("sum", "average"):
             raise ConfigError(f"merge rule must be 'sum' or 'average', got {self.rule!r}")
+        if self.checkpoint_interval_s < 0 or self.version_linger_s < 0:
+            raise ConfigError(
+                f"checkpoint_interval_s ({self.checkpoint_interval_s}) and version_linger_s "
+                f"({self.version_linger_s}) must be >= 0"
+            )
         if self.checkpoint_keep < 1:
             raise ConfigError(f"checkpoint_keep must be >= 1, got {self.checkpoint_keep}")
 

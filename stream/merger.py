@@ -215,6 +215,7 @@ class Merger:
         self.n_applied = 0
         self.n_rejected = 0
         self.checkpoint_written_at = 0.0
+        self._checkpointed: int | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -259,6 +260,7 @@ class Merger:
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
                 if revoked:
+                    merger._checkpoint(merger.snapshot, force=True)
                     logger.info("merger standing by merger=%s", merger.name)
                 merger.active = False
 
@@ -293,6 +295,8 @@ class Merger:
             while self.active and time.monotonic() < deadline:
                 if not self._poll_and_merge(consumer, producer, contributions_tp, timeout_ms=1000):
                     break
+            if self.active:
+                self._checkpoint(self.snapshot, force=True)
         finally:
             producer.close(timeout=10)
             consumer.close()
@@ -301,8 +305,14 @@ class Merger:
     def _poll_and_merge(
         self, consumer, producer, tp: TopicPartition, timeout_ms: int = 200
     ) -> bool:
-        batch = consumer.poll(timeout_ms=timeout_ms)
-        records = batch.get(tp, [])
+        records = consumer.poll(timeout_ms=timeout_ms).get(tp, [])
+        if records:
+            # Gather what else arrives within the linger: one version for many
+            # contributions (each version is a full model on the model topic).
+            deadline = time.monotonic() + self.settings.merge.version_linger_s
+            while time.monotonic() < deadline:
+                more = consumer.poll(timeout_ms=20).get(tp, [])
+                records.extend(more)
         if records and self.active and self.snapshot is not None:
             self._merge(records, producer)
             consumer.commit()
@@ -342,6 +352,14 @@ class Merger:
             raise DeliveryError(
                 f"model version {snapshot.version} not acknowledged: {future.exception!r}"
             )
-        if self.store is not None:
+        self._checkpoint(snapshot, force=False)
+
+    def _checkpoint(self, snapshot: Snapshot | None, force: bool) -> None:
+        """Write ``snapshot`` if the interval has passed (or ``force``) and it is new."""
+        if self.store is None or snapshot is None or snapshot.version == self._checkpointed:
+            return
+        interval = self.settings.merge.checkpoint_interval_s
+        if force or time.time() - self.checkpoint_written_at >= interval:
             self.store.write(snapshot)
             self.checkpoint_written_at = time.time()
+            self._checkpointed = snapshot.version

@@ -159,7 +159,9 @@ def test_full_restart_continues_from_the_checkpoint_even_on_a_new_broker(tmp_pat
     checkpointed one and versions and learned counts continue."""
     checkpoints = tmp_path / "checkpoints"
     topics = TopicSettings(features="restart-f", predictions="restart-p", group_id="restart")
-    merge = merging(every_events=20, interval_s=0.3, checkpoint_dir=checkpoints)
+    merge = merging(
+        every_events=20, interval_s=0.3, checkpoint_dir=checkpoints, checkpoint_interval_s=0
+    )
 
     def run_once(kill: bool):
         with EmbeddedBroker(port=0) as broker:
