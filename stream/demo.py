@@ -47,10 +47,11 @@ class DemoSettings:
     passes: int = 1
     bootstrap: str | None = None
     model: ModelSettings = field(default_factory=ModelSettings)
-    # Phishing is short (1,250 events): merge often so the workers share early.
+    # Phishing is short (1,250 events, sent in a burst): merge often, and make a
+    # version of every contribution, so the workers share what they learn early.
     merge: MergeSettings = field(
         default_factory=lambda: MergeSettings(
-            every_events=25, interval_s=0.5, catch_up_timeout_s=3.0
+            every_events=25, interval_s=0.5, catch_up_timeout_s=3.0, version_linger_s=0.0
         )
     )
     topics: TopicSettings = field(default_factory=TopicSettings)
