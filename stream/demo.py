@@ -15,7 +15,6 @@ from pathlib import Path
 
 from stream import clients
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import Snapshot
 from stream.codec import decode_map
 from stream.config import (
     KafkaSettings,
@@ -25,7 +24,7 @@ from stream.config import (
     WorkerSettings,
 )
 from stream.errors import ConfigError, StreamError
-from stream.feed import ModelFeed
+from stream.feed import published_model
 from stream.merger import MergerSettings
 from stream.processes import Supervisor
 from stream.produce import ProduceSettings, produce
@@ -164,7 +163,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         predictions = _collect(kafka, topics.predictions, run_id, sent, settings.timeout_s)
     finally:
         supervisor.stop()
-    final = _global_model(kafka, topics) if settings.merge.enabled else None
+    final = published_model(kafka, topics, "learnstream-demo") if settings.merge.enabled else None
 
     last = max(p["ts_scored"] for p in predictions.values())
     elapsed = last - started
@@ -189,14 +188,6 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         global_n_learned=final.n_learned if final else None,
         checkpoint_dir=checkpoint_dir if final else None,
     )
-
-
-def _global_model(kafka: KafkaSettings, topics: TopicSettings) -> Snapshot | None:
-    feed = ModelFeed(kafka, topics, "learnstream-demo")
-    try:
-        return feed.initial()
-    finally:
-        feed.close()
 
 
 def _collect(

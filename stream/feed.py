@@ -74,3 +74,14 @@ class ModelFeed:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def published_model(
+    kafka: KafkaSettings, topics: TopicSettings, client_id: str, timeout_s: float = 10.0
+) -> Snapshot | None:
+    """The newest version on the model topic right now (None: there is none)."""
+    feed = ModelFeed(kafka, topics, client_id)
+    try:
+        return feed.initial(timeout_s)
+    finally:
+        feed.close()

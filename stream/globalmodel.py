@@ -8,7 +8,7 @@ from pathlib import Path
 from stream.checkpoint import CheckpointStore, Snapshot
 from stream.config import KafkaSettings, ModelSettings, TopicSettings
 from stream.errors import StreamError
-from stream.feed import ModelFeed
+from stream.feed import published_model
 from stream.model import OnlineModel
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,7 @@ def load_latest(
             candidates.append(stored)
     if kafka is not None:
         try:
-            feed = ModelFeed(kafka, topics, "learnstream-model")
-            try:
-                published = feed.initial(timeout_s=5)
-            finally:
-                feed.close()
+            published = published_model(kafka, topics, "learnstream-model", timeout_s=5)
             if published is not None:
                 candidates.append(published)
         except StreamError as exc:

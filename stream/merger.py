@@ -32,7 +32,7 @@ from stream.config import (
 )
 from stream.contribution import Contribution
 from stream.errors import ConfigError, DeliveryError
-from stream.feed import ModelFeed
+from stream.feed import published_model
 from stream.merge import merge
 from stream.metrics import MergerCollector, serve
 from stream.model import ModelState
@@ -220,10 +220,10 @@ class Merger:
     def stop(self) -> None:
         self._stop.set()
 
-    def latest_known(self, feed: ModelFeed) -> tuple[Snapshot, bool]:
+    def latest_known(self) -> tuple[Snapshot, bool]:
         """Newest of the model topic's last version and the checkpoint directory's,
         and whether the model topic lacks it (so it must be published again)."""
-        published = feed.initial()
+        published = published_model(self.settings.kafka, self.settings.topics, self.name)
         stored = self.store.latest() if self.store else None
         candidates = [s for s in (published, stored) if s is not None]
         best = (
@@ -267,11 +267,7 @@ class Merger:
             def on_partitions_assigned(self, assigned):
                 if contributions_tp not in assigned:
                     return
-                feed = ModelFeed(s.kafka, s.topics, merger.name)
-                try:
-                    merger.snapshot, republish = merger.latest_known(feed)
-                finally:
-                    feed.close()
+                merger.snapshot, republish = merger.latest_known()
                 consumer.seek(contributions_tp, merger.snapshot.contributions_offset)
                 merger.active = True
                 logger.info(

@@ -12,7 +12,7 @@ from stream.broker import EmbeddedBroker
 from stream.checkpoint import CheckpointStore
 from stream.codec import encode, event_to_map
 from stream.config import KafkaSettings, MergeSettings, ModelSettings, TopicSettings
-from stream.feed import ModelFeed
+from stream.feed import ModelFeed, published_model
 from stream.merger import MergerSettings
 from stream.model import OnlineModel
 from stream.processes import Supervisor
@@ -48,11 +48,7 @@ def send_phishing(kafka: KafkaSettings, topic: str, rate: float, passes: int = 1
 
 
 def latest_model(kafka: KafkaSettings, topics: TopicSettings):
-    feed = ModelFeed(kafka, topics, "test-reader")
-    try:
-        return feed.initial()
-    finally:
-        feed.close()
+    return published_model(kafka, topics, "test-reader")
 
 
 def run_pipeline(

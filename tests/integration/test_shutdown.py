@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from stream.feed import ModelFeed
+from stream.feed import published_model
 from stream.produce import ProduceSettings, produce
 from stream.reader import records
 from stream.sources import SyntheticStream
@@ -108,11 +108,7 @@ def test_sigterm_mid_stream_then_restart_leaves_no_event_without_prediction(
     assert set(per_id) == {str(i) for i in range(N_EVENTS)}
     assert max(per_id.values()) == 1
     # Learning, too, happened exactly once across the stop and restart.
-    feed = ModelFeed(kafka, topics, "test")
-    try:
-        final = feed.initial()
-    finally:
-        feed.close()
+    final = published_model(kafka, topics, "test")
     assert final is not None and final.n_learned == N_EVENTS
     assert sum(final.offsets.values()) == N_EVENTS
     assert os.path.getsize(log_path) > 0
