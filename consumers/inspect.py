@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from stream.status import collect
+    from stream.observe.status import collect
 
     status = collect(
         cliargs.kafka_settings(args), cliargs.topic_settings(args), args.checkpoint_dir, args.recent
@@ -56,7 +56,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from stream.report import report
+    from stream.observe.report import report
 
     result = report(
         cliargs.kafka_settings(args),

@@ -6,8 +6,9 @@ import argparse
 import signal
 
 from stream import cliargs
-from stream.merger import Merger, MergerSettings
-from stream.processes import merger_name
+from stream.config import MergerSettings
+from stream.runtime.merger import Merger
+from stream.runtime.supervisor import merger_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from stream import cliargs
-from stream.globalmodel import export, load_latest, model_of
-from stream.quality import prequential
-from stream.sources import file_rows
+from stream.events.sources import file_rows
+from stream.observe.quality import prequential
+from stream.sync.globalmodel import export, load_latest, model_of
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:

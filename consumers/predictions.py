@@ -8,8 +8,8 @@ import sys
 from collections import deque
 
 from stream import cliargs
-from stream.codec import decode_map
-from stream.reader import records
+from stream.events.codec import decode_map
+from stream.kafka.reader import records
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

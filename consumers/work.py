@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from stream import cliargs
-from stream.config import WorkerSettings
-from stream.merger import MergerSettings
-from stream.processes import Supervisor
+from stream.config import MergerSettings, WorkerSettings
+from stream.runtime.supervisor import Supervisor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

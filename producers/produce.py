@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from stream import cliargs
-from stream.produce import ProduceSettings, produce
-from stream.sources import DATASETS, SyntheticStream, file_rows, river_dataset
+from stream.events.sources import DATASETS, SyntheticStream, file_rows, river_dataset
+from stream.tools.produce import ProduceSettings, produce
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

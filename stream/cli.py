@@ -11,10 +11,11 @@ from pathlib import Path
 
 from consumers import inspect, merge, model, predictions, work
 from producers import produce
-from stream import __version__, cliargs, clients
-from stream.broker import EmbeddedBroker
+from stream import __version__, cliargs
 from stream.errors import StreamError
-from stream.logs import configure
+from stream.kafka import clients
+from stream.kafka.embedded import EmbeddedBroker
+from stream.observe.logs import configure
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def _topics_create(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream.demo import DemoSettings, run_demo
+    from stream.tools.demo import DemoSettings, run_demo
 
     summary = run_demo(
         DemoSettings(
@@ -67,7 +68,7 @@ def _csv(kind):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from stream.bench import BenchSettings, run_bench
+    from stream.tools.bench import BenchSettings, run_bench
 
     result = run_bench(
         BenchSettings(

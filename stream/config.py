@@ -178,7 +178,7 @@ class MergeSettings:
     A worker sends a contribution every ``every_events`` labeled events or every
     ``interval_s`` seconds, whichever comes first (and always when it loses
     partitions or stops). ``rule``: how weight deltas combine (see
-    :mod:`stream.merge`). ``catch_up_timeout_s`` bounds how long a worker that
+    :mod:`stream.model.merge`). ``catch_up_timeout_s`` bounds how long a worker that
     was just assigned partitions waits for the merger to apply what is already
     in the contributions topic before it seeks to the global model's offsets.
     """
@@ -293,3 +293,28 @@ class WorkerSettings:
             raise ConfigError(
                 f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}"
             )
+
+
+@dataclass(frozen=True)
+class MergerSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 15_000
+    metrics_port: int = 0
+
+    @classmethod
+    def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
+        """The merger that goes with these workers: same broker, topics, model, timing."""
+        return cls(
+            kafka=workers.kafka,
+            topics=workers.topics,
+            model=workers.model,
+            merge=workers.merge,
+            session_timeout_ms=workers.session_timeout_ms,
+            heartbeat_interval_ms=workers.heartbeat_interval_ms,
+            max_poll_interval_ms=workers.max_poll_interval_ms,
+        )

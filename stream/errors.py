@@ -16,7 +16,7 @@ class ConfigError(StreamError):
 class BadEvent(StreamError):
     """An input record cannot be turned into an event; it goes to the dead-letter topic.
 
-    ``reason`` is one of :data:`stream.codec.REASONS`: a short stable token that
+    ``reason`` is one of :data:`stream.events.codec.REASONS`: a short stable token that
     operators can count and filter on; the message says what exactly was wrong.
     """
 

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.broker import EmbeddedBroker
 from stream.config import ENV_BOOTSTRAP, KafkaSettings, TopicSettings
-from stream.transport import CLIENTS
+from stream.kafka.connect import CLIENTS
+from stream.kafka.embedded import EmbeddedBroker
 
 logger = logging.getLogger(__name__)
 

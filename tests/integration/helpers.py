@@ -6,12 +6,12 @@ import threading
 import time
 from collections.abc import Iterable
 
-from stream import clients
-from stream.codec import decode_map
 from stream.config import KafkaSettings, MergeSettings, TopicSettings, WorkerSettings
-from stream.deadletter import DeadLetter, parse
-from stream.reader import records
-from stream.worker import Worker
+from stream.events.codec import decode_map
+from stream.events.deadletter import DeadLetter, parse
+from stream.kafka import clients
+from stream.kafka.reader import records
+from stream.runtime.worker import Worker
 
 # Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
 FAST_GROUP = {

@@ -16,11 +16,11 @@ from collections import Counter
 import pytest
 from kafka import TopicPartition
 
-from stream import clients
-from stream.merger import MergerSettings
-from stream.processes import Supervisor
-from stream.produce import ProduceSettings, produce
-from stream.sources import SyntheticStream
+from stream.config import MergerSettings
+from stream.events.sources import SyntheticStream
+from stream.kafka import clients
+from stream.runtime.supervisor import Supervisor
+from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import create_topics, merging, read_predictions, worker_settings
 from .test_merging import wait_for_quiet_model

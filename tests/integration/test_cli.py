@@ -110,8 +110,8 @@ def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp
     """`work` with its merger; then `model show`, `model export`, `score`, offline too."""
     import signal as _signal
 
-    from stream.produce import ProduceSettings, produce
-    from stream.sources import SyntheticStream
+    from stream.events.sources import SyntheticStream
+    from stream.tools.produce import ProduceSettings, produce
 
     checkpoints = tmp_path / "ckpt"
     common = ["--bootstrap", kafka.bootstrap_servers, *_topic_flags(topics)]

@@ -10,9 +10,9 @@ from collections import Counter
 import msgpack
 import pytest
 
-from stream import codec
-from stream.processes import Supervisor
-from stream.sources import SyntheticStream
+from stream.events import codec
+from stream.events.sources import SyntheticStream
+from stream.runtime.supervisor import Supervisor
 
 from .helpers import create_topics, read_dead_letters, read_predictions, send_raw, worker_settings
 

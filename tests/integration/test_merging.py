@@ -7,17 +7,16 @@ import time
 
 import pytest
 
-from stream import clients
-from stream.broker import EmbeddedBroker
-from stream.checkpoint import CheckpointStore
-from stream.codec import encode, event_to_map
-from stream.config import KafkaSettings, MergeSettings, ModelSettings, TopicSettings
-from stream.feed import ModelFeed, published_model
-from stream.merger import MergerSettings
-from stream.model import OnlineModel
-from stream.processes import Supervisor
-from stream.quality import Quality, prequential, single_model_baseline
-from stream.sources import river_dataset
+from stream.config import KafkaSettings, MergerSettings, MergeSettings, ModelSettings, TopicSettings
+from stream.events.codec import encode, event_to_map
+from stream.events.sources import river_dataset
+from stream.kafka import clients
+from stream.kafka.embedded import EmbeddedBroker
+from stream.model.online import OnlineModel
+from stream.observe.quality import Quality, prequential, single_model_baseline
+from stream.runtime.supervisor import Supervisor
+from stream.sync.checkpoint import CheckpointStore
+from stream.sync.feed import ModelFeed, published_model
 
 from .helpers import NO_MERGE, create_topics, merging, read_predictions, worker_settings
 

@@ -13,10 +13,10 @@ import urllib.request
 
 import pytest
 
-from stream.broker import free_port
-from stream.codec import encode, event_to_map
-from stream.sources import SyntheticStream
-from stream.status import collect
+from stream.events.codec import encode, event_to_map
+from stream.events.sources import SyntheticStream
+from stream.kafka.embedded import free_port
+from stream.observe.status import collect
 
 from .helpers import WorkerThread, create_topics, send_raw, worker_settings
 

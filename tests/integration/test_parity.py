@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from stream.codec import encode, event_to_map
 from stream.config import ModelSettings
-from stream.model import OnlineModel
-from stream.sources import river_dataset
+from stream.events.codec import encode, event_to_map
+from stream.events.sources import river_dataset
+from stream.model.online import OnlineModel
 
 from .helpers import WorkerThread, create_topics, read_predictions, send_raw, worker_settings
 

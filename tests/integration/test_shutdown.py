@@ -14,10 +14,10 @@ from collections import Counter
 
 import pytest
 
-from stream.feed import published_model
-from stream.produce import ProduceSettings, produce
-from stream.reader import records
-from stream.sources import SyntheticStream
+from stream.events.sources import SyntheticStream
+from stream.kafka.reader import records
+from stream.sync.feed import published_model
+from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions
 

@@ -8,9 +8,9 @@ import logging
 import msgpack
 import pytest
 
-from stream.checkpoint import HEADER_SIZE, CheckpointStore, Snapshot
 from stream.errors import CheckpointError
-from stream.model import ModelState
+from stream.model.state import ModelState
+from stream.sync.checkpoint import HEADER_SIZE, CheckpointStore, Snapshot
 
 
 def _snapshot(version: int) -> Snapshot:

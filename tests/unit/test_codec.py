@@ -8,8 +8,8 @@ import math
 import msgpack
 import pytest
 
-from stream import codec
 from stream.errors import BadEvent
+from stream.events import codec
 
 LIMIT = 10_000
 

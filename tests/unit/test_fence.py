@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from stream.checkpoint import Snapshot
-from stream.contribution import Contribution
-from stream.merger import apply_contributions
-from stream.model import ModelState
+from stream.model.state import ModelState
+from stream.sync.checkpoint import Snapshot
+from stream.sync.contribution import Contribution
+from stream.sync.fence import apply_contributions
 
 
 def _contribution(worker: str, seq: int, ranges: dict, n: int) -> Contribution:

@@ -7,9 +7,10 @@ import itertools
 import pytest
 
 from stream.config import ModelSettings
-from stream.merge import add, merge, subtract
-from stream.model import ModelState, OnlineModel
-from stream.sources import SyntheticStream
+from stream.events.sources import SyntheticStream
+from stream.model.merge import add, merge, subtract
+from stream.model.online import OnlineModel
+from stream.model.state import ModelState
 
 SETTINGS = [ModelSettings(), ModelSettings(optimizer="ftrl", learning_rate=0.1, l2=0.1)]
 

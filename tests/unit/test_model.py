@@ -6,8 +6,9 @@ import pytest
 from river import compose, linear_model, optim, preprocessing
 
 from stream.config import ModelSettings
-from stream.model import ModelState, OnlineModel
-from stream.sources import SyntheticStream, river_dataset
+from stream.events.sources import SyntheticStream, river_dataset
+from stream.model.online import OnlineModel
+from stream.model.state import ModelState
 
 
 def _by_hand(settings: ModelSettings):

@@ -7,9 +7,9 @@ import itertools
 import pytest
 
 from stream.config import ModelSettings
-from stream.model import OnlineModel
-from stream.monitor import Histogram, Monitor
-from stream.sources import SyntheticStream
+from stream.events.sources import SyntheticStream
+from stream.model.online import OnlineModel
+from stream.observe.monitor import Histogram, Monitor
 
 CHANGE_AT = 5000
 LENGTH = 10_000

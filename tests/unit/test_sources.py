@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from stream.sources import SyntheticStream, file_rows, river_dataset
+from stream.events.sources import SyntheticStream, file_rows, river_dataset
 
 
 def test_synthetic_stream_is_reproducible_and_drifts():

@@ -8,10 +8,10 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
-from stream import clients
 from stream.config import KafkaSettings
 from stream.errors import DeliveryError
-from stream.transport import AssignHook, Batch, PartitionsHook, Record
+from stream.kafka import clients
+from stream.kafka.transport import AssignHook, Batch, PartitionsHook, Record
 
 logger = logging.getLogger(__name__)
 

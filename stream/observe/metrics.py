@@ -39,7 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from stream.monitor import Histogram
+from stream.observe.monitor import Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _counter(name: str, doc: str, labels: dict[str, str], value: float) -> Count
 
 
 class WorkerCollector(Collector):
-    def __init__(self, worker) -> None:  # stream.worker.Worker (not imported: no cycle)
+    def __init__(self, worker) -> None:  # stream.runtime.worker.Worker (not imported: no cycle)
         self.worker = worker
 
     def collect(self) -> Iterator:

@@ -6,7 +6,7 @@ import logging
 
 from stream.config import KafkaSettings
 from stream.errors import ConfigError, DeliveryError, StreamError
-from stream.transport import AssignHook, Batch, PartitionsHook, Record
+from stream.kafka.transport import AssignHook, Batch, PartitionsHook, Record
 
 try:
     from confluent_kafka import (

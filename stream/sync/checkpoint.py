@@ -25,8 +25,8 @@ from pathlib import Path
 import msgpack
 
 from stream.errors import CheckpointError
-from stream.merge import state_from_dict, state_to_dict
-from stream.model import ModelState
+from stream.model.merge import state_from_dict, state_to_dict
+from stream.model.state import ModelState
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Headers (all UTF-8 bytes), so any Kafka tool can read them and the value stays
 exactly what the producer sent:
 
-- ``learnstream.reason``: one of :data:`stream.codec.REASONS`
+- ``learnstream.reason``: one of :data:`stream.events.codec.REASONS`
 - ``learnstream.error``: the human-readable message
 - ``learnstream.topic``, ``learnstream.partition``, ``learnstream.offset``: the source record
 - ``learnstream.worker``: the worker that rejected it

@@ -1,4 +1,4 @@
-"""Merging learning state: pure functions over :class:`~stream.model.ModelState`.
+"""Merging learning state: pure functions over :class:`~stream.model.state.ModelState`.
 
 A worker's contribution is a *delta*: what its model learned since its last
 cut (``subtract(after, before)``). The merger folds deltas into the global
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Literal
 
-from stream.model import ModelState
+from stream.model.state import ModelState
 
 MergeRule = Literal["sum", "average"]
 

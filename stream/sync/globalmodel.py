@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stream.checkpoint import CheckpointStore, Snapshot
 from stream.config import KafkaSettings, ModelSettings, TopicSettings
 from stream.errors import StreamError
-from stream.feed import published_model
-from stream.model import OnlineModel
+from stream.model.online import OnlineModel
+from stream.sync.checkpoint import CheckpointStore, Snapshot
+from stream.sync.feed import published_model
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import time
 from dataclasses import replace
 from multiprocessing.context import SpawnProcess
 
-from stream.config import WorkerSettings
-from stream.logs import LogFormat, configure
-from stream.merger import Merger, MergerSettings
-from stream.worker import Worker
+from stream.config import MergerSettings, WorkerSettings
+from stream.observe.logs import LogFormat, configure
+from stream.runtime.merger import Merger
+from stream.runtime.worker import Worker
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from stream import transport
-from stream.codec import encode, event_to_map
 from stream.config import ClientName, Encoding, KafkaSettings
 from stream.errors import ConfigError
-from stream.sources import Row
+from stream.events.codec import encode, event_to_map
+from stream.events.sources import Row
+from stream.kafka import connect
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def produce(
 
     Raises DeliveryError when the broker rejected any record.
     """
-    producer = transport.producer(
+    producer = connect.producer(
         settings.client, settings.kafka, "learnstream-producer", linger_ms=5
     )
     sent = 0

@@ -13,24 +13,24 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from stream import clients
-from stream.broker import EmbeddedBroker
-from stream.codec import decode_map
 from stream.config import (
     KafkaSettings,
+    MergerSettings,
     MergeSettings,
     ModelSettings,
     TopicSettings,
     WorkerSettings,
 )
 from stream.errors import ConfigError, StreamError
-from stream.feed import published_model
-from stream.merger import MergerSettings
-from stream.processes import Supervisor
-from stream.produce import ProduceSettings, produce
-from stream.quality import Quality, percentiles, prequential, single_model_baseline
-from stream.reader import records
-from stream.sources import river_dataset
+from stream.events.codec import decode_map
+from stream.events.sources import river_dataset
+from stream.kafka import clients
+from stream.kafka.embedded import EmbeddedBroker
+from stream.kafka.reader import records
+from stream.observe.quality import Quality, percentiles, prequential, single_model_baseline
+from stream.runtime.supervisor import Supervisor
+from stream.sync.feed import published_model
+from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
 

@@ -16,186 +16,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 
-from stream import clients
-from stream.checkpoint import CheckpointStore, Snapshot
-from stream.config import (
-    KafkaSettings,
-    MergeRule,
-    MergeSettings,
-    ModelSettings,
-    TopicSettings,
-    WorkerSettings,
+from stream.config import MergerSettings
+from stream.errors import DeliveryError
+from stream.kafka import clients
+from stream.observe.metrics import MergerCollector, serve
+from stream.sync.checkpoint import CheckpointStore, Snapshot
+from stream.sync.contribution import Contribution
+from stream.sync.feed import published_model
+from stream.sync.fence import (
+    apply_contributions,
+    check_compatible,
+    current_topic_ids,
+    initial_snapshot,
+    rebind_topics,
 )
-from stream.contribution import Contribution
-from stream.errors import ConfigError, DeliveryError
-from stream.feed import published_model
-from stream.merge import merge
-from stream.metrics import MergerCollector, serve
-from stream.model import ModelState
 
 logger = logging.getLogger(__name__)
 
-# How many workers' applied/rejected sequence numbers a snapshot remembers.
-# Workers are named per process, so restarts add names; old ones are dropped.
-MAX_TRACKED_WORKERS = 1000
 # On stop, how long to keep merging the contributions of workers stopping too.
 DRAIN_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class MergerSettings:
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    topics: TopicSettings = field(default_factory=TopicSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
-    merge: MergeSettings = field(default_factory=MergeSettings)
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 15_000
-    metrics_port: int = 0
-
-    @classmethod
-    def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
-        """The merger that goes with these workers: same broker, topics, model, timing."""
-        return cls(
-            kafka=workers.kafka,
-            topics=workers.topics,
-            model=workers.model,
-            merge=workers.merge,
-            session_timeout_ms=workers.session_timeout_ms,
-            heartbeat_interval_ms=workers.heartbeat_interval_ms,
-            max_poll_interval_ms=workers.max_poll_interval_ms,
-        )
-
-
-def fence(snapshot_offsets: dict[int, int], contribution: Contribution) -> str | None:
-    """Why ``contribution`` cannot be applied on top of these offsets, or None.
-
-    A partition the model has never learned from accepts any start (the first
-    contribution for it defines where learning began).
-    """
-    for partition, (start, end) in contribution.ranges.items():
-        if end < start:
-            return f"partition {partition}: empty range [{start}, {end})"
-        current = snapshot_offsets.get(partition)
-        if current is not None and start != current:
-            return f"partition {partition}: starts at {start}, model is at {current}"
-    return None
-
-
-def apply_contributions(
-    snapshot: Snapshot,
-    contributions: list[tuple[int, Contribution]],
-    rule: MergeRule,
-    next_offset: int,
-) -> tuple[Snapshot, int, int]:
-    """Pure: the next snapshot after these (contributions-topic offset, contribution)
-    pairs, read up to ``next_offset``; plus how many were applied and rejected."""
-    offsets = dict(snapshot.offsets)
-    applied = dict(snapshot.applied)
-    rejected = dict(snapshot.rejected)
-    deltas: list[ModelState] = []
-    n_rejected = 0
-    for offset, contribution in contributions:
-        reason = fence(offsets, contribution)
-        if reason is not None:
-            rejected[contribution.worker] = max(
-                rejected.get(contribution.worker, -1), contribution.seq
-            )
-            n_rejected += 1
-            logger.warning(
-                "contribution rejected worker=%s seq=%d offset=%d reason=%s",
-                contribution.worker,
-                contribution.seq,
-                offset,
-                reason,
-            )
-            continue
-        deltas.append(contribution.delta)
-        for partition, (_, end) in contribution.ranges.items():
-            offsets[partition] = end
-        applied[contribution.worker] = max(applied.get(contribution.worker, -1), contribution.seq)
-    state = merge(snapshot.state, deltas, rule) if deltas else snapshot.state
-    next_snapshot = Snapshot(
-        version=snapshot.version + 1,
-        state=state,
-        offsets=offsets,
-        contributions_offset=next_offset,
-        applied=_newest(applied),
-        rejected=_newest(rejected),
-        model_config=snapshot.model_config,
-        topic_ids=snapshot.topic_ids,
-        created_at=time.time(),
-    )
-    return next_snapshot, len(deltas), n_rejected
-
-
-def _newest(seqs: dict[str, int]) -> dict[str, int]:
-    if len(seqs) <= MAX_TRACKED_WORKERS:
-        return seqs
-    return dict(list(seqs.items())[-MAX_TRACKED_WORKERS:])
-
-
-def initial_snapshot(model: ModelSettings) -> Snapshot:
-    return Snapshot(
-        version=0, state=ModelState(), model_config=model.as_dict(), created_at=time.time()
-    )
-
-
-def current_topic_ids(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, str]:
-    """The broker's ids of the topics a snapshot's offsets refer to."""
-    admin = clients.admin(kafka, client_id="learnstream-merger-admin")
-    try:
-        described = admin.describe_topics([topics.features, topics.contributions])
-    finally:
-        admin.close()
-    names = {topics.features: "features", topics.contributions: "contributions"}
-    return {names[t["name"]]: str(t["topic_id"]) for t in described if t.get("topic_id")}
-
-
-def rebind_topics(snapshot: Snapshot, topic_ids: dict[str, str]) -> Snapshot:
-    """The snapshot, with offsets kept only for topics that are still the same.
-
-    A recreated topic (or a new broker, such as a restarted embedded one that
-    lost everything) starts at offset 0 again: the model keeps what it learned,
-    but learning of the new topic starts from its beginning.
-    """
-    offsets, contributions_offset = snapshot.offsets, snapshot.contributions_offset
-    known = snapshot.topic_ids
-    if known.get("features") not in (None, topic_ids.get("features")):
-        logger.warning(
-            "features topic was recreated; learning restarts at its beginning "
-            "version=%d old_id=%s new_id=%s",
-            snapshot.version,
-            known.get("features"),
-            topic_ids.get("features"),
-        )
-        offsets = {}
-    if known.get("contributions") not in (None, topic_ids.get("contributions")):
-        logger.warning(
-            "contributions topic was recreated; reading it from 0 version=%d", snapshot.version
-        )
-        contributions_offset = 0
-    if (offsets, contributions_offset, known) == (
-        snapshot.offsets,
-        snapshot.contributions_offset,
-        topic_ids,
-    ):
-        return snapshot
-    return replace(
-        snapshot, offsets=offsets, contributions_offset=contributions_offset, topic_ids=topic_ids
-    )
-
-
-def check_compatible(snapshot: Snapshot, model: ModelSettings) -> None:
-    if snapshot.model_config and snapshot.model_config != model.as_dict():
-        raise ConfigError(
-            f"global model version {snapshot.version} was learned with {snapshot.model_config}, "
-            f"not {model.as_dict()}; use the same model settings or another checkpoint dir/topic"
-        )
 
 
 class Merger:

@@ -24,11 +24,11 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt
 import numpy as np
 
-from stream.codec import decode_map
 from stream.config import KafkaSettings, TopicSettings
 from stream.errors import StreamError
-from stream.monitor import Monitor
-from stream.reader import records
+from stream.events.codec import decode_map
+from stream.kafka.reader import records
+from stream.observe.monitor import Monitor
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from stream.merge import state_from_dict, state_to_dict
-from stream.model import ModelState
+from stream.model.merge import state_from_dict, state_to_dict
+from stream.model.state import ModelState
 
 
 @dataclass(frozen=True)

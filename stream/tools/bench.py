@@ -35,27 +35,28 @@ from pathlib import Path
 import numpy as np
 from kafka.errors import KafkaError
 
-from stream import clients
-from stream.broker import EmbeddedBroker
-from stream.codec import decode_map
 from stream.config import (
     ClientName,
     Encoding,
     KafkaSettings,
+    MergerSettings,
     MergeSettings,
     ModelSettings,
     TopicSettings,
     WorkerSettings,
 )
 from stream.errors import ConfigError, StreamError
-from stream.merger import MergerSettings
-from stream.model import ModelState, OnlineModel
-from stream.processes import Supervisor
-from stream.produce import ProduceSettings, produce
-from stream.quality import percentiles
-from stream.reader import records
-from stream.sources import SyntheticStream
-from stream.worker import Worker
+from stream.events.codec import decode_map
+from stream.events.sources import SyntheticStream
+from stream.kafka import clients
+from stream.kafka.embedded import EmbeddedBroker
+from stream.kafka.reader import records
+from stream.model.online import OnlineModel
+from stream.model.state import ModelState
+from stream.observe.quality import percentiles
+from stream.runtime.supervisor import Supervisor
+from stream.runtime.worker import Worker
+from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import numpy as np
 from river import metrics
 
 from stream.config import ModelSettings
-from stream.model import OnlineModel
-from stream.sources import Row
+from stream.events.sources import Row
+from stream.model.online import OnlineModel
 
 
 @dataclass(frozen=True)

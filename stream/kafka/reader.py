@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from stream import clients
 from stream.config import KafkaSettings
 from stream.errors import StreamError
+from stream.kafka import clients
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from stream import clients
-from stream.codec import decode_map
 from stream.config import KafkaSettings, TopicSettings
 from stream.errors import StreamError
-from stream.globalmodel import load_latest
-from stream.quality import Quality, prequential
+from stream.events.codec import decode_map
+from stream.kafka import clients
+from stream.observe.quality import Quality, prequential
+from stream.sync.globalmodel import load_latest
 
 logger = logging.getLogger(__name__)
 

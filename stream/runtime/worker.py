@@ -12,7 +12,7 @@ For each polled batch, in order:
 A crash anywhere before step 4 leaves the offsets where they were, so the
 batch is read again: every event gets at least one prediction.
 
-With merging on (see :mod:`stream.merger`), what the model has *learned* is
+With merging on (see :mod:`stream.runtime.merger`), what the model has *learned* is
 tracked apart from what was *predicted*: the global model records, per
 partition, the offset up to which it learned. A worker that is assigned a
 partition starts reading at that offset, not at the committed one; events
@@ -29,20 +29,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stream import transport
-from stream.checkpoint import Snapshot
-from stream.codec import decode_event, encode
 from stream.config import WorkerSettings
-from stream.contribution import Contribution
-from stream.deadletter import DeadLetterLog, headers
 from stream.errors import BadEvent
-from stream.feed import ModelFeed
-from stream.merge import add, subtract
-from stream.merger import check_compatible
-from stream.metrics import WorkerCollector, serve
-from stream.model import ModelState, OnlineModel
-from stream.monitor import Monitor
-from stream.transport import Batch
+from stream.events.codec import decode_event, encode
+from stream.events.deadletter import DeadLetterLog, headers
+from stream.kafka import connect
+from stream.kafka.transport import Batch
+from stream.model.merge import add, subtract
+from stream.model.online import OnlineModel
+from stream.model.state import ModelState
+from stream.observe.metrics import WorkerCollector, serve
+from stream.observe.monitor import Monitor
+from stream.sync.checkpoint import Snapshot
+from stream.sync.contribution import Contribution
+from stream.sync.feed import ModelFeed
+from stream.sync.fence import check_compatible
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
-        consumer = transport.consumer(
+        consumer = connect.consumer(
             s.client,
             s.kafka,
             s.topics.features,
@@ -125,7 +126,7 @@ class Worker:
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
-        producer = transport.producer(s.client, s.kafka, self.name)
+        producer = connect.producer(s.client, s.kafka, self.name)
         self._consumer, self._producer = consumer, producer
         if s.metrics_port:
             serve(s.metrics_port, WorkerCollector(self), f"worker={self.name}")

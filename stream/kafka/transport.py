@@ -1,7 +1,7 @@
 """The Kafka client interface the worker and producer use, and how to pick one.
 
-Two implementations behave identically: kafka-python (:mod:`stream.kafka_python`,
-the default, pure Python) and confluent-kafka (:mod:`stream.confluent`, the
+Two implementations behave identically: kafka-python (:mod:`stream.kafka.kafka_python`,
+the default, pure Python) and confluent-kafka (:mod:`stream.kafka.confluent`, the
 ``confluent`` extra, librdkafka underneath: about 3x the throughput).
 
 The interface is batch-shaped on purpose: ``poll_batch`` hands back plain
@@ -14,11 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
-
-from stream.config import ClientName, KafkaSettings
-from stream.errors import ConfigError
-
-CLIENTS: tuple[ClientName, ...] = ("kafka-python", "confluent")
 
 
 class Record(NamedTuple):
@@ -88,33 +83,3 @@ class Producer(Protocol):
     def partition_count(self, topic: str) -> int: ...
 
     def close(self, timeout_s: float = 10.0) -> None: ...
-
-
-def consumer(
-    client: ClientName, kafka: KafkaSettings, topic: str, client_id: str, **group: object
-) -> Consumer:
-    """``group``: group_id, auto_offset_reset, session_timeout_ms, heartbeat_interval_ms,
-    max_poll_interval_ms, max_poll_records."""
-    if client == "kafka-python":
-        from stream.kafka_python import KafkaPythonConsumer
-
-        return KafkaPythonConsumer(kafka, topic, client_id, **group)
-    if client == "confluent":
-        from stream.confluent import ConfluentConsumer
-
-        return ConfluentConsumer(kafka, topic, client_id, **group)
-    raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")
-
-
-def producer(
-    client: ClientName, kafka: KafkaSettings, client_id: str, linger_ms: int = 2
-) -> Producer:
-    if client == "kafka-python":
-        from stream.kafka_python import KafkaPythonProducer
-
-        return KafkaPythonProducer(kafka, client_id, linger_ms)
-    if client == "confluent":
-        from stream.confluent import ConfluentProducer
-
-        return ConfluentProducer(kafka, client_id, linger_ms)
-    raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")

@@ -7,10 +7,10 @@ import time
 
 from kafka import TopicPartition
 
-from stream import clients
-from stream.checkpoint import Snapshot
 from stream.config import KafkaSettings, TopicSettings
 from stream.errors import CheckpointError
+from stream.kafka import clients
+from stream.sync.checkpoint import Snapshot
 
 logger = logging.getLogger(__name__)
 

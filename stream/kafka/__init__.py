@@ -1,0 +1,2 @@
+"""Everything that talks to Kafka: the transport interface, its two clients,
+topics, the embedded broker."""

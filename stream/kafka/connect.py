@@ -1,0 +1,43 @@
+"""Pick a Kafka client: the transport implementation named by ``--client``.
+
+Kept apart from :mod:`stream.kafka.transport` (the interface) so the
+implementations can import the interface without a cycle.
+"""
+
+from __future__ import annotations
+
+from stream.config import ClientName, KafkaSettings
+from stream.errors import ConfigError
+from stream.kafka.transport import Consumer, Producer
+
+CLIENTS: tuple[ClientName, ...] = ("kafka-python", "confluent")
+
+
+def consumer(
+    client: ClientName, kafka: KafkaSettings, topic: str, client_id: str, **group: object
+) -> Consumer:
+    """``group``: group_id, auto_offset_reset, session_timeout_ms, heartbeat_interval_ms,
+    max_poll_interval_ms, max_poll_records."""
+    if client == "kafka-python":
+        from stream.kafka.kafka_python import KafkaPythonConsumer
+
+        return KafkaPythonConsumer(kafka, topic, client_id, **group)
+    if client == "confluent":
+        from stream.kafka.confluent import ConfluentConsumer
+
+        return ConfluentConsumer(kafka, topic, client_id, **group)
+    raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")
+
+
+def producer(
+    client: ClientName, kafka: KafkaSettings, client_id: str, linger_ms: int = 2
+) -> Producer:
+    if client == "kafka-python":
+        from stream.kafka.kafka_python import KafkaPythonProducer
+
+        return KafkaPythonProducer(kafka, client_id, linger_ms)
+    if client == "confluent":
+        from stream.kafka.confluent import ConfluentProducer
+
+        return ConfluentProducer(kafka, client_id, linger_ms)
+    raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")

@@ -1,0 +1,1 @@
+"""Watching the pipeline: logs, metrics, rolling quality and drift, status and report."""

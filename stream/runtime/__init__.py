@@ -1,0 +1,1 @@
+"""Processes that run: the worker, the merger, the supervisor that starts them."""

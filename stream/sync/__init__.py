@@ -1,0 +1,2 @@
+"""The synchronisation protocol: contributions, the offset fence, snapshots,
+checkpoints, the model feed."""
