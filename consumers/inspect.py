@@ -17,11 +17,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The pipeline at a glance, from Kafka and the checkpoints alone "
         "(works while it runs and after it stopped).",
     )
-    status.add_argument("--recent", type=int, default=1000, help="predictions to judge quality on")
+    status.add_argument(
+        "--recent",
+        type=int,
+        default=1000,
+        help="predictions to judge quality on (default: %(default)s)",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     cliargs.add_kafka(status)
     cliargs.add_topics(status)
-    cliargs.add_checkpoint_dir(status.add_argument_group("model"))
+    cliargs.add_checkpoint_dir(status)
     cliargs.add_logging(status)
     status.set_defaults(func=run_status)
 
@@ -31,10 +36,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the predictions topic and write an HTML page with the learning "
         "curve (and where drift hit), throughput and latency; each plot also as a PNG.",
     )
-    report.add_argument("--out", type=Path, default=Path("report.html"))
-    report.add_argument("--window", type=int, default=500, help="rolling window (labeled events)")
     report.add_argument(
-        "--limit", type=int, default=None, help="read at most this many predictions"
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        help="HTML page; the PNGs go beside it (default: %(default)s)",
+    )
+    report.add_argument(
+        "--window",
+        type=int,
+        default=500,
+        help="rolling window, labeled events (default: %(default)s)",
+    )
+    report.add_argument(
+        "--limit", type=int, default=None, help="read at most this many predictions (default: all)"
     )
     cliargs.add_kafka(report)
     cliargs.add_topics(report, group_id=False)
@@ -46,7 +61,10 @@ def run_status(args: argparse.Namespace) -> int:
     from stream.observe.status import collect
 
     status = collect(
-        cliargs.kafka_settings(args), cliargs.topic_settings(args), args.checkpoint_dir, args.recent
+        cliargs.kafka_settings(args),
+        cliargs.topic_settings(args),
+        cliargs.checkpoint_dir(args),
+        args.recent,
     )
     if args.json:
         print(json.dumps({**asdict(status), "total_lag": status.total_lag}, default=str))

@@ -18,25 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a merger. Several may run (on several machines): one merges, "
         "the others stand by in the merger group and take over if it dies.",
     )
-    cliargs.add_kafka(parser)
-    cliargs.add_topics(parser)
-    cliargs.add_model(parser)
-    cliargs.add_merge(parser, worker=False)
-    parser.add_argument(
-        "--metrics-port", type=int, default=9399, help="Prometheus endpoint; 0: off (default 9399)"
-    )
+    cliargs.add_settings(parser, MergerSettings, skip=cliargs.MERGER_SKIP)
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
 
 
 def settings_from(args: argparse.Namespace) -> MergerSettings:
-    return MergerSettings(
-        kafka=cliargs.kafka_settings(args),
-        topics=cliargs.topic_settings(args),
-        model=cliargs.model_settings(args),
-        merge=cliargs.merge_settings(args),
-        metrics_port=args.metrics_port,
-    )
+    return cliargs.build(MergerSettings, args)
 
 
 def run(args: argparse.Namespace) -> int:

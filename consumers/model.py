@@ -17,9 +17,8 @@ from stream.sync.globalmodel import export, load_latest, model_of
 def _add_source(parser: argparse.ArgumentParser) -> None:
     cliargs.add_kafka(parser)
     cliargs.add_topics(parser, group_id=False)
-    group = parser.add_argument_group("where the model is")
-    cliargs.add_checkpoint_dir(group)
-    group.add_argument(
+    cliargs.add_checkpoint_dir(parser)
+    parser.add_argument(
         "--offline",
         action="store_true",
         help="read the checkpoint directory only, do not contact the broker",
@@ -35,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_source(show)
     show.set_defaults(func=run_show)
     exp = sub.add_parser("export", help="the whole global model as JSON")
-    exp.add_argument("--format", choices=["json"], default="json")
+    exp.add_argument("--format", choices=["json"], default="json", help="(default: %(default)s)")
     exp.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
     _add_source(exp)
     exp.set_defaults(func=run_export)
@@ -46,16 +45,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score every row of a file with the latest global model (no learning); "
         "one JSON line per row on stdout, and accuracy on stderr when rows have labels.",
     )
-    score.add_argument("file", type=Path)
-    score.add_argument("--label-column", default="y")
-    score.add_argument("--id-column", default=None)
+    score.add_argument("file", type=Path, help="a .csv (with header) or .jsonl file of events")
+    score.add_argument(
+        "--label-column",
+        default="y",
+        help="column of the label; rows with it are judged (default: %(default)s)",
+    )
+    score.add_argument(
+        "--id-column", default=None, help="column of the event id (default: row number)"
+    )
     _add_source(score)
     score.set_defaults(func=run_score)
 
 
 def _snapshot(args: argparse.Namespace):
     kafka = None if args.offline else cliargs.kafka_settings(args)
-    return load_latest(kafka, cliargs.topic_settings(args), args.checkpoint_dir)
+    return load_latest(kafka, cliargs.topic_settings(args), cliargs.checkpoint_dir(args))
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -22,12 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest prediction"
     )
-    parser.add_argument("--limit", type=int, default=None, help="stop after this many predictions")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="stop after this many predictions (default: no limit)",
+    )
     parser.add_argument(
         "--idle-timeout-s",
         type=float,
         default=None,
-        help="stop after this long without a prediction",
+        help="stop after this long without a prediction (default: never)",
     )
     parser.add_argument(
         "--window", type=int, default=1000, help="rolling accuracy window (default %(default)s)"
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     window: deque[bool] = deque(maxlen=args.window)
     stream = records(
         cliargs.kafka_settings(args),
-        args.predictions_topic,
+        cliargs.topic_settings(args).predictions,
         from_beginning=args.from_beginning,
         idle_timeout_s=args.idle_timeout_s,
     )

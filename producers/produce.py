@@ -21,8 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     choice.add_argument(
         "--synthetic", action="store_true", help="logistic data from a known model (default)"
     )
-    choice.add_argument("--dataset", choices=DATASETS, help="a dataset bundled with river")
-    choice.add_argument("--file", type=Path, help="a .csv (with header) or .jsonl file")
+    choice.add_argument(
+        "--dataset", choices=DATASETS, help="a dataset bundled with river (default: unset)"
+    )
+    choice.add_argument(
+        "--file", type=Path, help="a .csv (with header) or .jsonl file (default: unset)"
+    )
     source.add_argument(
         "--features",
         type=int,
@@ -36,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--drift-at",
         type=int,
         default=None,
-        help="synthetic: event index where the true model changes",
+        help="synthetic: event index where the true model changes (default: no drift)",
     )
     source.add_argument(
         "--label-column",
@@ -45,19 +49,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--id-column", default=None, help="file: id column (default: row number)")
     source.add_argument(
-        "--passes", type=int, default=1, help="dataset/file: replay this many times"
+        "--passes",
+        type=int,
+        default=1,
+        help="dataset/file: replay this many times (default: %(default)s)",
     )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
     )
-    out.add_argument("--limit", type=int, default=None, help="stop after this many events")
+    out.add_argument(
+        "--limit", type=int, default=None, help="stop after this many events (default: no limit)"
+    )
     out.add_argument(
         "--key", choices=["id", "none"], default="id", help="record key (default %(default)s)"
     )
-    out.add_argument("--encoding", choices=["msgpack", "json"], default="msgpack")
-    out.add_argument("--no-progress", dest="progress", action="store_false")
+    out.add_argument(
+        "--encoding",
+        choices=["msgpack", "json"],
+        default="msgpack",
+        help="event encoding (default: %(default)s)",
+    )
+    out.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar on stderr",
+    )
     cliargs.add_kafka(parser)
+    cliargs.add_client(parser)
     cliargs.add_topics(parser, group_id=False)
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
@@ -91,7 +111,7 @@ def _passes(make, passes: int):
 def run(args: argparse.Namespace) -> int:
     settings = ProduceSettings(
         kafka=cliargs.kafka_settings(args),
-        topic=args.features_topic,
+        topic=cliargs.topic_settings(args).features,
         encoding=args.encoding,
         rate=args.rate,
         limit=args.limit,

@@ -100,9 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("broker", help="run the embedded broker (memory only) in the foreground")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--log-file", type=Path, default=None)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9092, help="Kafka port (default: %(default)s)")
+    p.add_argument(
+        "--log-file", type=Path, default=None, help="the broker's own log (default: stderr)"
+    )
     cliargs.add_logging(p)
     p.set_defaults(func=_broker)
 
@@ -117,7 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="features/predictions partitions (default %(default)s)",
     )
-    c.add_argument("--replication-factor", type=int, default=1)
+    c.add_argument(
+        "--replication-factor",
+        type=int,
+        default=1,
+        help="copies of each partition; 3 on a production cluster (default: %(default)s)",
+    )
     cliargs.add_kafka(c)
     cliargs.add_topics(c, group_id=False)
     cliargs.add_logging(c)
@@ -136,11 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the embedded broker, create topics, start workers, replay a dataset, "
         "wait for every prediction, print a summary and stop.",
     )
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--dataset", default="phishing", choices=["phishing", "bananas"])
-    p.add_argument("--passes", type=int, default=1, help="replay the dataset this many times")
-    p.add_argument("--bootstrap", default=None, help="use this broker instead of the embedded one")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
+    p.add_argument(
+        "--partitions", type=int, default=4, help="features partitions (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dataset",
+        default="phishing",
+        choices=["phishing", "bananas"],
+        help="river dataset to replay (default: %(default)s)",
+    )
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="replay the dataset this many times (default: %(default)s)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        default=None,
+        help="use this broker instead of the embedded one (default: embedded)",
+    )
     p.add_argument(
         "--checkpoint-dir",
         type=Path,
@@ -177,7 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=(10,),
         help="comma-separated features per event, e.g. 10,50,200 (default 10)",
     )
-    p.add_argument("--encoding", choices=["msgpack", "json"], default="msgpack")
+    p.add_argument(
+        "--encoding",
+        choices=["msgpack", "json"],
+        default="msgpack",
+        help="event encoding (default: %(default)s)",
+    )
     p.add_argument(
         "--events", type=int, default=100_000, help="events per drain (default %(default)s)"
     )
@@ -187,19 +215,53 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="workers (and partitions) of the scaling run; 1 skips it (default 2)",
     )
-    p.add_argument("--latency-fractions", type=_csv(float), default=(0.25, 0.5, 0.75))
-    p.add_argument("--latency-duration-s", type=float, default=5.0)
-    p.add_argument("--no-merge-cost", dest="merge_cost", action="store_false")
-    p.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
+    p.add_argument(
+        "--latency-fractions",
+        type=_csv(float),
+        default=(0.25, 0.5, 0.75),
+        help="latency runs at these fractions of the measured maximum rate "
+        "(default: 0.25,0.5,0.75)",
+    )
+    p.add_argument(
+        "--latency-duration-s",
+        type=float,
+        default=5.0,
+        help="length of each latency run (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-merge-cost",
+        dest="merge_cost",
+        action="store_false",
+        help="skip measuring the cost of merging",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results/bench.json"),
+        help="results as JSON (default: %(default)s)",
+    )
     cliargs.add_logging(p)
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "settings",
+        help="every setting of the worker and merger: flag, env var, default, meaning",
+        description="Print the configuration table (Markdown), generated from the settings "
+        "declarations; the README's table is this output.",
+    )
+    p.set_defaults(func=_settings)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> int:
+    print(cliargs.settings_table(), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure(args.log_level, getattr(args, "log_format", "text"))
+    configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,4 +1,10 @@
-"""Command-line options shared by every entry point, and the settings built from them.
+"""Command-line options derived from the settings declarations in :mod:`stream.config`.
+
+Every user-facing setting is declared once, as a field of a frozen settings
+dataclass with :func:`stream.config.setting` (default, help, flag, env var).
+This module turns those declarations into argparse options and back into
+settings objects, and renders the README's configuration table, so the CLI,
+the environment fallbacks and the documentation cannot drift apart.
 
 Environment variables are fallbacks for flags (shown in ``--help``); they are
 read here, at the edge, and nowhere in the library.
@@ -8,97 +14,103 @@ from __future__ import annotations
 
 import argparse
 import os
+import types
+import typing
+from collections.abc import Collection, Iterator
+from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from stream.config import (
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_CHECKPOINT_DIR,
-    DEFAULT_FEATURES_TOPIC,
-    DEFAULT_GROUP_ID,
-    DEFAULT_PREDICTIONS_TOPIC,
-    ENV_BOOTSTRAP,
-    ENV_CHECKPOINT_DIR,
-    ENV_FEATURES_TOPIC,
-    ENV_GROUP_ID,
-    ENV_PREDICTIONS_TOPIC,
-    ENV_SASL_MECHANISM,
-    ENV_SASL_PASSWORD,
-    ENV_SASL_USERNAME,
-    ENV_SECURITY_PROTOCOL,
-    ENV_SSL_CAFILE,
     KafkaSettings,
+    MergerSettings,
     MergeSettings,
     ModelSettings,
     TopicSettings,
+    WorkerSettings,
 )
 from stream.errors import ConfigError
 
-
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def add_kafka(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Kafka connection")
-    group.add_argument(
-        "--bootstrap",
-        default=_env(ENV_BOOTSTRAP, DEFAULT_BOOTSTRAP),
-        help=f"broker list host:port[,host:port] (env {ENV_BOOTSTRAP}; default %(default)s)",
-    )
-    group.add_argument(
-        "--security-protocol",
-        default=_env(ENV_SECURITY_PROTOCOL, None),
-        choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
-        help=f"(env {ENV_SECURITY_PROTOCOL})",
-    )
-    group.add_argument(
-        "--sasl-mechanism",
-        default=_env(ENV_SASL_MECHANISM, None),
-        help=f"PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ... (env {ENV_SASL_MECHANISM})",
-    )
-    group.add_argument(
-        "--sasl-username", default=_env(ENV_SASL_USERNAME, None), help=f"(env {ENV_SASL_USERNAME})"
-    )
-    group.add_argument(
-        "--sasl-password", default=_env(ENV_SASL_PASSWORD, None), help=f"(env {ENV_SASL_PASSWORD})"
-    )
-    group.add_argument(
-        "--ssl-cafile", default=_env(ENV_SSL_CAFILE, None), help=f"CA bundle (env {ENV_SSL_CAFILE})"
-    )
-    group.add_argument(
-        "--client",
-        choices=["kafka-python", "confluent"],
-        default="kafka-python",
-        help="Kafka client for the hot path: kafka-python (pure Python) or confluent "
-        "(librdkafka, the 'confluent' extra; about 3x faster) (default %(default)s)",
-    )
-    group.add_argument(
-        "--kafka-option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="any other kafka-python client option, e.g. ssl_certfile=/path (repeatable)",
-    )
+# argparse group titles of the nested settings.
+_GROUP_TITLES = {
+    KafkaSettings: "Kafka connection",
+    TopicSettings: "topics",
+    ModelSettings: "model",
+    MergeSettings: "merging and checkpoints",
+}
 
 
-def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
-    options: list[tuple[str, str | int | bool]] = []
-    for flag, name in (
-        ("security_protocol", "security_protocol"),
-        ("sasl_mechanism", "sasl_mechanism"),
-        ("sasl_username", "sasl_plain_username"),
-        ("sasl_password", "sasl_plain_password"),
-        ("ssl_cafile", "ssl_cafile"),
-    ):
-        value = getattr(args, flag)
-        if value:
-            options.append((name, value))
-    for item in args.kafka_option:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--kafka-option expects NAME=VALUE, got {item!r}")
-        options.append((name.strip(), _scalar(value.strip())))
-    return KafkaSettings(bootstrap_servers=args.bootstrap, client_options=tuple(options))
+class Option(typing.NamedTuple):
+    """One declared setting as the command line sees it."""
+
+    dest: str  # dotted path from the root settings class, e.g. "merge.every_events"
+    flag: str
+    kind: Any  # the field's resolved type
+    default: Any  # the command line's default (cli_default, else the field's)
+    help: str
+    env: str | None
+    owner: type  # the settings class that declares it
+
+
+def options(cls: type, prefix: str = "", skip: Collection[str] = ()) -> Iterator[Option]:
+    """The declared settings of ``cls`` and of the settings nested in it, in order."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        dest = prefix + f.name
+        if dest in skip:
+            continue
+        kind = hints[f.name]
+        if is_dataclass(kind):
+            yield from options(kind, dest + ".", skip)
+        elif "help" in f.metadata:
+            yield Option(
+                dest=dest,
+                flag=f.metadata["flag"] or "--" + f.name.replace("_", "-"),
+                kind=kind,
+                default=_cli_default(f),
+                help=f.metadata["help"],
+                env=f.metadata["env"],
+                owner=cls,
+            )
+
+
+def _cli_default(f: Field) -> Any:
+    if f.metadata.get("cli_default", MISSING) is not MISSING:
+        return f.metadata["cli_default"]
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _base_and_choices(kind: Any) -> tuple[type, tuple | None]:
+    """``int``, ``Path | None``, ``Literal["a", "b"]``: the value type and any choices."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    if typing.get_origin(kind) is Literal:
+        return type(args[0]), args
+    return kind, None
+
+
+def _parse(option: Option, text: str) -> Any:
+    """A value from the environment, with the same conversion as the flag."""
+    base, choices = _base_and_choices(option.kind)
+    if base is bool:
+        if text.lower() not in ("1", "0", "true", "false"):
+            raise ConfigError(f"{option.env} must be true or false, got {text!r}")
+        return text.lower() in ("1", "true")
+    value = base(text)
+    if choices and value not in choices:
+        raise ConfigError(f"{option.env} must be one of {list(choices)}, got {text!r}")
+    return value
+
+
+def _pair(text: str) -> tuple[str, str | int | bool]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), _scalar(value.strip())
 
 
 def _scalar(value: str) -> str | int | bool:
@@ -110,138 +122,160 @@ def _scalar(value: str) -> str | int | bool:
         return value
 
 
-def add_topics(parser: argparse.ArgumentParser, group_id: bool = True) -> None:
-    group = parser.add_argument_group("topics")
-    group.add_argument(
-        "--features-topic",
-        default=_env(ENV_FEATURES_TOPIC, DEFAULT_FEATURES_TOPIC),
-        help=f"(env {ENV_FEATURES_TOPIC}; default %(default)s); dead letters go to <it>.dlq",
-    )
-    group.add_argument(
-        "--predictions-topic",
-        default=_env(ENV_PREDICTIONS_TOPIC, DEFAULT_PREDICTIONS_TOPIC),
-        help=f"(env {ENV_PREDICTIONS_TOPIC}; default %(default)s)",
-    )
-    if group_id:
+def _add(group: argparse._ActionsContainer, option: Option) -> None:
+    env_value = os.environ.get(option.env) if option.env else None
+    default = _parse(option, env_value) if env_value is not None else option.default
+    env_note = f"; env {option.env}" if option.env else ""
+    base, choices = _base_and_choices(option.kind)
+    if base is bool:
+        # The flag names the choice that is not the default.
         group.add_argument(
-            "--group-id",
-            default=_env(ENV_GROUP_ID, DEFAULT_GROUP_ID),
-            help=f"consumer group of the workers (env {ENV_GROUP_ID}; default %(default)s)",
+            option.flag,
+            dest=option.dest,
+            action="store_false" if option.default else "store_true",
+            default=default,
+            help=f"{option.help} (default: {'on' if not option.default else 'off'}{env_note})",
         )
+        return
+    if typing.get_origin(base) is tuple or base is tuple:
+        group.add_argument(
+            option.flag,
+            dest=option.dest,
+            action="append",
+            type=_pair,
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"{option.help} (default: none{env_note})",
+        )
+        return
+    shown = "%(default)s" if default is not None else "unset"
+    group.add_argument(
+        option.flag,
+        dest=option.dest,
+        type=base,
+        choices=choices,
+        metavar=None if choices else option.flag.lstrip("-").replace("-", "_").upper(),
+        default=default,
+        help=f"{option.help} (default: {shown}{env_note})",
+    )
+
+
+def add_settings(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    prefix: str = "",
+    skip: Collection[str] = (),
+    only: Collection[str] | None = None,
+) -> None:
+    """Add the options of ``cls`` (and its nested settings), grouped by settings class."""
+    groups: dict[type, argparse._ActionsContainer] = {}
+    for option in options(cls, prefix, skip):
+        if only is not None and option.dest not in only:
+            continue
+        owner = option.owner
+        if owner not in groups:
+            title = _GROUP_TITLES.get(owner)
+            groups[owner] = parser.add_argument_group(title) if title else parser
+        _add(groups[owner], option)
+
+
+def build(cls: type, args: argparse.Namespace, prefix: str = "", **overrides: Any) -> Any:
+    """The settings object of ``cls`` from parsed arguments; settings not on this
+    command line keep their library default."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        dest = prefix + f.name
+        if is_dataclass(hints[f.name]):
+            values[f.name] = build(hints[f.name], args, dest + ".")
+        elif hasattr(args, dest):
+            value = getattr(args, dest)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    values.update(overrides)
+    return cls(**values)
+
+
+# Shorthands for the commands: which settings each part of the pipeline takes.
+
+
+def add_kafka(parser: argparse.ArgumentParser) -> None:
+    add_settings(parser, KafkaSettings, "kafka.")
+
+
+def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    return build(KafkaSettings, args, "kafka.")
+
+
+def add_topics(parser: argparse.ArgumentParser, group_id: bool = True) -> None:
+    add_settings(parser, TopicSettings, "topics.", skip=() if group_id else ("topics.group_id",))
 
 
 def topic_settings(args: argparse.Namespace) -> TopicSettings:
-    return TopicSettings(
-        features=args.features_topic,
-        predictions=args.predictions_topic,
-        group_id=getattr(args, "group_id", DEFAULT_GROUP_ID),
-    )
+    return build(TopicSettings, args, "topics.")
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
-    defaults = ModelSettings()
-    group = parser.add_argument_group("model")
-    group.add_argument("--optimizer", choices=["sgd", "ftrl"], default=defaults.optimizer)
-    group.add_argument(
-        "--learning-rate",
-        type=float,
-        default=defaults.learning_rate,
-        help="SGD step size, or FTRL alpha (default %(default)s)",
-    )
-    group.add_argument(
-        "--l2", type=float, default=defaults.l2, help="L2 penalty (default %(default)s)"
-    )
-    group.add_argument(
-        "--no-scaler",
-        dest="scale",
-        action="store_false",
-        help="feed raw features to the regression (no StandardScaler)",
-    )
-    group.add_argument("--ftrl-beta", type=float, default=defaults.ftrl_beta)
-    group.add_argument("--ftrl-l1", type=float, default=defaults.ftrl_l1)
+    add_settings(parser, ModelSettings, "model.")
 
 
 def model_settings(args: argparse.Namespace) -> ModelSettings:
-    return ModelSettings(
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        l2=args.l2,
-        scale=args.scale,
-        ftrl_beta=args.ftrl_beta,
-        ftrl_l1=args.ftrl_l1,
-    )
+    return build(ModelSettings, args, "model.")
+
+
+def add_checkpoint_dir(parser: argparse.ArgumentParser) -> None:
+    add_settings(parser, MergeSettings, "merge.", only=("merge.checkpoint_dir",))
+
+
+def checkpoint_dir(args: argparse.Namespace) -> Path | None:
+    return getattr(args, "merge.checkpoint_dir")
+
+
+def add_client(parser: argparse.ArgumentParser) -> None:
+    """``--client`` alone, for commands that are not workers (produce, ...)."""
+    add_settings(parser, WorkerSettings, only=("client",))
+
+
+# Merging flags that only a worker acts on.
+WORKER_ONLY_MERGE = ("merge.enabled", "merge.every_events", "merge.interval_s")
+MERGER_SKIP = (*WORKER_ONLY_MERGE, "merge.catch_up_timeout_s")
 
 
 def add_logging(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("logging")
-    group.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    group.add_argument("--log-format", default="text", choices=["text", "json"])
-
-
-def add_merge(parser: argparse.ArgumentParser, worker: bool = True) -> None:
-    defaults = MergeSettings()
-    group = parser.add_argument_group("merging and checkpoints")
-    if worker:
-        group.add_argument(
-            "--no-merge",
-            dest="merge",
-            action="store_false",
-            help="each worker keeps its own model (no contributions, no global model)",
-        )
-        group.add_argument(
-            "--merge-every",
-            type=int,
-            default=defaults.every_events,
-            help="labeled events per worker between contributions (default %(default)s)",
-        )
-        group.add_argument(
-            "--merge-interval-s",
-            type=float,
-            default=defaults.interval_s,
-            help="at most this long between contributions (default %(default)s)",
-        )
-        group.add_argument(
-            "--catch-up-timeout-s",
-            type=float,
-            default=defaults.catch_up_timeout_s,
-            help="on assignment, wait this long for the merger to catch up; must be below "
-            "--max-poll-interval-ms (default %(default)s)",
-        )
     group.add_argument(
-        "--merge-rule",
-        choices=["sum", "average"],
-        default=defaults.rule,
-        help="combine weight deltas by sum, or by count-weighted average (default %(default)s)",
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="(default: %(default)s)",
     )
-    add_checkpoint_dir(group)
-    group.add_argument("--checkpoint-keep", type=int, default=defaults.checkpoint_keep)
     group.add_argument(
-        "--checkpoint-interval-s",
-        type=float,
-        default=defaults.checkpoint_interval_s,
-        help="at most one checkpoint file this often, and at stop; 0: every version "
-        "(default %(default)s)",
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line, for log shippers (default: %(default)s)",
     )
 
 
-def add_checkpoint_dir(group) -> None:
-    group.add_argument(
-        "--checkpoint-dir",
-        type=Path,
-        default=Path(_env(ENV_CHECKPOINT_DIR, DEFAULT_CHECKPOINT_DIR)),
-        help=f"global model checkpoints (env {ENV_CHECKPOINT_DIR}; default %(default)s)",
-    )
-
-
-def merge_settings(args: argparse.Namespace) -> MergeSettings:
-    defaults = MergeSettings()
-    return MergeSettings(
-        enabled=getattr(args, "merge", True),
-        every_events=getattr(args, "merge_every", defaults.every_events),
-        interval_s=getattr(args, "merge_interval_s", defaults.interval_s),
-        catch_up_timeout_s=getattr(args, "catch_up_timeout_s", defaults.catch_up_timeout_s),
-        rule=args.merge_rule,
-        checkpoint_dir=args.checkpoint_dir,
-        checkpoint_keep=args.checkpoint_keep,
-        checkpoint_interval_s=args.checkpoint_interval_s,
-    )
+def settings_table() -> str:
+    """The README's configuration table: every declared setting of the worker and
+    the merger, with its flag, env var, default and help."""
+    rows = ["| flag | env | default | what |", "|---|---|---|---|"]
+    seen: set[str] = set()
+    for cls in (WorkerSettings, MergerSettings):
+        for option in options(cls):
+            if option.flag in seen:
+                continue
+            seen.add(option.flag)
+            base, choices = _base_and_choices(option.kind)
+            if base is bool:
+                default = "off" if option.default else "on"
+            elif option.default in (None, ()):
+                default = ""
+            else:
+                default = f"`{option.default}`"
+            what = option.help.replace("|", "\\|")
+            if choices:
+                what += " (" + ", ".join(f"`{c}`" for c in choices) + ")"
+            env = f"`{option.env}`" if option.env else ""
+            rows.append(f"| `{option.flag}` | {env} | {default} | {what} |")
+    return "\n".join(rows) + "\n"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from stream.errors import ConfigError
 
@@ -38,6 +38,34 @@ DEFAULT_FEATURES_TOPIC = "features"
 DEFAULT_PREDICTIONS_TOPIC = "predictions"
 DEFAULT_GROUP_ID = "learnstream"
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    env: str | None = None,
+    cli_default: Any = MISSING,
+    default_factory: Any = MISSING,
+) -> Any:
+    """Declare one user-facing setting: its default, help text, CLI flag and env var.
+
+    This is the only place a setting is described. :mod:`stream.cliargs` turns
+    these declarations into command-line options (help showing the default and
+    the env var) and back into settings objects, and ``learnstream settings``
+    prints the README's configuration table from them. ``flag`` defaults to
+    ``--field-name``; a boolean's flag names the non-default choice
+    (``--no-merge``). ``cli_default``: the command line's default where it
+    differs from the library's (checkpoints and metrics are on for a user, off
+    for code that builds settings itself). A field declared with plain
+    ``field()`` is internal: not on the command line.
+    """
+    metadata = {"help": help, "flag": flag, "env": env, "cli_default": cli_default}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -70,12 +98,34 @@ PASSTHROUGH_OPTIONS = frozenset(
 class KafkaSettings:
     """Where the broker is and how to talk to it.
 
-    ``client_options`` are passed verbatim to every Kafka client we create
-    (SASL/SSL settings, mostly), as ``(name, value)`` pairs.
+    The security settings and ``client_options`` (any other kafka-python option,
+    as ``(name, value)`` pairs) are passed to every Kafka client we create;
+    :attr:`options` has them all under kafka-python's names.
     """
 
-    bootstrap_servers: str = DEFAULT_BOOTSTRAP
-    client_options: tuple[tuple[str, str | int | bool], ...] = ()
+    bootstrap_servers: str = setting(
+        DEFAULT_BOOTSTRAP,
+        flag="--bootstrap",
+        env=ENV_BOOTSTRAP,
+        help="broker list host:port[,host:port]",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = setting(
+        None,
+        env=ENV_SECURITY_PROTOCOL,
+        help="how to talk to the brokers (client default: PLAINTEXT)",
+    )
+    sasl_mechanism: str | None = setting(
+        None, env=ENV_SASL_MECHANISM, help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ..."
+    )
+    sasl_username: str | None = setting(None, env=ENV_SASL_USERNAME, help="SASL user name")
+    sasl_password: str | None = setting(None, env=ENV_SASL_PASSWORD, help="SASL password")
+    ssl_cafile: str | None = setting(None, env=ENV_SSL_CAFILE, help="CA bundle file for SSL")
+    client_options: tuple[tuple[str, str | int | bool], ...] = setting(
+        (),
+        flag="--kafka-option",
+        help="any other kafka-python client option as NAME=VALUE, e.g. ssl_certfile=/path "
+        "(repeatable)",
+    )
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -88,16 +138,36 @@ class KafkaSettings:
 
     @property
     def options(self) -> dict[str, str | int | bool]:
-        return dict(self.client_options)
+        named = {
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+        }
+        return {k: v for k, v in named.items() if v} | dict(self.client_options)
 
 
 @dataclass(frozen=True)
 class TopicSettings:
     """Topic names and the consumer group. The dead-letter topic is ``<features>.dlq``."""
 
-    features: str = DEFAULT_FEATURES_TOPIC
-    predictions: str = DEFAULT_PREDICTIONS_TOPIC
-    group_id: str = DEFAULT_GROUP_ID
+    features: str = setting(
+        DEFAULT_FEATURES_TOPIC,
+        flag="--features-topic",
+        env=ENV_FEATURES_TOPIC,
+        help="events in; dead letters go to <it>.dlq, contributions to <it>.contributions, "
+        "global model versions to <it>.model",
+    )
+    predictions: str = setting(
+        DEFAULT_PREDICTIONS_TOPIC,
+        flag="--predictions-topic",
+        env=ENV_PREDICTIONS_TOPIC,
+        help="predictions out",
+    )
+    group_id: str = setting(
+        DEFAULT_GROUP_ID, env=ENV_GROUP_ID, help="consumer group of the workers"
+    )
 
     def __post_init__(self) -> None:
         for name in ("features", "predictions", "group_id"):
@@ -143,12 +213,14 @@ class ModelSettings:
     (FTRL applies regularisation inside its update, so river's LR gets l2=0).
     """
 
-    optimizer: Optimizer = "sgd"
-    learning_rate: float = 0.01
-    l2: float = 0.0
-    scale: bool = True
-    ftrl_beta: float = 1.0
-    ftrl_l1: float = 0.0
+    optimizer: Optimizer = setting("sgd", help="sgd, or ftrl (FTRL-Proximal)")
+    learning_rate: float = setting(0.01, help="SGD step size, or FTRL alpha")
+    l2: float = setting(0.0, help="L2 penalty")
+    scale: bool = setting(
+        True, flag="--no-scaler", help="feed raw features to the regression (no StandardScaler)"
+    )
+    ftrl_beta: float = setting(1.0, help="FTRL-Proximal beta")
+    ftrl_l1: float = setting(0.0, help="FTRL-Proximal L1 penalty")
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "ftrl"):
@@ -183,22 +255,46 @@ class MergeSettings:
     in the contributions topic before it seeks to the global model's offsets.
     """
 
-    enabled: bool = True
+    enabled: bool = setting(
+        True,
+        flag="--no-merge",
+        help="each worker keeps its own model (no contributions, no global model)",
+    )
     # A contribution costs one acknowledged produce (about a millisecond) plus a
     # copy of the model state; every 1000 events keeps that well under 1%.
-    every_events: int = 1000
-    interval_s: float = 1.0
-    rule: MergeRule = "sum"
-    checkpoint_dir: Path | None = None
-    checkpoint_keep: int = 5
-    # At most one checkpoint file every this many seconds (0: every version),
-    # and always when the merger stops or hands over. The model topic has every
-    # version; files are for when the broker has lost it.
-    checkpoint_interval_s: float = 5.0
-    # The merger gathers contributions arriving this close together into one
-    # version: fewer full-model records on the model topic.
-    version_linger_s: float = 0.1
-    catch_up_timeout_s: float = 5.0
+    every_events: int = setting(
+        1000, flag="--merge-every", help="labeled events per worker between contributions"
+    )
+    interval_s: float = setting(
+        1.0, flag="--merge-interval-s", help="at most this long between contributions"
+    )
+    rule: MergeRule = setting(
+        "sum",
+        flag="--merge-rule",
+        help="combine weight deltas by sum, or by count-weighted average",
+    )
+    checkpoint_dir: Path | None = setting(
+        None,
+        env=ENV_CHECKPOINT_DIR,
+        cli_default=Path(DEFAULT_CHECKPOINT_DIR),
+        help="global model checkpoint files",
+    )
+    checkpoint_keep: int = setting(5, help="checkpoint files kept")
+    # The model topic has every version; files are for when the broker has lost it.
+    checkpoint_interval_s: float = setting(
+        5.0,
+        help="at most one checkpoint file this often, and always at stop or handover; "
+        "0: every version",
+    )
+    # Fewer full-model records on the model topic.
+    version_linger_s: float = setting(
+        0.1, help="the merger gathers contributions arriving this close together into one version"
+    )
+    catch_up_timeout_s: float = setting(
+        5.0,
+        help="on assignment, wait this long for the merger to catch up; must be below "
+        "--max-poll-interval-ms",
+    )
 
     def __post_init__(self) -> None:
         if self.every_events < 1:
@@ -216,6 +312,21 @@ class MergeSettings:
             raise ConfigError(f"checkpoint_keep must be >= 1, got {self.checkpoint_keep}")
 
 
+def _session_timeout_ms() -> Any:
+    return setting(10_000, help="group session timeout: a member silent this long is evicted")
+
+
+def _heartbeat_interval_ms() -> Any:
+    return setting(3_000, help="group heartbeat interval; below the session timeout")
+
+
+def _max_poll_interval_ms() -> Any:
+    return setting(
+        15_000,
+        help="group rebalance timeout; the embedded broker holds each join this long",
+    )
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """One worker process: where to read, how to score, how to batch.
@@ -230,21 +341,39 @@ class WorkerSettings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
-    client: ClientName = "kafka-python"
-    output_encoding: OutputEncoding = "same"
-    max_event_bytes: int = 100_000
-    max_poll_records: int = 1000
-    poll_timeout_ms: int = 100
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 15_000
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    delivery_timeout_s: float = 30.0
-    stats_interval_s: float = 30.0
-    metrics_port: int = 0
-    quality_window: int = 1000
-    drift_detector: DriftDetector = "adwin"
-    on_drift: OnDrift = "none"
+    client: ClientName = setting(
+        "kafka-python",
+        help="Kafka client of the hot path: kafka-python (pure Python) or confluent (librdkafka)",
+    )
+    output_encoding: OutputEncoding = setting(
+        "same", help="predictions encoding; 'same' mirrors each event's"
+    )
+    max_event_bytes: int = setting(100_000, help="larger records are dead-lettered")
+    max_poll_records: int = setting(1000, help="batch size")
+    poll_timeout_ms: int = field(default=100)
+    session_timeout_ms: int = _session_timeout_ms()
+    heartbeat_interval_ms: int = _heartbeat_interval_ms()
+    max_poll_interval_ms: int = _max_poll_interval_ms()
+    auto_offset_reset: Literal["earliest", "latest"] = setting(
+        "earliest", flag="--from", help="where a new group starts reading"
+    )
+    delivery_timeout_s: float = field(default=30.0)
+    stats_interval_s: float = setting(30.0, help="a 'worker stats' log line this often")
+    metrics_port: int = setting(
+        0,
+        cli_default=9400,
+        help="Prometheus endpoint of worker i on PORT+i, of its merger on PORT+processes; 0: off",
+    )
+    quality_window: int = setting(
+        1000, help="labeled events in the rolling accuracy/log loss/ROC AUC"
+    )
+    drift_detector: DriftDetector = setting(
+        "adwin", help="drift detector on the per-event log loss"
+    )
+    on_drift: OnDrift = setting(
+        "none",
+        help="reset: start the worker's model afresh when drift is detected (needs --no-merge)",
+    )
 
     def __post_init__(self) -> None:
         if self.client not in ("kafka-python", "confluent"):
@@ -301,10 +430,10 @@ class MergerSettings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 15_000
-    metrics_port: int = 0
+    session_timeout_ms: int = _session_timeout_ms()
+    heartbeat_interval_ms: int = _heartbeat_interval_ms()
+    max_poll_interval_ms: int = _max_poll_interval_ms()
+    metrics_port: int = setting(0, cli_default=9399, help="Prometheus endpoint; 0: off")
 
     @classmethod
     def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
