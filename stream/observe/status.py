@@ -14,13 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import TopicPartition
-from kafka.errors import KafkaError
-
 from stream.config import KafkaSettings, TopicSettings
 from stream.errors import StreamError
 from stream.events.codec import decode_map
-from stream.kafka import clients
+from stream.kafka.inspect import TopicInspector, describe_group
 from stream.observe.quality import Quality, prequential
 from stream.sync.globalmodel import load_latest
 
@@ -98,101 +95,25 @@ def _n(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def high_watermarks(consumer, topic: str, partitions: list[int]) -> dict[int, int | None]:
-    """Each partition's high watermark, read from a fetch response."""
-    tps = [TopicPartition(topic, p) for p in partitions]
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, 0)
-    out: dict[int, int | None] = {}
-    deadline = time.monotonic() + 10
-    while len(out) < len(tps) and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=200, max_records=1, update_offsets=False)
-        for tp in tps:
-            high = consumer.highwater(tp)
-            if high is not None:
-                out[tp.partition] = high
-    return {p: out.get(p) for p in partitions}
-
-
-def tail(consumer, topic: str, highs: dict[int, int | None], per_partition: int) -> list[dict]:
-    """The last ``per_partition`` records of each partition, decoded."""
-    tps = []
-    for p, high in highs.items():
-        if high:
-            tp = TopicPartition(topic, p)
-            tps.append((tp, max(0, high - per_partition), high))
-    if not tps:
-        return []
-    consumer.assign([tp for tp, _, _ in tps])
-    for tp, start, _ in tps:
-        consumer.seek(tp, start)
-    remaining = {tp: high for tp, _, high in tps}
-    found: list[dict] = []
-    deadline = time.monotonic() + 15
-    while remaining and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=200, max_records=5000).items():
-            for record in records:
-                try:
-                    found.append(decode_map(record.value)[0])
-                except StreamError:
-                    continue
-            if consumer.position(tp) >= remaining.get(tp, 0):
-                remaining.pop(tp, None)
-    return found
-
-
 def collect(
     kafka: KafkaSettings, topics: TopicSettings, checkpoint_dir: Path | None, recent: int = 1000
 ) -> Status:
-    admin = clients.admin(kafka, client_id="learnstream-status")
     notes: list[str] = []
-    try:
-        partitions = sorted(
-            p["partition_index"]
-            for t in admin.describe_topics([topics.features])
-            for p in t.get("partitions", [])
-        )
-        if not partitions:
-            raise StreamError(f"topic {topics.features!r} does not exist")
-        members, members_error = None, None
-        try:
-            described = admin.describe_groups([topics.group_id])
-            members = [
-                {
-                    "client_id": m.get("client_id", "?"),
-                    "partitions": sorted(
-                        tp.partition
-                        for tp in (m.get("member_assignment") or {}).get("assignment", [])
-                        if getattr(tp, "topic", topics.features) == topics.features
-                    )
-                    if isinstance(m.get("member_assignment"), dict)
-                    else m.get("member_assignment"),
-                }
-                for group in described
-                for m in group.get("members", [])
-            ]
-        except (KafkaError, ValueError, KeyError, TypeError) as exc:
-            members_error = f"DescribeGroups answer not readable: {exc!r}"
-        offsets = admin.list_group_offsets(topics.group_id).get(topics.group_id, {})
-        committed = {
-            tp.partition: om.offset
-            for tp, om in offsets.items()
-            if tp.topic == topics.features and om.offset is not None and om.offset >= 0
-        }
-    finally:
-        admin.close()
-
-    consumer = clients.consumer(kafka, client_id="learnstream-status", group_id=None)
-    try:
-        highs = high_watermarks(consumer, topics.features, partitions)
-        prediction_partitions = sorted(consumer.partitions_for_topic(topics.predictions) or [])
-        prediction_highs = high_watermarks(consumer, topics.predictions, prediction_partitions)
+    group = describe_group(kafka, topics.features, topics.group_id)
+    partitions, members, members_error = group.partitions, group.members, group.members_error
+    committed = group.committed
+    with TopicInspector(kafka) as inspector:
+        highs = inspector.high_watermarks(topics.features, partitions)
+        prediction_partitions = inspector.partitions(topics.predictions)
+        prediction_highs = inspector.high_watermarks(topics.predictions, prediction_partitions)
         per_partition = max(1, recent // max(1, len(prediction_partitions)))
-        predictions = tail(consumer, topics.predictions, prediction_highs, per_partition)
-        dlq = high_watermarks(consumer, topics.dead_letter, [0]).get(0)
-    finally:
-        consumer.close()
+        predictions = []
+        for value in inspector.tail(topics.predictions, prediction_highs, per_partition):
+            try:
+                predictions.append(decode_map(value)[0])
+            except StreamError:
+                continue
+        dlq = inspector.high_watermarks(topics.dead_letter, [0]).get(0)
 
     scorers: dict[int, Counter] = {}
     for prediction in predictions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from stream.config import KafkaSettings, MergeSettings, TopicSettings, WorkerSettings
 from stream.events.codec import decode_map
@@ -86,8 +86,17 @@ def read_predictions(
             break
     if missing:
         raise AssertionError(f"{len(missing)} events have no prediction after {timeout_s}s")
-    time.sleep(settle_s)
+    # Read again from the start until the topic has been quiet for settle_s.
     return [decode_map(r.value)[0] for r in records(kafka, topic, idle_timeout_s=settle_s)]
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
 
 
 def read_dead_letters(

@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -18,7 +17,7 @@ from stream.events.sources import SyntheticStream
 from stream.kafka.embedded import free_port
 from stream.observe.status import collect
 
-from .helpers import WorkerThread, create_topics, send_raw, worker_settings
+from .helpers import WorkerThread, create_topics, send_raw, wait_for, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +59,11 @@ def test_metrics_match_the_events_scored_and_lag_drains_to_zero(kafka, topics, c
     )
     with WorkerThread(settings) as running:
         worker = running.worker
-        deadline = time.monotonic() + 60
-        while worker.n_scored < N_EVENTS // 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: worker.n_scored >= N_EVENTS // 4, 60, "a quarter of the events scored")
         mid = scrape(port)
-        while worker.n_scored < N_EVENTS and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # an idle poll or two refreshes the lag
+        wait_for(lambda: worker.n_scored >= N_EVENTS, 60, "every event scored")
+        # An idle poll refreshes the lag from the fetch high watermark.
+        wait_for(lambda: worker.lag.get(0) == 0, 30, "the lag to drain to zero")
         end = scrape(port)
         status = collect(kafka, topics, None)
 
