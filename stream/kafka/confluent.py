@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 
 from stream.config import KafkaSettings
 from stream.errors import ConfigError, DeliveryError, StreamError
-from stream.kafka.transport import AssignHook, Batch, PartitionsHook, Record
+from stream.kafka.transport import AssignHook, Batch, PartitionsHook, ReadRecord, Record
 
 try:
     from confluent_kafka import (
@@ -193,6 +195,93 @@ class ConfluentConsumer:
         _, high = self._consumer.get_watermark_offsets(
             TopicPartition(self.topic, partition), cached=True
         )
+        return high if high >= 0 else None
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class ConfluentReader:
+    def __init__(self, kafka: KafkaSettings, topic: str, client_id: str) -> None:
+        self.topic = topic
+        config = _base_config(kafka, client_id)
+        config.update(
+            {
+                # librdkafka needs a group id even for assign(); nothing joins or commits.
+                "group.id": f"learnstream-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": False,
+                "fetch.wait.max.ms": 100,
+            }
+        )
+        self._consumer = Consumer(config)
+        # Next offset per partition, from what poll() returned (librdkafka's own
+        # position lags behind records still in its queue).
+        self._positions: dict[int, int] = {}
+
+    def _tp(self, partition: int, offset: int = OFFSET_INVALID) -> TopicPartition:
+        return TopicPartition(self.topic, partition, offset)
+
+    def partitions(self, wait_s: float = 0.0) -> list[int]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            topic = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                return sorted(topic.partitions)
+            if time.monotonic() >= deadline:
+                if wait_s:
+                    raise StreamError(f"topic {self.topic!r} does not exist (waited {wait_s}s)")
+                return []
+            time.sleep(0.2)
+
+    def assign(self, starts: dict[int, int | None]) -> None:
+        self._consumer.assign(
+            [self._tp(p, OFFSET_BEGINNING if o is None else o) for p, o in starts.items()]
+        )
+        self._positions = {p: o for p, o in starts.items() if o is not None}
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[ReadRecord]:
+        consume = self._consumer.consume
+        messages = consume(num_messages=max_records, timeout=0)
+        if not messages:
+            messages = consume(num_messages=max_records, timeout=timeout_ms / 1000)
+        out = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise StreamError(f"reader failed: {error}")
+                logger.warning("reader error topic=%s error=%s", self.topic, error)
+                continue
+            self._positions[message.partition()] = message.offset() + 1
+            out.append(
+                ReadRecord(
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    message.timestamp()[1],
+                    list(message.headers() or []),
+                )
+            )
+        return out
+
+    def position(self, partition: int) -> int:
+        if partition in self._positions:
+            return self._positions[partition]
+        [tp] = self._consumer.position([self._tp(partition)])
+        if tp.offset >= 0:
+            return tp.offset
+        low, _ = self._consumer.get_watermark_offsets(self._tp(partition), timeout=10)
+        return low
+
+    def end_offset(self, partition: int) -> int:
+        _, high = self._consumer.get_watermark_offsets(self._tp(partition), timeout=10)
+        return high
+
+    def highwater(self, partition: int) -> int | None:
+        _, high = self._consumer.get_watermark_offsets(self._tp(partition), cached=True)
         return high if high >= 0 else None
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from stream.config import ClientName, KafkaSettings
 from stream.errors import ConfigError
-from stream.kafka.transport import Consumer, Producer
+from stream.kafka.transport import Consumer, Producer, Reader
 
 CLIENTS: tuple[ClientName, ...] = ("kafka-python", "confluent")
 
@@ -40,4 +40,17 @@ def producer(
         from stream.kafka.confluent import ConfluentProducer
 
         return ConfluentProducer(kafka, client_id, linger_ms)
+    raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")
+
+
+def reader(client: ClientName, kafka: KafkaSettings, topic: str, client_id: str) -> Reader:
+    """A group-less reader of ``topic`` (see :class:`~stream.kafka.transport.Reader`)."""
+    if client == "kafka-python":
+        from stream.kafka.kafka_python import KafkaPythonReader
+
+        return KafkaPythonReader(kafka, topic, client_id)
+    if client == "confluent":
+        from stream.kafka.confluent import ConfluentReader
+
+        return ConfluentReader(kafka, topic, client_id)
     raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")

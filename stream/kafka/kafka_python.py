@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from stream.config import KafkaSettings
-from stream.errors import DeliveryError
+from stream.errors import DeliveryError, StreamError
 from stream.kafka import clients
-from stream.kafka.transport import AssignHook, Batch, PartitionsHook, Record
+from stream.kafka.transport import AssignHook, Batch, PartitionsHook, ReadRecord, Record
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,58 @@ class KafkaPythonConsumer:
 
     def assignment(self) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment())
+
+    def highwater(self, partition: int) -> int | None:
+        return self._consumer.highwater(self._tp(partition))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaPythonReader:
+    def __init__(self, kafka: KafkaSettings, topic: str, client_id: str) -> None:
+        self.topic = topic
+        self._consumer = clients.consumer(kafka, client_id=client_id, group_id=None)
+
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.topic, partition)
+
+    def partitions(self, wait_s: float = 0.0) -> list[int]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = self._consumer.partitions_for_topic(self.topic)
+            if found:
+                return sorted(found)
+            if time.monotonic() >= deadline:
+                if wait_s:
+                    raise StreamError(f"topic {self.topic!r} does not exist (waited {wait_s}s)")
+                return []
+            time.sleep(0.2)
+            self._consumer.topics()  # refresh metadata
+
+    def assign(self, starts: dict[int, int | None]) -> None:
+        self._consumer.assign([self._tp(p) for p in starts])
+        beginning = [self._tp(p) for p, o in starts.items() if o is None]
+        if beginning:
+            self._consumer.seek_to_beginning(*beginning)
+        for p, offset in starts.items():
+            if offset is not None:
+                self._consumer.seek(self._tp(p), offset)
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[ReadRecord]:
+        polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            ReadRecord(tp.partition, r.offset, r.key, r.value, r.timestamp, list(r.headers or []))
+            for tp, records in polled.items()
+            for r in records
+        ]
+
+    def position(self, partition: int) -> int:
+        return self._consumer.position(self._tp(partition))
+
+    def end_offset(self, partition: int) -> int:
+        tp = self._tp(partition)
+        return self._consumer.end_offsets([tp]).get(tp, 0)
 
     def highwater(self, partition: int) -> int | None:
         return self._consumer.highwater(self._tp(partition))

@@ -66,6 +66,55 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class ReadRecord(NamedTuple):
+    """One record read outside a group, with where it came from and its headers."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: list[tuple[str, bytes]]
+
+
+class Reader(Protocol):
+    """Reads chosen partitions of one topic without a consumer group.
+
+    It never takes partitions away from a group's members and commits
+    nothing: for following the model topic, reading the contributions topic's
+    end, tailing predictions and dead letters.
+    """
+
+    topic: str
+
+    def partitions(self, wait_s: float = 0.0) -> list[int]:
+        """The topic's partitions; waits up to ``wait_s`` for the topic to exist."""
+        ...
+
+    def assign(self, starts: dict[int, int | None]) -> None:
+        """Read these partitions, each from ``offset`` (None: its beginning)."""
+        ...
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[ReadRecord]: ...
+
+    def position(self, partition: int) -> int:
+        """The offset of the next record this reader will return from ``partition``."""
+        ...
+
+    def end_offset(self, partition: int) -> int:
+        """The partition's end from ListOffsets. Right on Apache Kafka; the embedded
+        broker undercounts when the last batch holds several records, so callers
+        that need exactness there use records produced one request each, or
+        :meth:`highwater` after a fetch."""
+        ...
+
+    def highwater(self, partition: int) -> int | None:
+        """The high watermark from the latest fetch response (None before one)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Producer(Protocol):
     def send(
         self,

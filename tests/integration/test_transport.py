@@ -1,0 +1,58 @@
+"""The transport's group-less reader behaves the same on both clients."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from stream.kafka import clients, connect
+
+from .helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _read_all(reader, expected: int) -> list:
+    got: list = []
+
+    def more() -> bool:
+        got.extend(reader.poll(timeout_ms=200, max_records=500))
+        return len(got) >= expected
+
+    wait_for(more, 30, f"{expected} records")
+    return got
+
+
+def test_reader_reads_partitions_from_a_chosen_offset_with_headers(kafka, client):
+    topic = f"reader-{uuid.uuid4().hex[:10]}"
+    clients.ensure_topics(kafka, {topic: 2})
+    producer = connect.producer(client, kafka, "test-reader-producer")
+    for i in range(30):
+        producer.send(topic, f"v{i}".encode(), f"k{i}".encode(), [("h", b"%d" % i)], i % 2)
+    producer.flush(30)
+    producer.close()
+
+    reader = connect.reader(client, kafka, topic, "test-reader")
+    try:
+        assert reader.partitions(wait_s=10) == [0, 1]
+        reader.assign({0: None, 1: 10})
+        records = _read_all(reader, 15 + 5)
+        by_partition = {p: [r for r in records if r.partition == p] for p in (0, 1)}
+        assert [r.offset for r in by_partition[0]] == list(range(15))
+        assert [r.offset for r in by_partition[1]] == list(range(10, 15))
+        first = by_partition[1][0]
+        assert (first.key, first.value, first.headers) == (b"k21", b"v21", [("h", b"21")])
+        assert reader.position(0) == reader.position(1) == 15
+        assert reader.highwater(0) == reader.highwater(1) == 15
+        assert reader.poll(timeout_ms=100, max_records=10) == []
+    finally:
+        reader.close()
+
+
+def test_reader_of_a_missing_topic_says_so(kafka, client):
+    reader = connect.reader(client, kafka, f"missing-{uuid.uuid4().hex[:10]}", "test-reader")
+    try:
+        assert reader.partitions() == []
+    finally:
+        reader.close()
