@@ -137,7 +137,7 @@ class Worker:
                 s.topics.predictions
             ) == producer.partition_count(s.topics.features)
             if self.merging:
-                self._feed = ModelFeed(s.kafka, s.topics, self.name)
+                self._feed = ModelFeed(s.kafka, s.topics, self.name, s.client)
                 initial = self._feed.initial()
                 if initial is not None:
                     self._rebase_all(initial)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import time
 
-from kafka import TopicPartition
-
-from stream.config import KafkaSettings, TopicSettings
+from stream.config import ClientName, KafkaSettings, TopicSettings
 from stream.errors import CheckpointError
-from stream.kafka import clients
+from stream.kafka import connect
+from stream.kafka.transport import Reader
 from stream.sync.checkpoint import Snapshot
 
 logger = logging.getLogger(__name__)
 
 
 class ModelFeed:
-    """Reads the single-partition model topic without a group.
+    """Reads the single-partition model topic without a group, through the transport.
 
     Starts at the last record: every version is published in its own request
     (the merger flushes after each), so the end offset from ListOffsets is
@@ -24,29 +23,32 @@ class ModelFeed:
     multi-record batches.
     """
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, client_id: str) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        client_id: str,
+        client: ClientName = "kafka-python",
+    ) -> None:
         self.topics = topics
         self.latest: Snapshot | None = None
-        self._consumer = clients.consumer(kafka, client_id=f"{client_id}-feed", group_id=None)
-        self._model_tp = TopicPartition(topics.model, 0)
-        self._contributions_tp = TopicPartition(topics.contributions, 0)
-        self._consumer.assign([self._model_tp])
-        end = self._consumer.end_offsets([self._model_tp]).get(self._model_tp, 0)
-        self._consumer.seek(self._model_tp, max(0, end - 1))
+        self._kafka, self._client, self._client_id = kafka, client, client_id
+        self._reader = connect.reader(client, kafka, topics.model, f"{client_id}-feed")
+        end = self._reader.end_offset(0)
+        self._reader.assign({0: max(0, end - 1)})
         self._end_at_start = end
+        self._contributions: Reader | None = None
 
     def poll(self, timeout_ms: int = 0) -> Snapshot | None:
         """Read what has arrived; return the newest snapshot known (or None)."""
-        batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=1000)
-        for records in batch.values():
-            for record in records:
-                try:
-                    snapshot = Snapshot.from_bytes(record.value)
-                except CheckpointError as exc:
-                    logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
-                    continue
-                if self.latest is None or snapshot.version > self.latest.version:
-                    self.latest = snapshot
+        for record in self._reader.poll(timeout_ms, 1000):
+            try:
+                snapshot = Snapshot.from_bytes(record.value)
+            except CheckpointError as exc:
+                logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
+                continue
+            if self.latest is None or snapshot.version > self.latest.version:
+                self.latest = snapshot
         return self.latest
 
     def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
@@ -60,7 +62,11 @@ class ModelFeed:
 
     def contributions_end(self) -> int:
         """How many contributions have been published (the merger's catch-up target)."""
-        return self._consumer.end_offsets([self._contributions_tp]).get(self._contributions_tp, 0)
+        if self._contributions is None:
+            self._contributions = connect.reader(
+                self._client, self._kafka, self.topics.contributions, f"{self._client_id}-feed"
+            )
+        return self._contributions.end_offset(0)
 
     def wait_caught_up(self, target: int, timeout_s: float) -> bool:
         """Wait until a version reflects every contribution below ``target``."""
@@ -73,14 +79,20 @@ class ModelFeed:
                 return False
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
+        if self._contributions is not None:
+            self._contributions.close()
 
 
 def published_model(
-    kafka: KafkaSettings, topics: TopicSettings, client_id: str, timeout_s: float = 10.0
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    client_id: str,
+    timeout_s: float = 10.0,
+    client: ClientName = "kafka-python",
 ) -> Snapshot | None:
     """The newest version on the model topic right now (None: there is none)."""
-    feed = ModelFeed(kafka, topics, client_id)
+    feed = ModelFeed(kafka, topics, client_id, client)
     try:
         return feed.initial(timeout_s)
     finally:
