@@ -22,6 +22,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from stream.config import MergerSettings
 from stream.errors import DeliveryError
 from stream.kafka import clients
+from stream.kafka.topics import ensure_internal
 from stream.observe.metrics import MergerCollector, serve
 from stream.sync.checkpoint import CheckpointStore, Snapshot
 from stream.sync.contribution import Contribution
@@ -80,6 +81,7 @@ class Merger:
 
     def run(self) -> None:
         s = self.settings
+        ensure_internal(s.kafka, s.topics)
         contributions_tp = TopicPartition(s.topics.contributions, 0)
         consumer = clients.consumer(
             s.kafka,
@@ -184,7 +186,9 @@ class Merger:
 
     def _publish(self, producer, snapshot: Snapshot) -> None:
         """Model topic first (workers wait for it), then the checkpoint file."""
-        future = producer.send(self.settings.topics.model, key=b"global", value=snapshot.to_bytes())
+        future = producer.send(
+            self.settings.topics.model, key=b"global", value=snapshot.to_bytes(), partition=0
+        )
         producer.flush(timeout=30)
         if future.failed() or not future.is_done:
             raise DeliveryError(

@@ -34,6 +34,7 @@ from stream.errors import BadEvent
 from stream.events.codec import decode_event, encode
 from stream.events.deadletter import DeadLetterLog, headers
 from stream.kafka import connect
+from stream.kafka.topics import ensure_pipeline
 from stream.kafka.transport import Batch
 from stream.model.merge import add, subtract
 from stream.model.online import OnlineModel
@@ -114,6 +115,10 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
+        # Before anything reads or writes them: missing topics are created right,
+        # wrong ones refused (an auto-created multi-partition contributions topic
+        # would silently lose every contribution the merger does not read).
+        ensure_pipeline(s.kafka, s.topics)
         consumer = connect.consumer(
             s.client,
             s.kafka,
@@ -344,8 +349,12 @@ class Worker:
         )
         # Not flushed here: the next batch's flush acknowledges it (or fails the
         # worker, and the fence makes its successor re-learn those events).
+        # Partition 0 by name: the merger reads only that one.
         self._producer.send(
-            self.settings.topics.contributions, contribution.to_bytes(), self.name.encode()
+            self.settings.topics.contributions,
+            contribution.to_bytes(),
+            self.name.encode(),
+            partition=0,
         )
         self._pending.append(_Pending(self._seq, delta))
         self._seq += 1
