@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=9399, help="Prometheus endpoint; 0: off (default 9399)"
     )
+    cliargs.add_crash_at(parser)
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
 
@@ -37,6 +38,7 @@ def settings_from(args: argparse.Namespace) -> MergerSettings:
         model=cliargs.model_settings(args),
         merge=cliargs.merge_settings(args),
         metrics_port=args.metrics_port,
+        crash_at=args.crash_at,
     )
 
 

@@ -89,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="do not start a merger here (one runs elsewhere: `learnstream merge`)",
     )
+    cliargs.add_crash_at(parser)
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
 
@@ -111,6 +112,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         quality_window=args.quality_window,
         drift_detector=args.drift_detector,
         on_drift=args.on_drift,
+        crash_at=args.crash_at,
     )
 
 

@@ -18,6 +18,7 @@ from stream.config import (
     DEFAULT_PREDICTIONS_TOPIC,
     ENV_BOOTSTRAP,
     ENV_CHECKPOINT_DIR,
+    ENV_CRASH_AT,
     ENV_FEATURES_TOPIC,
     ENV_GROUP_ID,
     ENV_PREDICTIONS_TOPIC,
@@ -209,9 +210,9 @@ def add_merge(parser: argparse.ArgumentParser, worker: bool = True) -> None:
         )
     group.add_argument(
         "--merge-rule",
-        choices=["sum", "average"],
+        choices=["sum"],
         default=defaults.rule,
-        help="combine weight deltas by sum, or by count-weighted average (default %(default)s)",
+        help="how weight deltas combine: sum, each SGD step counted once (default %(default)s)",
     )
     add_checkpoint_dir(group)
     group.add_argument("--checkpoint-keep", type=int, default=defaults.checkpoint_keep)
@@ -244,4 +245,14 @@ def merge_settings(args: argparse.Namespace) -> MergeSettings:
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_keep=args.checkpoint_keep,
         checkpoint_interval_s=args.checkpoint_interval_s,
+    )
+
+
+def add_crash_at(parser: argparse.ArgumentParser) -> None:
+    """Tests only, hidden from --help: arm a crash point (stream.faults)."""
+    parser.add_argument(
+        "--crash-at",
+        default=_env(ENV_CRASH_AT, None),
+        metavar="NAME[:COUNT]",
+        help=argparse.SUPPRESS,
     )

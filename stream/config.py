@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from stream.errors import ConfigError
+from stream.faults import CrashAt
 
 Encoding = Literal["msgpack", "json"]
 OutputEncoding = Literal["same", "msgpack", "json"]
@@ -32,6 +33,8 @@ ENV_SASL_USERNAME = "KAFKA_SASL_USERNAME"
 ENV_SASL_PASSWORD = "KAFKA_SASL_PASSWORD"
 ENV_SSL_CAFILE = "KAFKA_SSL_CAFILE"
 ENV_CHECKPOINT_DIR = "LEARNSTREAM_CHECKPOINT_DIR"
+# Tests only: arm a crash point (stream.faults) in the processes a command starts.
+ENV_CRASH_AT = "LEARNSTREAM_CRASH_AT"
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_FEATURES_TOPIC = "features"
@@ -168,7 +171,7 @@ class ModelSettings:
         return asdict(self)
 
 
-MergeRule = Literal["sum", "average"]
+MergeRule = Literal["sum"]
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,13 @@ class MergeSettings:
             raise ConfigError(f"every_events must be >= 1, got {self.every_events}")
         if not self.interval_s > 0:
             raise ConfigError(f"interval_s must be > 0, got {self.interval_s}")
-        if self.rule not in ("sum", "average"):
-            raise ConfigError(f"merge rule must be 'sum' or 'average', got {self.rule!r}")
+        if self.rule == "average":
+            raise ConfigError(
+                "merge rule 'average' was removed: its result depended on which contributions "
+                "the merger happened to gather into one version (timing); use 'sum'"
+            )
+        if self.rule != "sum":
+            raise ConfigError(f"merge rule must be 'sum', got {self.rule!r}")
         if self.checkpoint_interval_s < 0 or self.version_linger_s < 0:
             raise ConfigError(
                 f"checkpoint_interval_s ({self.checkpoint_interval_s}) and version_linger_s "
@@ -245,8 +253,12 @@ class WorkerSettings:
     quality_window: int = 1000
     drift_detector: DriftDetector = "adwin"
     on_drift: OnDrift = "none"
+    # Tests only: "name[:count]" of a crash point (stream.faults) to die at.
+    crash_at: str | None = None
 
     def __post_init__(self) -> None:
+        if self.crash_at:
+            CrashAt.parse(self.crash_at)
         if self.client not in ("kafka-python", "confluent"):
             raise ConfigError(f"client must be kafka-python or confluent, got {self.client!r}")
         if self.output_encoding not in ("same", "msgpack", "json"):
@@ -305,6 +317,12 @@ class MergerSettings:
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 15_000
     metrics_port: int = 0
+    # Tests only: "name[:count]" of a crash point (stream.faults) to die at.
+    crash_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.crash_at:
+            CrashAt.parse(self.crash_at)
 
     @classmethod
     def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
@@ -317,4 +335,5 @@ class MergerSettings:
             session_timeout_ms=workers.session_timeout_ms,
             heartbeat_interval_ms=workers.heartbeat_interval_ms,
             max_poll_interval_ms=workers.max_poll_interval_ms,
+            crash_at=workers.crash_at,
         )

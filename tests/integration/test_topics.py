@@ -74,7 +74,9 @@ def test_work_refuses_an_auto_created_contributions_topic_and_says_how_to_fix_it
 
 
 @pytest.mark.slow
-def test_two_work_commands_without_topics_create_learn_every_event_exactly_once(kafka, topics):
+def test_two_work_commands_without_topics_create_learn_every_event_exactly_once(
+    kafka, topics, tmp_path
+):
     """The issue's first scenario: no `topics create`, an auto-creating broker,
     two `learnstream work --processes 2`, 20,000 labeled events."""
     n_events = 20_000
@@ -90,6 +92,8 @@ def test_two_work_commands_without_topics_create_learn_every_event_exactly_once(
         "--group-id",
         topics.group_id,
         *FAST_GROUP_FLAGS,
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
         *_flags(kafka, topics),
     ]
     works = [
