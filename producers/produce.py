@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stream import cliargs
 from stream.events.sources import DATASETS, SyntheticStream, file_rows, river_dataset
+from stream.kafka.topics import ensure_pipeline
 from stream.tools.produce import ProduceSettings, produce
 
 
@@ -109,6 +110,10 @@ def _passes(make, passes: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before the first record: a broker that auto-creates topics would otherwise
+    # pick the partition count, and the pipeline's other topics would be left
+    # to whoever touches them first.
+    ensure_pipeline(cliargs.kafka_settings(args), cliargs.topic_settings(args))
     settings = ProduceSettings(
         kafka=cliargs.kafka_settings(args),
         topic=cliargs.topic_settings(args).features,

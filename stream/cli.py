@@ -13,8 +13,8 @@ from consumers import inspect, merge, model, predictions, work
 from producers import produce
 from stream import __version__, cliargs
 from stream.errors import StreamError
-from stream.kafka import clients
 from stream.kafka.embedded import EmbeddedBroker
+from stream.kafka.topics import ensure_pipeline
 from stream.observe.logs import configure
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 def _topics_create(args: argparse.Namespace) -> int:
     topics = cliargs.topic_settings(args)
-    counts = clients.create_pipeline_topics(
+    counts = ensure_pipeline(
         cliargs.kafka_settings(args), topics, args.partitions, args.replication_factor
     )
     for name, count in sorted(counts.items()):

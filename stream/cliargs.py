@@ -50,6 +50,7 @@ class Option(typing.NamedTuple):
     help: str
     env: str | None
     owner: type  # the settings class that declares it
+    hidden: bool = False  # accepted, but not in --help or the README
 
 
 def options(cls: type, prefix: str = "", skip: Collection[str] = ()) -> Iterator[Option]:
@@ -71,6 +72,7 @@ def options(cls: type, prefix: str = "", skip: Collection[str] = ()) -> Iterator
                 help=f.metadata["help"],
                 env=f.metadata["env"],
                 owner=cls,
+                hidden=f.metadata.get("hidden", False),
             )
 
 
@@ -127,6 +129,9 @@ def _add(group: argparse._ActionsContainer, option: Option) -> None:
     default = _parse(option, env_value) if env_value is not None else option.default
     env_note = f"; env {option.env}" if option.env else ""
     base, choices = _base_and_choices(option.kind)
+    if option.hidden:
+        group.add_argument(option.flag, dest=option.dest, default=default, help=argparse.SUPPRESS)
+        return
     if base is bool:
         # The flag names the choice that is not the default.
         group.add_argument(
@@ -263,7 +268,7 @@ def settings_table() -> str:
     seen: set[str] = set()
     for cls in (WorkerSettings, MergerSettings):
         for option in options(cls):
-            if option.flag in seen:
+            if option.flag in seen or option.hidden:
                 continue
             seen.add(option.flag)
             base, choices = _base_and_choices(option.kind)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stream.errors import ConfigError
+from stream.faults import CrashAt
 
 Encoding = Literal["msgpack", "json"]
 OutputEncoding = Literal["same", "msgpack", "json"]
@@ -32,6 +33,8 @@ ENV_SASL_USERNAME = "KAFKA_SASL_USERNAME"
 ENV_SASL_PASSWORD = "KAFKA_SASL_PASSWORD"
 ENV_SSL_CAFILE = "KAFKA_SSL_CAFILE"
 ENV_CHECKPOINT_DIR = "LEARNSTREAM_CHECKPOINT_DIR"
+# Tests only: arm a crash point (stream.faults) in the processes a command starts.
+ENV_CRASH_AT = "LEARNSTREAM_CRASH_AT"
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_FEATURES_TOPIC = "features"
@@ -46,6 +49,7 @@ def setting(
     help: str,
     flag: str | None = None,
     env: str | None = None,
+    hidden: bool = False,
     cli_default: Any = MISSING,
     default_factory: Any = MISSING,
 ) -> Any:
@@ -58,10 +62,17 @@ def setting(
     ``--field-name``; a boolean's flag names the non-default choice
     (``--no-merge``). ``cli_default``: the command line's default where it
     differs from the library's (checkpoints and metrics are on for a user, off
-    for code that builds settings itself). A field declared with plain
+    for code that builds settings itself). ``hidden``: accepted but left out of
+    ``--help`` and the README (test-only switches). A field declared with plain
     ``field()`` is internal: not on the command line.
     """
-    metadata = {"help": help, "flag": flag, "env": env, "cli_default": cli_default}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "env": env,
+        "hidden": hidden,
+        "cli_default": cli_default,
+    }
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -240,7 +251,7 @@ class ModelSettings:
         return asdict(self)
 
 
-MergeRule = Literal["sum", "average"]
+MergeRule = Literal["sum"]
 
 
 @dataclass(frozen=True)
@@ -271,7 +282,7 @@ class MergeSettings:
     rule: MergeRule = setting(
         "sum",
         flag="--merge-rule",
-        help="combine weight deltas by sum, or by count-weighted average",
+        help="how weight deltas combine: sum, each SGD step counted once",
     )
     checkpoint_dir: Path | None = setting(
         None,
@@ -301,8 +312,13 @@ class MergeSettings:
             raise ConfigError(f"every_events must be >= 1, got {self.every_events}")
         if not self.interval_s > 0:
             raise ConfigError(f"interval_s must be > 0, got {self.interval_s}")
-        if self.rule not in ("sum", "average"):
-            raise ConfigError(f"merge rule must be 'sum' or 'average', got {self.rule!r}")
+        if self.rule == "average":
+            raise ConfigError(
+                "merge rule 'average' was removed: its result depended on which contributions "
+                "the merger happened to gather into one version (timing); use 'sum'"
+            )
+        if self.rule != "sum":
+            raise ConfigError(f"merge rule must be 'sum', got {self.rule!r}")
         if self.checkpoint_interval_s < 0 or self.version_linger_s < 0:
             raise ConfigError(
                 f"checkpoint_interval_s ({self.checkpoint_interval_s}) and version_linger_s "
@@ -374,8 +390,16 @@ class WorkerSettings:
         "none",
         help="reset: start the worker's model afresh when drift is detected (needs --no-merge)",
     )
+    crash_at: str | None = setting(
+        None,
+        env=ENV_CRASH_AT,
+        hidden=True,
+        help="tests only: name[:count] of a crash point (stream.faults) to die at",
+    )
 
     def __post_init__(self) -> None:
+        if self.crash_at:
+            CrashAt.parse(self.crash_at)
         if self.client not in ("kafka-python", "confluent"):
             raise ConfigError(f"client must be kafka-python or confluent, got {self.client!r}")
         if self.output_encoding not in ("same", "msgpack", "json"):
@@ -434,6 +458,16 @@ class MergerSettings:
     heartbeat_interval_ms: int = _heartbeat_interval_ms()
     max_poll_interval_ms: int = _max_poll_interval_ms()
     metrics_port: int = setting(0, cli_default=9399, help="Prometheus endpoint; 0: off")
+    crash_at: str | None = setting(
+        None,
+        env=ENV_CRASH_AT,
+        hidden=True,
+        help="tests only: name[:count] of a crash point (stream.faults) to die at",
+    )
+
+    def __post_init__(self) -> None:
+        if self.crash_at:
+            CrashAt.parse(self.crash_at)
 
     @classmethod
     def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
@@ -446,4 +480,5 @@ class MergerSettings:
             session_timeout_ms=workers.session_timeout_ms,
             heartbeat_interval_ms=workers.heartbeat_interval_ms,
             max_poll_interval_ms=workers.max_poll_interval_ms,
+            crash_at=workers.crash_at,
         )

@@ -40,3 +40,7 @@ class BrokerError(StreamError):
 
 class CheckpointError(StreamError):
     """A checkpoint file is torn, corrupt or of an unknown schema."""
+
+
+class TopicError(StreamError):
+    """A topic learnstream needs is missing or has settings the protocol cannot work with."""

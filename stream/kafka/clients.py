@@ -7,16 +7,20 @@ Each tuned value carries its reason. Security options from
 from __future__ import annotations
 
 import logging
-import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError
 
-from stream.config import KafkaSettings, TopicSettings
+from stream.config import KafkaSettings
 from stream.errors import BrokerError
 
 logger = logging.getLogger(__name__)
+
+# Largest record learnstream writes, in bytes: a model or contribution record.
+# A full model costs about 40 bytes per feature name (weight, scaler count, mean,
+# variance, name) before compression: 64 MiB holds well over a million names.
+# Apache Kafka's default topic limit (about 1 MB) holds about 17,000.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 def producer(kafka: KafkaSettings, client_id: str, **overrides: object) -> KafkaProducer:
@@ -33,7 +37,9 @@ def producer(kafka: KafkaSettings, client_id: str, **overrides: object) -> Kafka
         "linger_ms": 2,
         "batch_size": 256 * 1024,
         "retries": 5,
-        "max_request_size": 2 * 1024 * 1024,
+        # A contribution or a whole model is one record; the internal topics are
+        # created to accept this much (see stream.kafka.topics).
+        "max_request_size": MAX_RECORD_BYTES,
     }
     config.update(kafka.options)
     config.update(overrides)
@@ -70,84 +76,3 @@ def _connect(cls: type, config: dict[str, object]) -> object:
         return cls(**config)
     except KafkaTimeoutError as exc:  # kafka-python 3: "Unable to bootstrap from ..."
         raise BrokerError(f"no broker answers at {config['bootstrap_servers']!r}") from exc
-
-
-def pipeline_topics(topics: TopicSettings, partitions: int) -> dict[str, int]:
-    """Every topic the pipeline uses, with its partition count."""
-    return {
-        topics.features: partitions,
-        topics.predictions: partitions,
-        topics.dead_letter: 1,
-        # One partition each: the merger needs one total order of contributions,
-        # and the model topic is a single sequence of versions.
-        topics.contributions: 1,
-        topics.model: 1,
-    }
-
-
-def topic_configs(topics: TopicSettings) -> dict[str, dict[str, str]]:
-    """Only the latest model version matters: compact the model topic."""
-    return {topics.model: {"cleanup.policy": "compact"}}
-
-
-def ensure_topics(
-    kafka: KafkaSettings,
-    partitions: dict[str, int],
-    replication_factor: int = 1,
-    configs: dict[str, dict[str, str]] | None = None,
-) -> dict[str, int]:
-    """Create missing topics; return each topic's partition count as the broker reports it.
-
-    Existing topics are left alone (a warning says so when they have fewer
-    partitions than asked, since that caps how many workers can share the load).
-    """
-    client = admin(kafka)
-    try:
-        configs = configs or {}
-        wanted = [
-            NewTopic(name, count, replication_factor, topic_configs=configs.get(name, {}))
-            for name, count in partitions.items()
-        ]
-        for topic in wanted:
-            try:
-                client.create_topics([topic])
-                logger.info(
-                    "topic created topic=%s partitions=%d", topic.name, topic.num_partitions
-                )
-            except TopicAlreadyExistsError:
-                logger.info("topic exists topic=%s", topic.name)
-        actual = describe_partitions(client, list(partitions))
-        for name, count in partitions.items():
-            if actual.get(name, 0) < count:
-                logger.warning(
-                    "topic has fewer partitions than asked topic=%s partitions=%d asked=%d",
-                    name,
-                    actual.get(name, 0),
-                    count,
-                )
-        return actual
-    finally:
-        client.close()
-
-
-def create_pipeline_topics(
-    kafka: KafkaSettings, topics: TopicSettings, partitions: int, replication_factor: int = 1
-) -> dict[str, int]:
-    return ensure_topics(
-        kafka, pipeline_topics(topics, partitions), replication_factor, topic_configs(topics)
-    )
-
-
-def describe_partitions(client: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
-    """Partition count per topic; topics metadata may lag creation briefly, so retry."""
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            described = client.describe_topics(topics)
-            counts = {t["name"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
-            if len(counts) == len(topics) or time.monotonic() > deadline:
-                return counts
-        except KafkaError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)

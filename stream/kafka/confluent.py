@@ -8,6 +8,7 @@ import uuid
 
 from stream.config import KafkaSettings
 from stream.errors import ConfigError, DeliveryError, StreamError
+from stream.kafka import clients
 from stream.kafka.transport import AssignHook, Batch, PartitionsHook, ReadRecord, Record
 
 try:
@@ -295,7 +296,8 @@ class ConfluentProducer:
             {
                 "acks": "all",
                 "linger.ms": linger_ms,
-                "message.max.bytes": 2 * 1024 * 1024,
+                # A contribution is one record (see clients.MAX_RECORD_BYTES).
+                "message.max.bytes": clients.MAX_RECORD_BYTES,
                 # The embedded broker accepts idempotent producers, but we commit
                 # only after acknowledgement anyway; keep it simple and portable.
                 "enable.idempotence": False,

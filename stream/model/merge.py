@@ -11,23 +11,57 @@ What is merged, and how:
   combined exactly (Chan et al.'s parallel formulas), so the merged scaler is
   the one that saw every event, whatever the split.
 - FTRL-Proximal's per-coordinate ``z`` and ``n``: sums of per-step terms, so
-  deltas add exactly.
+  deltas add exactly; its weights are not merged at all but recomputed from
+  the merged ``z`` and ``n`` (FTRL's closed form, :func:`ftrl_weight`), since
+  for FTRL they are a function of that state, not a sum of steps.
 - ``n_learned``: counts add.
-- Linear weights and intercept, by ``rule``:
-  ``"sum"`` adds every delta (each SGD step counts once, as in one model that
-  took all the steps); ``"average"`` is federated averaging: the base plus the
-  deltas' mean weighted by each contribution's labeled-event count.
+- SGD's linear weights and the intercept (rule ``"sum"``, the only one): every
+  delta is added, so each SGD step counts once, as in one model that took all
+  the steps. The result does not depend on how the merger batches
+  contributions into versions. (An ``"average"`` rule, federated averaging
+  over the contributions of one version, was removed: which contributions share
+  a version depends on timing, so its result did too.)
+
+Deltas are sparse: a feature whose value did not change is left out, so a
+contribution's size follows what its events touched, not the vocabulary.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
+from stream.config import ModelSettings
 from stream.model.state import ModelState
 
-MergeRule = Literal["sum", "average"]
+MergeRule = Literal["sum"]
+
+
+@dataclass(frozen=True)
+class FtrlParams:
+    """FTRL-Proximal's hyperparameters: what maps ``(z, n)`` to a weight."""
+
+    alpha: float
+    beta: float
+    l1: float
+    l2: float
+
+
+def ftrl_params(model: ModelSettings) -> FtrlParams | None:
+    """The FTRL parameters of ``model`` (None: it learns by SGD)."""
+    if model.optimizer != "ftrl":
+        return None
+    return FtrlParams(model.learning_rate, model.ftrl_beta, model.ftrl_l1, model.l2)
+
+
+def ftrl_weight(z: float, n: float, p: FtrlParams) -> float:
+    """FTRL-Proximal's weight for one coordinate (McMahan et al. 2013, and
+    river's ``FTRLProximal``): zero inside the L1 ball, else the closed form."""
+    if abs(z) <= p.l1:
+        return 0.0
+    return -(z - math.copysign(p.l1, z)) / ((p.beta + math.sqrt(n)) / p.alpha + p.l2)
 
 
 def _combine_stats(
@@ -94,9 +128,11 @@ def _plus(a: dict[str, float], b: dict[str, float], scale: float = 1.0) -> dict[
 
 
 def _minus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    out = dict(a)
+    """``a - b``, only where they differ (sparse)."""
+    out = {name: value - b.get(name, 0.0) for name, value in a.items() if value != b.get(name, 0.0)}
     for name, value in b.items():
-        out[name] = out.get(name, 0.0) - value
+        if name not in a and value != 0.0:
+            out[name] = -value
     return out
 
 
@@ -122,9 +158,16 @@ def subtract(after: ModelState, before: ModelState) -> ModelState:
     )
 
 
-def add(base: ModelState, delta: ModelState, weight_scale: float = 1.0) -> ModelState:
+def add(
+    base: ModelState,
+    delta: ModelState,
+    weight_scale: float = 1.0,
+    ftrl: FtrlParams | None = None,
+) -> ModelState:
     """``base`` with ``delta`` learned on top; ``weight_scale`` scales only the
-    weight and intercept change (statistics and counts are always exact)."""
+    weight and intercept change (statistics and counts are always exact).
+    With ``ftrl``, the weights of the coordinates ``delta`` touched are FTRL's
+    closed form of the summed ``z`` and ``n``."""
     counts, means, vars_ = _combine_stats(
         base.scaler_counts,
         base.scaler_means,
@@ -133,32 +176,40 @@ def add(base: ModelState, delta: ModelState, weight_scale: float = 1.0) -> Model
         delta.scaler_means,
         delta.scaler_vars,
     )
+    ftrl_z = _plus(base.ftrl_z, delta.ftrl_z)
+    ftrl_n = _plus(base.ftrl_n, delta.ftrl_n)
+    if ftrl is None:
+        weights = _plus(base.weights, delta.weights, weight_scale)
+    else:
+        weights = dict(base.weights)
+        for name in set(delta.ftrl_z) | set(delta.ftrl_n):
+            weights[name] = ftrl_weight(ftrl_z.get(name, 0.0), ftrl_n.get(name, 0.0), ftrl)
     return ModelState(
-        weights=_plus(base.weights, delta.weights, weight_scale),
+        weights=weights,
         intercept=base.intercept + weight_scale * delta.intercept,
         scaler_counts=counts,
         scaler_means=means,
         scaler_vars=vars_,
-        ftrl_z=_plus(base.ftrl_z, delta.ftrl_z),
-        ftrl_n=_plus(base.ftrl_n, delta.ftrl_n),
+        ftrl_z=ftrl_z,
+        ftrl_n=ftrl_n,
         n_learned=base.n_learned + delta.n_learned,
     )
 
 
-def merge(base: ModelState, deltas: Iterable[ModelState], rule: MergeRule = "sum") -> ModelState:
+def merge(
+    base: ModelState,
+    deltas: Iterable[ModelState],
+    rule: MergeRule = "sum",
+    ftrl: FtrlParams | None = None,
+) -> ModelState:
     """Fold contributions into the global model. Order does not matter (up to
-    floating-point rounding); merging nothing is the identity."""
-    deltas = list(deltas)
-    total = sum(d.n_learned for d in deltas)
+    floating-point rounding); merging nothing is the identity; merging them in
+    one call or one by one gives the same model."""
+    if rule != "sum":
+        raise ValueError(f"merge rule must be 'sum', got {rule!r}")
     merged = base
     for delta in deltas:
-        if rule == "average":
-            scale = delta.n_learned / total if total else 0.0
-        elif rule == "sum":
-            scale = 1.0
-        else:
-            raise ValueError(f"merge rule must be 'sum' or 'average', got {rule!r}")
-        merged = add(merged, delta, scale)
+        merged = add(merged, delta, ftrl=ftrl)
     return merged
 
 

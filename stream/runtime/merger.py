@@ -9,6 +9,14 @@ topic or checkpoint directory) and reads contributions from the offset that
 snapshot records, not from a committed group offset: the snapshot is the
 truth about what the model has learned. Re-reading a contribution that is
 already in the model is harmless, because the offset fence rejects it.
+
+A merger that becomes active takes a new *epoch*, greater than any it can
+find (model topic, checkpoint files), and publishes its starting version under
+it at once. Readers (workers' feeds, a standby taking over, ``load_latest``)
+order versions by (epoch, version): a merger that lost its partition but still
+runs (a zombie, e.g. paused past its session timeout) publishes under its old
+epoch, and nobody takes that for newer. The merger also checks that it still
+holds the contributions partition before each publish.
 """
 
 from __future__ import annotations
@@ -16,12 +24,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 
 from stream.config import MergerSettings
 from stream.errors import DeliveryError
+from stream.faults import CrashPoints
 from stream.kafka import clients
+from stream.kafka.topics import ensure_internal
+from stream.model.merge import ftrl_params
 from stream.observe.metrics import MergerCollector, serve
 from stream.sync.checkpoint import CheckpointStore, Snapshot
 from stream.sync.contribution import Contribution
@@ -47,11 +59,15 @@ class Merger:
         self.settings = settings
         self.name = name
         self.snapshot: Snapshot | None = None
+        self._crash = CrashPoints(settings.crash_at)
         self.store = (
-            CheckpointStore(settings.merge.checkpoint_dir, settings.merge.checkpoint_keep)
+            CheckpointStore(
+                settings.merge.checkpoint_dir, settings.merge.checkpoint_keep, self._crash
+            )
             if settings.merge.checkpoint_dir
             else None
         )
+        self._ftrl = ftrl_params(settings.model)
         self._stop = threading.Event()
         self.active = False
         self.n_applied = 0
@@ -62,24 +78,25 @@ class Merger:
     def stop(self) -> None:
         self._stop.set()
 
-    def latest_known(self) -> tuple[Snapshot, bool]:
-        """Newest of the model topic's last version and the checkpoint directory's,
-        and whether the model topic lacks it (so it must be published again)."""
+    def latest_known(self) -> Snapshot:
+        """The version to continue from, under a new epoch: the newest (by epoch,
+        then version) of the model topic's and the checkpoint directory's."""
         published = published_model(self.settings.kafka, self.settings.topics, self.name)
         stored = self.store.latest() if self.store else None
         candidates = [s for s in (published, stored) if s is not None]
         best = (
-            max(candidates, key=lambda s: s.version)
+            max(candidates, key=lambda s: s.order)
             if candidates
             else initial_snapshot(self.settings.model)
         )
         check_compatible(best, self.settings.model)
         rebound = rebind_topics(best, current_topic_ids(self.settings.kafka, self.settings.topics))
-        stale = published is None or published.version < best.version or rebound != best
-        return rebound, stale
+        epoch = max(s.epoch for s in (best, *candidates)) + 1
+        return replace(rebound, epoch=epoch, created_at=time.time())
 
     def run(self) -> None:
         s = self.settings
+        ensure_internal(s.kafka, s.topics)
         contributions_tp = TopicPartition(s.topics.contributions, 0)
         consumer = clients.consumer(
             s.kafka,
@@ -90,7 +107,10 @@ class Merger:
             max_poll_interval_ms=s.max_poll_interval_ms,
             max_poll_records=5000,
         )
-        producer = clients.producer(s.kafka, client_id=self.name, linger_ms=0)
+        # gzip: a model record is mostly feature names, which compress well.
+        producer = clients.producer(
+            s.kafka, client_id=self.name, linger_ms=0, compression_type="gzip"
+        )
         merger = self
         if s.metrics_port:
             serve(
@@ -109,18 +129,20 @@ class Merger:
             def on_partitions_assigned(self, assigned):
                 if contributions_tp not in assigned:
                     return
-                merger.snapshot, republish = merger.latest_known()
+                merger.snapshot = merger.latest_known()
                 consumer.seek(contributions_tp, merger.snapshot.contributions_offset)
                 merger.active = True
                 logger.info(
-                    "merger active merger=%s version=%d n_learned=%d contributions_offset=%d",
+                    "merger active merger=%s epoch=%d version=%d n_learned=%d "
+                    "contributions_offset=%d",
                     merger.name,
+                    merger.snapshot.epoch,
                     merger.snapshot.version,
                     merger.snapshot.n_learned,
                     merger.snapshot.contributions_offset,
                 )
-                if republish:
-                    merger._publish(producer, merger.snapshot)
+                # At once: from now on, a zombie's versions are older than this one.
+                merger._publish(producer, merger.snapshot)
 
         try:
             consumer.subscribe([s.topics.contributions], listener=Listener())
@@ -152,7 +174,13 @@ class Merger:
                 more = consumer.poll(timeout_ms=20).get(tp, [])
                 records.extend(more)
         if records and self.active and self.snapshot is not None:
+            if tp not in consumer.assignment():
+                # Lost the partition without a revocation callback yet: a zombie.
+                logger.warning("merger lost its partition; not publishing merger=%s", self.name)
+                self.active = False
+                return False
             self._merge(records, producer)
+            self._crash.hit("merger.after_checkpoint")
             consumer.commit()
             return True
         return False
@@ -168,15 +196,21 @@ class Merger:
                 # sender's next contribution is fenced out, and it re-learns them.
                 logger.warning("contribution unreadable offset=%d error=%r", record.offset, exc)
         snapshot, n_applied, n_rejected = apply_contributions(
-            self.snapshot, readable, self.settings.merge.rule, next_offset=records[-1].offset + 1
+            self.snapshot,
+            readable,
+            self.settings.merge.rule,
+            next_offset=records[-1].offset + 1,
+            ftrl=self._ftrl,
         )
+        self._crash.hit("merger.after_merge_before_publish")
         self._publish(producer, snapshot)
         self.snapshot = snapshot
         self.n_applied += n_applied
         self.n_rejected += n_rejected
         logger.info(
-            "merged to version=%d applied=%d rejected=%d n_learned=%d",
+            "merged to version=%d epoch=%d applied=%d rejected=%d n_learned=%d",
             snapshot.version,
+            snapshot.epoch,
             n_applied,
             n_rejected,
             snapshot.n_learned,
@@ -184,12 +218,15 @@ class Merger:
 
     def _publish(self, producer, snapshot: Snapshot) -> None:
         """Model topic first (workers wait for it), then the checkpoint file."""
-        future = producer.send(self.settings.topics.model, key=b"global", value=snapshot.to_bytes())
+        future = producer.send(
+            self.settings.topics.model, key=b"global", value=snapshot.to_bytes(), partition=0
+        )
         producer.flush(timeout=30)
         if future.failed() or not future.is_done:
             raise DeliveryError(
                 f"model version {snapshot.version} not acknowledged: {future.exception!r}"
             )
+        self._crash.hit("merger.after_publish_before_checkpoint")
         self._checkpoint(snapshot, force=False)
 
     def _checkpoint(self, snapshot: Snapshot | None, force: bool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import time
@@ -109,18 +110,31 @@ class Supervisor:
         self._stopping = False
 
     def start_process(self, key: str) -> None:
-        """Start (or restart) the process ``key``: ``w<index>`` or ``merger``."""
+        """Start (or restart) the process ``key``: ``w<index>`` or ``merger``.
+
+        A restarted process runs with no crash point armed: an armed crash point
+        fires in a process's first life only, so a test sees one crash and the
+        recovery from it.
+        """
         # One metrics port per process: worker i on base + i, the merger after them.
         base = self.settings.metrics_port
+        crash_at = None if key in self.processes else self.settings.crash_at
         if key == "merger":
             assert self.merger_settings is not None
             name = merger_name()
-            settings = replace(self.merger_settings, metrics_port=base + self.count if base else 0)
+            crash_at = None if key in self.processes else self.merger_settings.crash_at
+            settings = replace(
+                self.merger_settings,
+                metrics_port=base + self.count if base else 0,
+                crash_at=crash_at,
+            )
             target, args = run_merger, (settings, name, self.log_level, self.log_format)
         else:
             index = int(key[1:])
             name = worker_name(index)
-            worker = replace(self.settings, metrics_port=base + index if base else 0)
+            worker = replace(
+                self.settings, metrics_port=base + index if base else 0, crash_at=crash_at
+            )
             target = run_worker
             args = (worker, name, self.log_level, self.log_format, self._assignment_queue)
         process = _SPAWN.Process(target=target, args=args, name=key, daemon=False)
@@ -160,8 +174,11 @@ class Supervisor:
                 self.start_process(key)
 
     def _drain_assignments(self) -> None:
-        while not self._assignment_queue.empty():
-            name, partitions = self._assignment_queue.get_nowait()
+        while True:
+            try:
+                name, partitions = self._assignment_queue.get_nowait()
+            except queue.Empty:
+                return
             self.assignments[name] = partitions
 
     def wait_assigned(self, partitions: int, timeout_s: float) -> dict[str, list[int]]:
@@ -220,6 +237,7 @@ class Supervisor:
         try:
             while not stop["requested"] and self.processes:
                 self.check()
+                self._drain_assignments()  # else the workers' reports pile up
                 time.sleep(0.2)
         finally:
             self.stop()

@@ -6,11 +6,18 @@ For each polled batch, in order:
 2. score the event, produce its prediction, then learn from its label if it
    has one, so a prediction never saw its own label;
 3. flush the producer and check that every prediction and dead letter was
-   acknowledged by the broker;
+   acknowledged by the broker; only then does the ledger
+   (:class:`~stream.sync.ledger.Ledger`) count the batch as acknowledged;
 4. commit ``offset + 1`` of the batch's last record per partition.
 
 A crash anywhere before step 4 leaves the offsets where they were, so the
-batch is read again: every event gets at least one prediction.
+batch is read again: every event gets at least one prediction. A failed flush
+taints the ledger: the local model then holds learning that no contribution
+may describe, so none is sent any more (not even at revocation) and the worker
+fails; its successor re-learns from the global model's offsets. A commit the
+group refuses (it rebalanced) is logged and counted: the next owner predicts
+those events again (at least once), and learns them only if the global model
+has not (the offsets of the model, not of the group, drive learning).
 
 With merging on (see :mod:`stream.runtime.merger`), what the model has *learned* is
 tracked apart from what was *predicted*: the global model records, per
@@ -30,12 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stream.config import WorkerSettings
-from stream.errors import BadEvent
+from stream.errors import BadEvent, DeliveryError
 from stream.events.codec import decode_event, encode
 from stream.events.deadletter import DeadLetterLog, headers
+from stream.faults import CrashPoints
 from stream.kafka import connect
+from stream.kafka.topics import ensure_pipeline
 from stream.kafka.transport import Batch
-from stream.model.merge import add, subtract
+from stream.model.merge import add, ftrl_params, subtract
 from stream.model.online import OnlineModel
 from stream.model.state import ModelState
 from stream.observe.metrics import WorkerCollector, serve
@@ -44,6 +53,7 @@ from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.feed import ModelFeed
 from stream.sync.fence import check_compatible
+from stream.sync.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +86,14 @@ class Worker:
         self.settings = settings
         self.name = name
         self.model = model if model is not None else OnlineModel(settings.model)
+        # The global model version this worker's model is based on: (epoch, version).
+        self.model_epoch = 0
         self.model_version = 0
         self.dead_letters = DeadLetterLog()
         self.n_scored = 0
         self.n_learned = 0
         self.n_replayed = 0
+        self.n_commit_failures = 0
         # When the first batch started and the last one ended (monotonic seconds):
         # how benchmarks time a drain without the group join in it.
         self.busy_since = 0.0
@@ -91,18 +104,17 @@ class Worker:
         self._stop = threading.Event()
         self._clock = clock
         self._on_assign = on_assign
+        self._crash = CrashPoints(settings.crash_at)
+        # Per assigned partition: predicted, acknowledged, learned, contributed.
+        self.ledger = Ledger()
         # Merging state (used only when settings.merge.enabled).
         self._seq = 0
         self._pending: list[_Pending] = []
         self._cut_state = self.model.state()
-        # Per partition: where the open segment starts (None: at the first record
-        # read, when the model has never learned from that partition).
-        self._segment_start: dict[int, int | None] = {}
-        self._position: dict[int, int] = {}
-        self._published_upto: dict[int, int] = {}
         self._labeled_since_cut = 0
         self._last_cut = time.monotonic()
         self._feed: ModelFeed | None = None
+        self._ftrl = ftrl_params(settings.model)
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -114,6 +126,10 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
+        # Before anything reads or writes them: missing topics are created right,
+        # wrong ones refused (an auto-created multi-partition contributions topic
+        # would silently lose every contribution the merger does not read).
+        ensure_pipeline(s.kafka, s.topics)
         consumer = connect.consumer(
             s.client,
             s.kafka,
@@ -161,7 +177,12 @@ class Worker:
                 batch = consumer.poll_batch(s.poll_timeout_ms, max_records)
                 if batch:
                     started = time.monotonic()
-                    self._process(batch)
+                    try:
+                        self._process(batch)
+                    except BaseException:
+                        # Part of the batch may be learned, none of it acknowledged.
+                        self.ledger.taint("batch interrupted")
+                        raise
                     if self.merging:
                         self._merge_step(idle=False)
                     self.busy_since = self.busy_since or started
@@ -204,15 +225,15 @@ class Worker:
         clock = self._clock
         name, version = self.name, self.model_version
         co_partitioned = self._co_partitioned
-        published_upto, segment_start = self._published_upto, self._segment_start
-        offsets = {}
+        ledger = self.ledger
         scored = learned = replayed = 0
         labeled: list[tuple[bool, float]] = []
         latencies: list[float] = []
         for partition, records in batch.items():
-            replay_below = published_upto.get(partition, -1)
-            if partition in segment_start and segment_start[partition] is None:
-                segment_start[partition] = records[0].offset
+            if partition not in ledger.partitions:
+                # Revoked during this poll: the next owner reads these.
+                continue
+            replay_below = ledger.replay_below(partition)
             for offset, key, value, timestamp_ms in records:
                 # Already predicted (and dead-lettered) before: learn only.
                 replay = offset < replay_below
@@ -256,18 +277,22 @@ class Worker:
                 if y is not None:
                     learn(event.x, y)
                     learned += 1
-            end = records[-1].offset + 1
-            offsets[partition] = end
-            self._position[partition] = end
-            if end > replay_below:
-                published_upto[partition] = end
+            ledger.read(partition, records[0].offset, records[-1].offset + 1)
         # Predictions (and dead letters) acknowledged, then offsets committed.
-        self._producer.flush(s.delivery_timeout_s)
+        self._crash.hit("worker.before_flush")
+        try:
+            self._producer.flush(s.delivery_timeout_s)
+        except DeliveryError:
+            ledger.taint("flush failed")
+            raise
+        offsets = ledger.acknowledge()
         self.n_scored += scored
         self.n_learned += learned
         self.n_replayed += replayed
         self._labeled_since_cut += learned
-        self._consumer.commit(offsets)
+        self._crash.hit("worker.after_flush_before_commit")
+        if offsets:
+            self._commit(offsets)
         self._update_lag(offsets)
         self.monitor.latency.observe_many(latencies)
         if self.monitor.observe(labeled) and s.on_drift == "reset":
@@ -282,8 +307,23 @@ class Worker:
             offsets,
         )
 
+    def _commit(self, offsets: dict[int, int]) -> None:
+        if self._consumer.commit(offsets):
+            self.ledger.committed(offsets)
+            self._crash.hit("worker.after_commit")
+            return
+        # The group moved on (this member's partitions were revoked or lost):
+        # the next owner predicts these events again; learning is not affected.
+        self.n_commit_failures += 1
+        logger.warning(
+            "offsets not committed, group rebalanced worker=%s offsets=%s failures=%d",
+            self.name,
+            offsets,
+            self.n_commit_failures,
+        )
+
     def _update_lag(self, partitions) -> None:
-        highwater, position, lag = self._consumer.highwater, self._position, self.lag
+        highwater, position, lag = self._consumer.highwater, self.ledger.positions(), self.lag
         for partition in partitions:
             high = highwater(partition)
             if high is not None and partition in position:
@@ -314,24 +354,23 @@ class Worker:
             self._sync()
 
     def _has_open_segment(self) -> bool:
-        if self._labeled_since_cut > 0:
-            return True
-        starts = self._segment_start
-        return any(
-            starts.get(p) is not None and end > starts[p] for p, end in self._position.items()
-        )
+        return self._labeled_since_cut > 0 or self.ledger.has_open_segment()
 
-    def _cut(self, sync: bool = True) -> None:
-        """Send what was learned since the last cut as a contribution, then sync."""
+    def _cut(self, sync: bool = True) -> bool:
+        """Send what was learned since the last cut as a contribution, then sync.
+        Returns whether one was sent."""
         self._last_cut = time.monotonic()
-        starts = self._segment_start
-        ranges = {
-            p: (starts[p], end)
-            for p, end in self._position.items()
-            if starts.get(p) is not None and end > starts[p]
-        }
+        if self.ledger.tainted is not None:
+            logger.warning(
+                "no contribution from a tainted ledger worker=%s reason=%s; its learning is "
+                "re-learned from the global model's offsets",
+                self.name,
+                self.ledger.tainted,
+            )
+            return False
+        ranges = self.ledger.open_ranges()
         if not ranges:
-            return
+            return False
         state = self.model.state()
         delta = subtract(state, self._cut_state)
         contribution = Contribution(
@@ -344,14 +383,17 @@ class Worker:
         )
         # Not flushed here: the next batch's flush acknowledges it (or fails the
         # worker, and the fence makes its successor re-learn those events).
+        # Partition 0 by name: the merger reads only that one.
         self._producer.send(
-            self.settings.topics.contributions, contribution.to_bytes(), self.name.encode()
+            self.settings.topics.contributions,
+            contribution.to_bytes(),
+            self.name.encode(),
+            partition=0,
         )
         self._pending.append(_Pending(self._seq, delta))
         self._seq += 1
         self._cut_state = state
-        for p, (_, end) in ranges.items():
-            starts[p] = end
+        self.ledger.contributed(ranges)
         self._labeled_since_cut = 0
         logger.debug(
             "contribution sent worker=%s seq=%d ranges=%s n=%d",
@@ -360,8 +402,13 @@ class Worker:
             ranges,
             delta.n_learned,
         )
+        self._crash.hit(
+            "worker.after_contribution_sent",
+            lambda: self._producer.flush(self.settings.delivery_timeout_s),
+        )
         if sync:
             self._sync()
+        return True
 
     def _sync(self) -> None:
         """Take a newer global version, carrying our not-yet-merged learning over.
@@ -371,7 +418,7 @@ class Worker:
         """
         assert self._feed is not None
         latest = self._feed.poll()
-        if latest is None or latest.version <= self.model_version:
+        if latest is None or latest.order <= (self.model_epoch, self.model_version):
             return
         if self._pending and latest.rejected.get(self.name, -1) >= self._pending[0].seq:
             logger.warning(
@@ -387,39 +434,50 @@ class Worker:
         self._pending = [c for c in self._pending if c.seq > applied]
         state = latest.state
         for contribution in self._pending:
-            state = add(state, contribution.delta)
+            state = add(state, contribution.delta, ftrl=self._ftrl)
         self.model.load_state(state)
         self._cut_state = state
-        self.model_version = latest.version
+        self.model_epoch, self.model_version = latest.order
         self.model_created_at = latest.created_at
 
     def _rebase_all(self, snapshot: Snapshot) -> None:
         """Become exactly the global model; un-merged learning is dropped (the
-        partitions are then re-read from the model's offsets)."""
+        caller restarts every partition it keeps at the model's offsets)."""
         check_compatible(snapshot, self.settings.model)
         self.model.load_state(snapshot.state)
         self._cut_state = snapshot.state
         self._pending = []
         self._labeled_since_cut = 0
-        self.model_version = snapshot.version
+        self.model_epoch, self.model_version = snapshot.order
         self.model_created_at = snapshot.created_at
+        self.ledger.rebased()
 
     def _seek_to_model(self, snapshot: Snapshot, partitions: list[int]) -> None:
-        """Read each partition from where the global model stopped learning
-        (its beginning, if the model never learned from it)."""
+        """Read each partition again from where the global model stopped learning."""
         self._consumer.seek(self._learning_starts(snapshot, partitions))
 
     def _learning_starts(self, snapshot: Snapshot, partitions: list[int]) -> dict[int, int | None]:
-        """Open new segments at the model's offsets; return them (None: beginning)."""
-        starts = {p: snapshot.offsets.get(p) for p in partitions}
-        for p, start in starts.items():
-            self._segment_start[p] = start
-            self._position.pop(p, None)
+        """Restart the ledger of ``partitions`` at the model's offsets; return where
+        to read each (None: its beginning). A partition the model never learned
+        from starts where this worker first read it; failing that, at its
+        beginning, or, with ``--from latest``, where the group's offset (or
+        the reset policy) puts it: such a partition is left out."""
+        starts: dict[int, int | None] = {}
+        for p in partitions:
+            start = self.ledger.restart(p, snapshot.offsets.get(p))
+            if start is not None:
+                starts[p] = start
+            elif self.settings.auto_offset_reset == "earliest":
+                starts[p] = None
         logger.info(
-            "learning resumes worker=%s version=%d from=%s",
+            "learning resumes worker=%s epoch=%d version=%d from=%s",
             self.name,
+            snapshot.epoch,
             snapshot.version,
-            {p: "beginning" if o is None else o for p, o in sorted(starts.items())},
+            {
+                p: "beginning" if starts.get(p, 0) is None else starts.get(p, "group offset")
+                for p in sorted(partitions)
+            },
         )
         return starts
 
@@ -431,8 +489,10 @@ class Worker:
         if self.merging and revoked:
             # No sync: a resync seeks, and partitions are changing hands right now.
             # Flushed before the next owner starts from the model's offsets.
-            self._cut(sync=False)
+            sent = self._cut(sync=False)
             self._producer.flush(self.settings.delivery_timeout_s)
+            if sent:
+                self._crash.hit("worker.on_revoke_after_contribution")
         for p in revoked:
             self._forget(p)
 
@@ -450,19 +510,27 @@ class Worker:
                 self._seek_to_model(snapshot, kept)
 
     def _forget(self, partition: int) -> None:
-        for positions in (self._segment_start, self._position, self._published_upto, self.lag):
-            positions.pop(partition, None)
+        self.ledger.forget(partition)
+        self.lag.pop(partition, None)
 
     def on_assigned(self, assigned: list[int]) -> dict[int, int | None] | None:
         """Where to read the new partitions from: the group's committed offsets, or,
         when merging, the global model's offsets (see the module docstring)."""
         logger.info("partitions assigned worker=%s partitions=%s", self.name, _fmt(assigned))
-        starts = self._take_over(assigned) if self.merging and assigned else None
+        if self.merging and assigned:
+            starts = self._take_over(assigned)
+        else:
+            starts = None
+            for p in assigned:
+                self.ledger.assign(p, None, None)
         if self._on_assign is not None:
             self._on_assign(self.name, list(assigned))
         return starts
 
     def _take_over(self, assigned: list[int]) -> dict[int, int | None]:
+        """Rebase onto the newest global model and restart *every* partition held
+        at its offsets: the rebase dropped un-merged learning of the partitions
+        kept as well (with incremental rebalancing, those are not in ``assigned``)."""
         feed = self._feed
         assert feed is not None
         target = feed.contributions_end()
@@ -475,10 +543,10 @@ class Worker:
             )
         snapshot = feed.latest or Snapshot(version=0, state=ModelState())
         self._rebase_all(snapshot)
-        for p, offset in self._consumer.committed(assigned).items():
-            if offset is not None:
-                self._published_upto[p] = offset
-        return self._learning_starts(snapshot, assigned)
+        held = sorted(set(assigned) | set(self.ledger.partitions))
+        for p, committed in self._consumer.committed(held).items():
+            self.ledger.assign(p, snapshot.offsets.get(p), committed)
+        return self._learning_starts(snapshot, held)
 
     def _log_stats(self) -> None:
         quality = self.monitor.quality()

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgpack
 
 from stream.errors import CheckpointError
+from stream.faults import NO_CRASH, CrashPoints
 from stream.model.merge import state_from_dict, state_to_dict
 from stream.model.state import ModelState
 
@@ -52,6 +53,11 @@ class Snapshot:
 
     version: int
     state: ModelState
+    # Which merger made it: each merger that becomes active publishes under a
+    # new epoch, greater than any it found. Versions are ordered by
+    # (epoch, version), so a merger that lost its role but still runs (a
+    # zombie) cannot publish anything that readers would take as newer.
+    epoch: int = 0
     offsets: dict[int, int] = field(default_factory=dict)
     contributions_offset: int = 0
     applied: dict[str, int] = field(default_factory=dict)
@@ -64,11 +70,17 @@ class Snapshot:
     def n_learned(self) -> int:
         return self.state.n_learned
 
+    @property
+    def order(self) -> tuple[int, int]:
+        """How versions compare: (epoch, version)."""
+        return (self.epoch, self.version)
+
     def to_bytes(self) -> bytes:
         return msgpack.packb(
             {
                 "schema": SCHEMA_VERSION,
                 "version": self.version,
+                "epoch": self.epoch,
                 "created_at": self.created_at or time.time(),
                 "n_learned": self.state.n_learned,
                 "state": state_to_dict(self.state),
@@ -90,6 +102,7 @@ class Snapshot:
                 raise CheckpointError(f"unknown snapshot schema {data.get('schema')!r}")
             return cls(
                 version=int(data["version"]),
+                epoch=int(data.get("epoch", 0)),
                 state=state_from_dict(data["state"]),
                 offsets={int(p): int(o) for p, o in data["offsets"].items()},
                 contributions_offset=int(data["contributions_offset"]),
@@ -108,26 +121,29 @@ class Snapshot:
 class CheckpointStore:
     """A directory of snapshots; keeps the newest ``keep``."""
 
-    def __init__(self, directory: Path, keep: int = 5) -> None:
+    def __init__(self, directory: Path, keep: int = 5, crash: CrashPoints = NO_CRASH) -> None:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory)
         self.keep = keep
+        self.crash = crash
 
-    def path_for(self, version: int) -> Path:
-        return self.directory / f"model-{version:012d}.ckpt"
+    def path_for(self, version: int, epoch: int = 0) -> Path:
+        """Names sort as snapshots order: by epoch, then version."""
+        return self.directory / f"model-{epoch:06d}-{version:012d}.ckpt"
 
     def write(self, snapshot: Snapshot) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = snapshot.to_bytes()
         header = _HEADER.pack(MAGIC, SCHEMA_VERSION, zlib.crc32(payload), len(payload))
-        final = self.path_for(snapshot.version)
+        final = self.path_for(snapshot.version, snapshot.epoch)
         tmp = final.with_suffix(f".tmp-{os.getpid()}")
         with open(tmp, "wb") as fh:
             fh.write(header)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        self.crash.hit("merger.during_checkpoint_write")
         os.replace(tmp, final)
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
@@ -165,12 +181,15 @@ class CheckpointStore:
         return Snapshot.from_bytes(payload)
 
     def latest(self) -> Snapshot | None:
-        """The newest readable snapshot; unreadable ones are skipped with a warning."""
+        """The newest readable snapshot by (epoch, version); unreadable ones are
+        skipped with a warning. Every file is read (there are ``keep`` of them):
+        the order is the snapshots', not their names'."""
         if not self.directory.is_dir():
             return None
-        for path in sorted(self.directory.glob(_PATTERN), reverse=True):
+        found = []
+        for path in sorted(self.directory.glob(_PATTERN)):
             try:
-                return self.read(path)
+                found.append(self.read(path))
             except (CheckpointError, OSError) as exc:
                 logger.warning("checkpoint skipped path=%s error=%s", path, exc)
-        return None
+        return max(found, key=lambda s: s.order, default=None)

@@ -13,14 +13,22 @@ from stream.sync.checkpoint import Snapshot
 
 logger = logging.getLogger(__name__)
 
+# How many of the model topic's last records a feed reads at start. A zombie
+# merger can publish at most the batch it held when it lost its partition.
+TAIL = 16
+
 
 class ModelFeed:
     """Reads the single-partition model topic without a group, through the transport.
 
-    Starts at the last record: every version is published in its own request
-    (the merger flushes after each), so the end offset from ListOffsets is
-    exact even on the embedded broker, whose ListOffsets is wrong only for
-    multi-record batches.
+    Versions are ordered by (epoch, version): one from an older epoch (a
+    fenced, zombie merger) never replaces a newer one.
+
+    Starts :data:`TAIL` records before the end, so a version a zombie wrote
+    after the active merger's last one does not hide that one: every version
+    is published in its own request (the merger flushes after each), so the
+    end offset from ListOffsets is exact even on the embedded broker, whose
+    ListOffsets is wrong only for multi-record batches.
     """
 
     def __init__(
@@ -35,7 +43,7 @@ class ModelFeed:
         self._kafka, self._client, self._client_id = kafka, client, client_id
         self._reader = connect.reader(client, kafka, topics.model, f"{client_id}-feed")
         end = self._reader.end_offset(0)
-        self._reader.assign({0: max(0, end - 1)})
+        self._reader.assign({0: max(0, end - TAIL)})
         self._end_at_start = end
         self._contributions: Reader | None = None
 
@@ -47,8 +55,15 @@ class ModelFeed:
             except CheckpointError as exc:
                 logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
                 continue
-            if self.latest is None or snapshot.version > self.latest.version:
+            if self.latest is None or snapshot.order > self.latest.order:
                 self.latest = snapshot
+            elif snapshot.epoch < self.latest.epoch:
+                logger.warning(
+                    "version from a fenced merger ignored epoch=%d version=%d current_epoch=%d",
+                    snapshot.epoch,
+                    snapshot.version,
+                    self.latest.epoch,
+                )
         return self.latest
 
     def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
@@ -56,8 +71,10 @@ class ModelFeed:
         if self._end_at_start == 0:
             return self.poll()
         deadline = time.monotonic() + timeout_s
-        while self.latest is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             self.poll(timeout_ms=200)
+            if self._consumer.position(self._model_tp) >= self._end_at_start:
+                break
         return self.latest
 
     def contributions_end(self) -> int:

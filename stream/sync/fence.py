@@ -14,7 +14,7 @@ from dataclasses import replace
 from stream.config import KafkaSettings, MergeRule, ModelSettings, TopicSettings
 from stream.errors import ConfigError
 from stream.kafka import clients
-from stream.model.merge import merge
+from stream.model.merge import FtrlParams, merge
 from stream.model.state import ModelState
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
@@ -46,9 +46,11 @@ def apply_contributions(
     contributions: list[tuple[int, Contribution]],
     rule: MergeRule,
     next_offset: int,
+    ftrl: FtrlParams | None = None,
 ) -> tuple[Snapshot, int, int]:
     """Pure: the next snapshot after these (contributions-topic offset, contribution)
-    pairs, read up to ``next_offset``; plus how many were applied and rejected."""
+    pairs, read up to ``next_offset``; plus how many were applied and rejected.
+    The new version keeps the snapshot's epoch (the merger that computes it)."""
     offsets = dict(snapshot.offsets)
     applied = dict(snapshot.applied)
     rejected = dict(snapshot.rejected)
@@ -57,9 +59,7 @@ def apply_contributions(
     for offset, contribution in contributions:
         reason = fence(offsets, contribution)
         if reason is not None:
-            rejected[contribution.worker] = max(
-                rejected.get(contribution.worker, -1), contribution.seq
-            )
+            _touch(rejected, contribution.worker, contribution.seq)
             n_rejected += 1
             logger.warning(
                 "contribution rejected worker=%s seq=%d offset=%d reason=%s",
@@ -72,9 +72,10 @@ def apply_contributions(
         deltas.append(contribution.delta)
         for partition, (_, end) in contribution.ranges.items():
             offsets[partition] = end
-        applied[contribution.worker] = max(applied.get(contribution.worker, -1), contribution.seq)
-    state = merge(snapshot.state, deltas, rule) if deltas else snapshot.state
+        _touch(applied, contribution.worker, contribution.seq)
+    state = merge(snapshot.state, deltas, rule, ftrl) if deltas else snapshot.state
     next_snapshot = Snapshot(
+        epoch=snapshot.epoch,
         version=snapshot.version + 1,
         state=state,
         offsets=offsets,
@@ -88,7 +89,16 @@ def apply_contributions(
     return next_snapshot, len(deltas), n_rejected
 
 
+def _touch(seqs: dict[str, int], worker: str, seq: int) -> None:
+    """Record ``worker``'s newest seq and move it to the end: the dict's order is
+    least recently heard from first, which is what eviction drops."""
+    seq = max(seqs.pop(worker, -1), seq)
+    seqs[worker] = seq
+
+
 def _newest(seqs: dict[str, int]) -> dict[str, int]:
+    """The ``MAX_TRACKED_WORKERS`` workers heard from most recently (a worker
+    still contributing is never evicted in favour of one that died)."""
     if len(seqs) <= MAX_TRACKED_WORKERS:
         return seqs
     return dict(list(seqs.items())[-MAX_TRACKED_WORKERS:])

@@ -35,7 +35,7 @@ def load_latest(
         raise StreamError(
             f"no global model found (model topic {topics.model!r}, checkpoint dir {checkpoint_dir})"
         )
-    return max(candidates, key=lambda s: s.version)
+    return max(candidates, key=lambda s: s.order)
 
 
 def model_of(snapshot: Snapshot) -> OnlineModel:

@@ -51,6 +51,7 @@ from stream.events.sources import SyntheticStream
 from stream.kafka import clients
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
+from stream.kafka.topics import ensure_pipeline, pipeline_specs
 from stream.model.online import OnlineModel
 from stream.model.state import ModelState
 from stream.observe.quality import percentiles
@@ -199,8 +200,8 @@ class Bench:
         self._drop_topics()
         tag = f"bench-{self.run_id}-{name}".replace("+", "_")
         topics = TopicSettings(features=f"{tag}-f", predictions=f"{tag}-p", group_id=tag)
-        clients.create_pipeline_topics(self.kafka, topics, partitions)
-        self._created = list(clients.pipeline_topics(topics, partitions))
+        ensure_pipeline(self.kafka, topics, partitions)
+        self._created = [spec.name for spec in pipeline_specs(topics, partitions)]
         return topics
 
     def _drop_topics(self) -> None:

@@ -24,9 +24,9 @@ from stream.config import (
 from stream.errors import ConfigError, StreamError
 from stream.events.codec import decode_map
 from stream.events.sources import river_dataset
-from stream.kafka import clients
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
+from stream.kafka.topics import ensure_pipeline
 from stream.observe.quality import Quality, percentiles, prequential, single_model_baseline
 from stream.runtime.supervisor import Supervisor
 from stream.sync.feed import published_model
@@ -139,7 +139,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
     # A fresh directory by default: a demo starts from scratch, so its summary
     # compares like with like; give one to keep (and resume from) checkpoints.
     checkpoint_dir = settings.merge.checkpoint_dir or Path(tempfile.mkdtemp(prefix="learnstream-"))
-    clients.create_pipeline_topics(kafka, topics, settings.partitions)
+    ensure_pipeline(kafka, topics, settings.partitions)
     worker_settings = WorkerSettings(
         kafka=kafka,
         topics=topics,

@@ -11,6 +11,7 @@ from stream.events.codec import decode_map
 from stream.events.deadletter import DeadLetter, parse
 from stream.kafka import clients
 from stream.kafka.reader import records
+from stream.kafka.topics import ensure_pipeline
 from stream.runtime.worker import Worker
 
 # Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
@@ -51,7 +52,7 @@ def worker_settings(kafka: KafkaSettings, topics: TopicSettings, **overrides) ->
 
 
 def create_topics(kafka: KafkaSettings, topics: TopicSettings, partitions: int) -> None:
-    clients.create_pipeline_topics(kafka, topics, partitions)
+    ensure_pipeline(kafka, topics, partitions)
 
 
 def send_raw(

@@ -76,7 +76,6 @@ def test_merged_workers_match_one_river_model_and_unmerged_ones_do_not(kafka, tm
     results: dict[str, Quality] = {}
     runs = {
         "4 workers merged (sum)": merging(every_events=10, interval_s=0.2),
-        "4 workers merged (average)": merging(every_events=10, interval_s=0.2, rule="average"),
         "4 workers unmerged": NO_MERGE,
     }
     for n, (label, merge) in enumerate(runs.items()):

@@ -36,7 +36,7 @@ def _snapshot(version: int) -> Snapshot:
 def test_write_then_read_gives_the_same_snapshot(tmp_path):
     store = CheckpointStore(tmp_path)
     path = store.write(_snapshot(3))
-    assert path.name == "model-000000000003.ckpt"
+    assert path.name == "model-000000-000000000003.ckpt"
     assert store.read(path) == _snapshot(3)
     assert store.latest() == _snapshot(3)
 
@@ -54,8 +54,8 @@ def test_keeps_only_the_newest_k(tmp_path):
     for version in range(1, 6):
         store.write(_snapshot(version))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "model-000000000004.ckpt",
-        "model-000000000005.ckpt",
+        "model-000000-000000000004.ckpt",
+        "model-000000-000000000005.ckpt",
     ]
 
 
@@ -86,4 +86,4 @@ def test_no_directory_means_no_checkpoint(tmp_path):
 
 def test_no_temporary_files_are_left_behind(tmp_path):
     CheckpointStore(tmp_path).write(_snapshot(1))
-    assert [p.name for p in tmp_path.iterdir()] == ["model-000000000001.ckpt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model-000000-000000000001.ckpt"]

@@ -28,6 +28,8 @@ def _undocumented() -> list[str]:
                 continue
             if isinstance(action, argparse._VersionAction):
                 continue
+            if action.help == argparse.SUPPRESS:
+                continue  # hidden on purpose (test-only switches)
             name = f"{command} {'/'.join(action.option_strings) or action.dest}"
             if not action.help:
                 problems.append(f"{name}: no help")

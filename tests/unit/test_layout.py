@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # packages sharing a layer know nothing of each other.
 LAYERS: list[set[str]] = [
     {"stream.errors"},
+    {"stream.faults"},
     {"stream.config"},
     {"stream.events", "stream.model"},
     {"stream.kafka"},

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
-from stream.config import ModelSettings
+from stream.config import MergeSettings, ModelSettings
+from stream.errors import ConfigError
 from stream.events.sources import SyntheticStream
-from stream.model.merge import add, merge, subtract
+from stream.model.merge import add, ftrl_params, ftrl_weight, merge, subtract
 from stream.model.online import OnlineModel
 from stream.model.state import ModelState
 
@@ -42,11 +44,20 @@ def _assert_states_close(a: ModelState, b: ModelState, tol: float = 1e-9) -> Non
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=["sgd", "ftrl"])
-@pytest.mark.parametrize("rule", ["sum", "average"])
-def test_merging_one_model_is_the_identity(settings, rule):
+def test_merging_one_model_is_the_identity_of_its_learning_state(settings):
     base = _learned(settings, _rows(100, seed=1)).state()
     after = _learned(settings, _rows(300), start=base).state()
-    _assert_states_close(merge(base, [subtract(after, base)], rule), after)
+    ftrl = ftrl_params(settings)
+    merged = merge(base, [subtract(after, base)], ftrl=ftrl)
+    if ftrl is None:
+        _assert_states_close(merged, after)
+    else:
+        # FTRL: z and n are the state; the weights are its closed form.
+        _assert_states_close(merged, replace(after, weights=merged.weights))
+        _assert_close(
+            merged.weights,
+            {k: ftrl_weight(after.ftrl_z[k], after.ftrl_n[k], ftrl) for k in merged.weights},
+        )
 
 
 def test_merging_nothing_leaves_the_base_unchanged():
@@ -55,16 +66,50 @@ def test_merging_nothing_leaves_the_base_unchanged():
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=["sgd", "ftrl"])
-@pytest.mark.parametrize("rule", ["sum", "average"])
-def test_order_of_contributions_does_not_matter(settings, rule):
+def test_order_of_contributions_does_not_matter(settings):
     base = _learned(settings, _rows(100, seed=1)).state()
     deltas = [
         subtract(_learned(settings, _rows(n, seed=s), start=base).state(), base)
         for n, s in ((50, 2), (120, 3), (80, 4))
     ]
-    first = merge(base, deltas, rule)
+    ftrl = ftrl_params(settings)
+    first = merge(base, deltas, ftrl=ftrl)
     for order in itertools.permutations(deltas):
-        _assert_states_close(merge(base, list(order), rule), first)
+        _assert_states_close(merge(base, list(order), ftrl=ftrl), first)
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["sgd", "ftrl"])
+def test_one_version_or_one_per_contribution_give_the_same_model(settings):
+    """The result does not depend on how the merger batches contributions
+    into versions (its linger): no rule averages over a batch."""
+    base = _learned(settings, _rows(100, seed=1)).state()
+    deltas = [
+        subtract(_learned(settings, _rows(n, seed=s), start=base).state(), base)
+        for n, s in ((50, 2), (120, 3), (80, 4))
+    ]
+    ftrl = ftrl_params(settings)
+    one_by_one = base
+    for delta in deltas:
+        one_by_one = merge(one_by_one, [delta], ftrl=ftrl)
+    _assert_states_close(merge(base, deltas, ftrl=ftrl), one_by_one)
+
+
+def test_the_average_rule_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match=r"average.*removed.*timing"):
+        MergeSettings(rule="average")
+
+
+def test_a_delta_holds_only_the_features_that_changed():
+    settings = ModelSettings()
+    wide = {f"g{i}": 1.0 for i in range(1000)}
+    model = OnlineModel(settings)
+    model.learn(wide, True)
+    before = model.state()
+    model.learn({"g1": 2.0, "g2": -1.0}, False)
+    delta = subtract(model.state(), before)
+    assert set(delta.scaler_counts) == {"g1", "g2"}
+    # The two features' weights moved; so may nothing else but through the intercept.
+    assert set(delta.weights) == {"g1", "g2"}
 
 
 def test_two_halves_of_a_stream_give_the_whole_streams_statistics():
@@ -91,14 +136,10 @@ def test_subtract_then_add_round_trips_the_scaler_statistics():
     _assert_states_close(add(before, delta), after)
 
 
-def test_average_weights_contributions_by_their_labeled_events():
+def test_sum_adds_every_step():
     base = ModelState(weights={"a": 1.0}, intercept=0.0)
     one = ModelState(weights={"a": 4.0}, intercept=1.0, n_learned=1)
     three = ModelState(weights={"a": -4.0}, intercept=2.0, n_learned=3)
-    averaged = merge(base, [one, three], "average")
-    assert averaged.weights["a"] == pytest.approx(1.0 + (1 * 4.0 + 3 * -4.0) / 4)
-    assert averaged.intercept == pytest.approx((1 * 1.0 + 3 * 2.0) / 4)
-    assert averaged.n_learned == 4
     summed = merge(base, [one, three], "sum")
     assert summed.weights["a"] == pytest.approx(1.0)
     assert summed.intercept == pytest.approx(3.0)
@@ -111,3 +152,16 @@ def test_ftrl_state_adds_exactly():
     delta = subtract(after, base)
     assert delta.ftrl_n and all(v >= 0 for v in delta.ftrl_n.values())
     _assert_close(add(base, delta).ftrl_z, after.ftrl_z)
+
+
+def test_ftrl_weights_come_from_the_merged_z_and_n_not_from_summed_weight_deltas():
+    settings = SETTINGS[1]
+    ftrl = ftrl_params(settings)
+    base = _learned(settings, _rows(100, seed=1)).state()
+    deltas = [
+        subtract(_learned(settings, _rows(80, seed=s), start=base).state(), base) for s in (2, 3)
+    ]
+    merged = merge(base, deltas, ftrl=ftrl)
+    for name, weight in merged.weights.items():
+        assert weight == ftrl_weight(merged.ftrl_z[name], merged.ftrl_n[name], ftrl)
+    assert ftrl_weight(0.05, 4.0, replace(ftrl, l1=0.1)) == 0.0  # inside the L1 ball

@@ -1,0 +1,120 @@
+"""learnstream owns its topics: on a broker that auto-creates topics (the embedded
+one makes 4 partitions), nobody has to run `learnstream topics create` first."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from stream.events.sources import SyntheticStream
+from stream.kafka.topics import ensure_pipeline
+from stream.tools.produce import ProduceSettings, produce
+
+from .helpers import FAST_GROUP_FLAGS, read_predictions, send_raw
+from .test_merging import wait_for_quiet_model
+
+pytestmark = pytest.mark.integration
+
+
+def _flags(kafka, topics) -> list[str]:
+    return [
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        "--features-topic",
+        topics.features,
+        "--predictions-topic",
+        topics.predictions,
+    ]
+
+
+def test_missing_topics_are_created_with_what_the_protocol_needs(kafka, topics):
+    counts = ensure_pipeline(kafka, topics)
+    assert counts == {
+        topics.features: 4,
+        topics.predictions: 4,
+        topics.dead_letter: 1,
+        topics.contributions: 1,
+        topics.model: 1,
+    }
+    # Idempotent: a second call finds them right.
+    assert ensure_pipeline(kafka, topics) == counts
+
+
+def test_predictions_topic_follows_an_existing_features_topic(kafka, topics):
+    send_raw(kafka, topics.features, [(b"k", b"{}")])  # auto-created: 4 partitions
+    counts = ensure_pipeline(kafka, topics, partitions=2)
+    assert counts[topics.features] == 4 and counts[topics.predictions] == 4
+
+
+def test_work_refuses_an_auto_created_contributions_topic_and_says_how_to_fix_it(kafka, topics):
+    send_raw(kafka, topics.contributions, [(b"k", b"x")])  # the broker makes 4 partitions
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "work",
+            "--metrics-port",
+            "0",
+            "--group-id",
+            topics.group_id,
+            *_flags(kafka, topics),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"topic '{topics.contributions}' has 4 partitions" in done.stderr
+    assert "needs exactly 1" in done.stderr
+    assert "learnstream topics create" in done.stderr
+
+
+@pytest.mark.slow
+def test_two_work_commands_without_topics_create_learn_every_event_exactly_once(
+    kafka, topics, tmp_path
+):
+    """The issue's first scenario: no `topics create`, an auto-creating broker,
+    two `learnstream work --processes 2`, 20,000 labeled events."""
+    n_events = 20_000
+    command = [
+        sys.executable,
+        "-m",
+        "stream",
+        "work",
+        "--processes",
+        "2",
+        "--metrics-port",
+        "0",
+        "--group-id",
+        topics.group_id,
+        *FAST_GROUP_FLAGS,
+        "--checkpoint-dir",
+        str(tmp_path / "checkpoints"),
+        *_flags(kafka, topics),
+    ]
+    works = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    try:
+        produce(
+            iter(SyntheticStream(seed=10)),
+            ProduceSettings(kafka=kafka, topic=topics.features, limit=n_events),
+        )
+        predictions = read_predictions(
+            kafka, topics.predictions, {str(i) for i in range(n_events)}, settle_s=0.5
+        )
+        settled = wait_for_quiet_model(kafka, topics)
+    finally:
+        for work in works:
+            work.send_signal(signal.SIGTERM)
+        for work in works:
+            work.wait(timeout=60)
+    assert {p["id"] for p in predictions} == {str(i) for i in range(n_events)}
+    assert settled.n_learned == n_events
+    assert sum(settled.offsets.values()) == n_events
+    assert [w.returncode for w in works] == [0, 0]
