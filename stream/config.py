@@ -328,6 +328,13 @@ class MergeSettings:
             raise ConfigError(f"checkpoint_keep must be >= 1, got {self.checkpoint_keep}")
 
 
+def _client() -> Any:
+    return setting(
+        "kafka-python",
+        help="Kafka client of every process: kafka-python (pure Python) or confluent (librdkafka)",
+    )
+
+
 def _session_timeout_ms() -> Any:
     return setting(10_000, help="group session timeout: a member silent this long is evicted")
 
@@ -357,10 +364,7 @@ class WorkerSettings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
-    client: ClientName = setting(
-        "kafka-python",
-        help="Kafka client of the hot path: kafka-python (pure Python) or confluent (librdkafka)",
-    )
+    client: ClientName = _client()
     output_encoding: OutputEncoding = setting(
         "same", help="predictions encoding; 'same' mirrors each event's"
     )
@@ -454,6 +458,7 @@ class MergerSettings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
+    client: ClientName = _client()
     session_timeout_ms: int = _session_timeout_ms()
     heartbeat_interval_ms: int = _heartbeat_interval_ms()
     max_poll_interval_ms: int = _max_poll_interval_ms()
@@ -477,6 +482,7 @@ class MergerSettings:
             topics=workers.topics,
             model=workers.model,
             merge=workers.merge,
+            client=workers.client,
             session_timeout_ms=workers.session_timeout_ms,
             heartbeat_interval_ms=workers.heartbeat_interval_ms,
             max_poll_interval_ms=workers.max_poll_interval_ms,

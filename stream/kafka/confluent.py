@@ -9,7 +9,14 @@ import uuid
 from stream.config import KafkaSettings
 from stream.errors import ConfigError, DeliveryError, StreamError
 from stream.kafka import clients
-from stream.kafka.transport import AssignHook, Batch, PartitionsHook, ReadRecord, Record
+from stream.kafka.transport import (
+    AssignHook,
+    Batch,
+    Compression,
+    PartitionsHook,
+    ReadRecord,
+    Record,
+)
 
 try:
     from confluent_kafka import (
@@ -290,10 +297,17 @@ class ConfluentReader:
 
 
 class ConfluentProducer:
-    def __init__(self, kafka: KafkaSettings, client_id: str, linger_ms: int = 2) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        client_id: str,
+        linger_ms: int = 2,
+        compression: Compression = "none",
+    ) -> None:
         config = _base_config(kafka, client_id)
         config.update(
             {
+                "compression.type": compression,
                 "acks": "all",
                 "linger.ms": linger_ms,
                 # A contribution is one record (see clients.MAX_RECORD_BYTES).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from stream.config import ClientName, KafkaSettings
 from stream.errors import ConfigError
-from stream.kafka.transport import Consumer, Producer, Reader
+from stream.kafka.transport import Compression, Consumer, Producer, Reader
 
 CLIENTS: tuple[ClientName, ...] = ("kafka-python", "confluent")
 
@@ -30,16 +30,22 @@ def consumer(
 
 
 def producer(
-    client: ClientName, kafka: KafkaSettings, client_id: str, linger_ms: int = 2
+    client: ClientName,
+    kafka: KafkaSettings,
+    client_id: str,
+    linger_ms: int = 2,
+    compression: Compression = "none",
 ) -> Producer:
+    """``compression``: batches compressed by the client, stored so by the broker
+    (gzip for model versions: mostly feature names, which compress well)."""
     if client == "kafka-python":
         from stream.kafka.kafka_python import KafkaPythonProducer
 
-        return KafkaPythonProducer(kafka, client_id, linger_ms)
+        return KafkaPythonProducer(kafka, client_id, linger_ms, compression)
     if client == "confluent":
         from stream.kafka.confluent import ConfluentProducer
 
-        return ConfluentProducer(kafka, client_id, linger_ms)
+        return ConfluentProducer(kafka, client_id, linger_ms, compression)
     raise ConfigError(f"client must be one of {CLIENTS}, got {client!r}")
 
 

@@ -12,7 +12,14 @@ from kafka.structs import OffsetAndMetadata
 from stream.config import KafkaSettings
 from stream.errors import DeliveryError, StreamError
 from stream.kafka import clients
-from stream.kafka.transport import AssignHook, Batch, PartitionsHook, ReadRecord, Record
+from stream.kafka.transport import (
+    AssignHook,
+    Batch,
+    Compression,
+    PartitionsHook,
+    ReadRecord,
+    Record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +185,19 @@ class KafkaPythonReader:
 
 
 class KafkaPythonProducer:
-    def __init__(self, kafka: KafkaSettings, client_id: str, linger_ms: int = 2) -> None:
-        self._producer = clients.producer(kafka, client_id=client_id, linger_ms=linger_ms)
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        client_id: str,
+        linger_ms: int = 2,
+        compression: Compression = "none",
+    ) -> None:
+        self._producer = clients.producer(
+            kafka,
+            client_id=client_id,
+            linger_ms=linger_ms,
+            compression_type=None if compression == "none" else compression,
+        )
         self._failures: list[BaseException] = []
         self._record_failure = self._failures.append
 

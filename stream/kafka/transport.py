@@ -13,7 +13,7 @@ through a future per record.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 
 class Record(NamedTuple):
@@ -26,6 +26,7 @@ class Record(NamedTuple):
 
 
 Batch = dict[int, list[Record]]
+Compression = Literal["none", "gzip"]
 
 # Called when partitions are assigned, where blocking client calls are allowed.
 # Returns where to start reading each partition (None: its beginning), or None

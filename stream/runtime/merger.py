@@ -26,13 +26,11 @@ import threading
 import time
 from dataclasses import replace
 
-from kafka import ConsumerRebalanceListener, TopicPartition
-
 from stream.config import MergerSettings
-from stream.errors import DeliveryError
 from stream.faults import CrashPoints
-from stream.kafka import clients
+from stream.kafka import connect
 from stream.kafka.topics import ensure_internal
+from stream.kafka.transport import Record
 from stream.model.merge import ftrl_params
 from stream.observe.metrics import MergerCollector, serve
 from stream.sync.checkpoint import CheckpointStore, Snapshot
@@ -97,10 +95,11 @@ class Merger:
     def run(self) -> None:
         s = self.settings
         ensure_internal(s.kafka, s.topics)
-        contributions_tp = TopicPartition(s.topics.contributions, 0)
-        consumer = clients.consumer(
+        consumer = connect.consumer(
+            s.client,
             s.kafka,
-            client_id=self.name,
+            s.topics.contributions,
+            self.name,
             group_id=s.topics.merger_group,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
@@ -108,84 +107,87 @@ class Merger:
             max_poll_records=5000,
         )
         # gzip: a model record is mostly feature names, which compress well.
-        producer = clients.producer(
-            s.kafka, client_id=self.name, linger_ms=0, compression_type="gzip"
-        )
-        merger = self
+        producer = connect.producer(s.client, s.kafka, self.name, linger_ms=0, compression="gzip")
+        self._consumer, self._producer = consumer, producer
         if s.metrics_port:
             serve(
                 s.metrics_port,
                 MergerCollector(self, lambda: self.checkpoint_written_at),
                 f"merger={self.name}",
             )
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
-                if revoked:
-                    merger._checkpoint(merger.snapshot, force=True)
-                    logger.info("merger standing by merger=%s", merger.name)
-                merger.active = False
-
-            def on_partitions_assigned(self, assigned):
-                if contributions_tp not in assigned:
-                    return
-                merger.snapshot = merger.latest_known()
-                consumer.seek(contributions_tp, merger.snapshot.contributions_offset)
-                merger.active = True
-                logger.info(
-                    "merger active merger=%s epoch=%d version=%d n_learned=%d "
-                    "contributions_offset=%d",
-                    merger.name,
-                    merger.snapshot.epoch,
-                    merger.snapshot.version,
-                    merger.snapshot.n_learned,
-                    merger.snapshot.contributions_offset,
-                )
-                # At once: from now on, a zombie's versions are older than this one.
-                merger._publish(producer, merger.snapshot)
-
         try:
-            consumer.subscribe([s.topics.contributions], listener=Listener())
+            consumer.subscribe(self._on_assigned, self._on_revoked, self._on_lost)
             logger.info("merger started merger=%s group=%s", self.name, s.topics.merger_group)
             while not self._stop.is_set():
-                self._poll_and_merge(consumer, producer, contributions_tp)
+                self._poll_and_merge()
             # Workers stopping at the same moment send their last contributions
             # now: merge until the topic has been quiet for a moment.
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             while self.active and time.monotonic() < deadline:
-                if not self._poll_and_merge(consumer, producer, contributions_tp, timeout_ms=1000):
+                if not self._poll_and_merge(timeout_ms=1000):
                     break
             if self.active:
                 self._checkpoint(self.snapshot, force=True)
         finally:
-            producer.close(timeout=10)
+            producer.close(10)
             consumer.close()
             logger.info("merger stopped merger=%s", self.name)
 
-    def _poll_and_merge(
-        self, consumer, producer, tp: TopicPartition, timeout_ms: int = 200
-    ) -> bool:
-        records = consumer.poll(timeout_ms=timeout_ms).get(tp, [])
+    # -- the merger group: one member holds the contributions partition --------
+
+    def _on_assigned(self, assigned: list[int]) -> dict[int, int | None] | None:
+        if 0 not in assigned:
+            return None
+        self.snapshot = self.latest_known()
+        self.active = True
+        logger.info(
+            "merger active merger=%s epoch=%d version=%d n_learned=%d contributions_offset=%d",
+            self.name,
+            self.snapshot.epoch,
+            self.snapshot.version,
+            self.snapshot.n_learned,
+            self.snapshot.contributions_offset,
+        )
+        # At once: from now on, a zombie's versions are older than this one.
+        self._publish(self.snapshot)
+        return {0: self.snapshot.contributions_offset}
+
+    def _on_revoked(self, revoked: list[int]) -> None:
+        if revoked and self.active:
+            self._checkpoint(self.snapshot, force=True)
+            logger.info("merger standing by merger=%s", self.name)
+        self.active = False
+
+    def _on_lost(self, lost: list[int]) -> None:
+        """Another merger may be active already: stop publishing, write nothing."""
+        if lost and self.active:
+            logger.warning("merger lost its partition; standing by merger=%s", self.name)
+        self.active = False
+
+    def _poll_and_merge(self, timeout_ms: int = 200) -> bool:
+        consumer = self._consumer
+        records = consumer.poll_batch(timeout_ms, 5000).get(0, [])
         if records:
             # Gather what else arrives within the linger: one version for many
             # contributions (each version is a full model on the model topic).
             deadline = time.monotonic() + self.settings.merge.version_linger_s
             while time.monotonic() < deadline:
-                more = consumer.poll(timeout_ms=20).get(tp, [])
-                records.extend(more)
+                records.extend(consumer.poll_batch(20, 5000).get(0, []))
         if records and self.active and self.snapshot is not None:
-            if tp not in consumer.assignment():
+            if 0 not in consumer.assignment():
                 # Lost the partition without a revocation callback yet: a zombie.
                 logger.warning("merger lost its partition; not publishing merger=%s", self.name)
                 self.active = False
                 return False
-            self._merge(records, producer)
+            self._merge(records)
             self._crash.hit("merger.after_checkpoint")
-            consumer.commit()
+            if not consumer.commit({0: records[-1].offset + 1}):
+                # Harmless: the snapshot, not the group offset, says where to resume.
+                logger.warning("merger group offset not committed merger=%s", self.name)
             return True
         return False
 
-    def _merge(self, records: list, producer) -> None:
+    def _merge(self, records: list[Record]) -> None:
         assert self.snapshot is not None
         readable = []
         for record in records:
@@ -203,7 +205,7 @@ class Merger:
             ftrl=self._ftrl,
         )
         self._crash.hit("merger.after_merge_before_publish")
-        self._publish(producer, snapshot)
+        self._publish(snapshot)
         self.snapshot = snapshot
         self.n_applied += n_applied
         self.n_rejected += n_rejected
@@ -216,16 +218,14 @@ class Merger:
             snapshot.n_learned,
         )
 
-    def _publish(self, producer, snapshot: Snapshot) -> None:
-        """Model topic first (workers wait for it), then the checkpoint file."""
-        future = producer.send(
-            self.settings.topics.model, key=b"global", value=snapshot.to_bytes(), partition=0
-        )
-        producer.flush(timeout=30)
-        if future.failed() or not future.is_done:
-            raise DeliveryError(
-                f"model version {snapshot.version} not acknowledged: {future.exception!r}"
-            )
+    def _publish(self, snapshot: Snapshot) -> None:
+        """Model topic first (workers wait for it), then the checkpoint file.
+
+        Each version is its own acknowledged request (raises DeliveryError if
+        not acknowledged), so ListOffsets on the model topic is exact on every broker.
+        """
+        self._producer.send(self.settings.topics.model, snapshot.to_bytes(), b"global", None, 0)
+        self._producer.flush(30)
         self._crash.hit("merger.after_publish_before_checkpoint")
         self._checkpoint(snapshot, force=False)
 

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
 ]
 KAFKA_LIBRARIES = {"kafka", "confluent_kafka"}
 # Still on kafka-python directly, being moved behind the transport.
-NOT_YET_ON_THE_TRANSPORT = {"stream.runtime.merger", "stream.tools.bench"}
+NOT_YET_ON_THE_TRANSPORT = {"stream.tools.bench"}
 
 
 def _modules() -> dict[str, Path]:
