@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from stream import cliargs
-from stream.config import MergerSettings, WorkerSettings
+from stream.config import EventLimits, MergerSettings, WorkerSettings
 from stream.runtime.supervisor import Supervisor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = WorkerSettings()
+    limits = defaults.limits
     parser = subparsers.add_parser(
         "work",
         help="run worker processes: score, publish, learn",
@@ -32,8 +33,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-event-bytes",
         type=int,
-        default=defaults.max_event_bytes,
-        help="larger records are dead-lettered (default %(default)s)",
+        default=limits.max_event_bytes,
+        help="larger records are dead-lettered as oversized (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-depth",
+        type=int,
+        default=limits.max_depth,
+        help="deeper-nested records are dead-lettered as too_deep; the event and its x "
+        "map are 2 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-features",
+        type=int,
+        default=limits.max_features,
+        help="events with more features are dead-lettered as too_many_features "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-feature-name-chars",
+        type=int,
+        default=limits.max_feature_name_chars,
+        help="longer feature names are dead-lettered as feature_name_too_long "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-id-chars",
+        type=int,
+        default=limits.max_id_chars,
+        help="longer string ids are dead-lettered as id_too_long (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-abs-feature",
+        type=float,
+        default=limits.max_abs_feature,
+        help="features beyond +-this are dead-lettered as feature_out_of_range, not clipped "
+        "(default %(default)s; at most 1e150)",
+    )
+    parser.add_argument(
+        "--max-abs-weight",
+        type=float,
+        default=defaults.max_abs_weight,
+        help="a learning step that would put a weight beyond +-this (or make the model "
+        "non-finite) is refused; the event is still predicted (default %(default)s)",
     )
     parser.add_argument(
         "--max-poll-records",
@@ -100,7 +142,15 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         merge=cliargs.merge_settings(args),
         client=args.client,
         output_encoding=args.output_encoding,
-        max_event_bytes=args.max_event_bytes,
+        limits=EventLimits(
+            max_event_bytes=args.max_event_bytes,
+            max_depth=args.max_depth,
+            max_features=args.max_features,
+            max_feature_name_chars=args.max_feature_name_chars,
+            max_id_chars=args.max_id_chars,
+            max_abs_feature=args.max_abs_feature,
+        ),
+        max_abs_weight=args.max_abs_weight,
         max_poll_records=args.max_poll_records,
         max_poll_interval_ms=args.max_poll_interval_ms,
         session_timeout_ms=args.session_timeout_ms,

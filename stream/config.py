@@ -172,6 +172,42 @@ MergeRule = Literal["sum", "average"]
 
 
 @dataclass(frozen=True)
+class EventLimits:
+    """Bounds on the work one input record may cause; what exceeds one is
+    dead-lettered with that bound's own reason (see :mod:`stream.events.codec`).
+
+    The contract needs a nesting depth of 2 (the event map, then ``x``); the
+    default leaves room for metadata fields, which are ignored. Deeper input is
+    refused before it is parsed, so no record can exhaust the parser's stack.
+    ``max_abs_feature`` keeps features in a range where the scaler's squares and
+    the model's dot products stay finite (1e150 squared is 1e300, below float's
+    1.8e308); a feature beyond it is dead-lettered, not clipped, so the record
+    reaches the dead-letter topic as sent instead of being learned as something else.
+    """
+
+    max_event_bytes: int = 100_000
+    max_depth: int = 16
+    max_features: int = 10_000
+    max_feature_name_chars: int = 256
+    max_id_chars: int = 256
+    max_abs_feature: float = 1e150
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_bytes", "max_features", "max_feature_name_chars", "max_id_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_depth < 2:
+            raise ConfigError(
+                f"max_depth must be >= 2 (an event and its 'x' map), got {self.max_depth}"
+            )
+        if not (0 < self.max_abs_feature <= 1e150):
+            raise ConfigError(
+                f"max_abs_feature must be in (0, 1e150] (beyond, squares overflow), "
+                f"got {self.max_abs_feature!r}"
+            )
+
+
+@dataclass(frozen=True)
 class MergeSettings:
     """Periodic merging of the workers' models into one global model.
 
@@ -232,7 +268,12 @@ class WorkerSettings:
     merge: MergeSettings = field(default_factory=MergeSettings)
     client: ClientName = "kafka-python"
     output_encoding: OutputEncoding = "same"
-    max_event_bytes: int = 100_000
+    limits: EventLimits = field(default_factory=EventLimits)
+    # A learning step that leaves a weight or the intercept beyond this (or not
+    # finite) is refused and undone: the event is still predicted. Merged sums of
+    # such weights stay far from overflow (dot products with features up to
+    # EventLimits.max_abs_feature stay below 1e170).
+    max_abs_weight: float = 1e12
     max_poll_records: int = 1000
     poll_timeout_ms: int = 100
     session_timeout_ms: int = 10_000
@@ -253,8 +294,8 @@ class WorkerSettings:
             raise ConfigError(
                 f"output_encoding must be same, msgpack or json, got {self.output_encoding!r}"
             )
-        if self.max_event_bytes <= 0:
-            raise ConfigError(f"max_event_bytes must be > 0, got {self.max_event_bytes}")
+        if not (0 < self.max_abs_weight <= 1e100):
+            raise ConfigError(f"max_abs_weight must be in (0, 1e100], got {self.max_abs_weight!r}")
         if self.max_poll_records <= 0:
             raise ConfigError(f"max_poll_records must be > 0, got {self.max_poll_records}")
         if self.max_poll_interval_ms < self.session_timeout_ms:
