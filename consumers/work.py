@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stream import cliargs
-from stream.config import EventLimits, MergerSettings, WorkerSettings
+from stream.config import EventLimits, MergerSettings, RestartSettings, WorkerSettings
 from stream.runtime.supervisor import Supervisor
 
 
@@ -130,6 +130,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="do not start a merger here (one runs elsewhere: `learnstream merge`)",
     )
+    restart = RestartSettings()
+    supervise = parser.add_argument_group("restarts")
+    supervise.add_argument(
+        "--restart-delay-s",
+        type=float,
+        default=restart.delay_s,
+        help="wait before restarting a crashed process, doubled per crash in a row "
+        "(default %(default)s)",
+    )
+    supervise.add_argument(
+        "--restart-max-delay-s",
+        type=float,
+        default=restart.max_delay_s,
+        help="the longest wait between restarts (default %(default)s)",
+    )
+    supervise.add_argument(
+        "--max-restarts",
+        type=int,
+        default=restart.max_restarts,
+        help="crashes in a row (each within --restart-stable-after-s of its start) before "
+        "giving up with an error (default %(default)s)",
+    )
+    supervise.add_argument(
+        "--restart-stable-after-s",
+        type=float,
+        default=restart.stable_after_s,
+        help="a process that ran this long has recovered: its crash count restarts "
+        "(default %(default)s)",
+    )
     cliargs.add_logging(parser)
     parser.set_defaults(func=run)
 
@@ -172,5 +201,13 @@ def run(args: argparse.Namespace) -> int:
         if settings.merge.enabled and args.with_merger
         else None
     )
-    supervisor = Supervisor(settings, args.processes, merger, args.log_level, args.log_format)
+    restart = RestartSettings(
+        delay_s=args.restart_delay_s,
+        max_delay_s=args.restart_max_delay_s,
+        max_restarts=args.max_restarts,
+        stable_after_s=args.restart_stable_after_s,
+    )
+    supervisor = Supervisor(
+        settings, args.processes, merger, args.log_level, args.log_format, restart=restart
+    )
     return supervisor.run_until_signal()

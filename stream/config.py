@@ -337,6 +337,40 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class RestartSettings:
+    """How the supervisor restarts a process that died.
+
+    The first restart waits ``delay_s``; each further crash in a row doubles
+    the wait, up to ``max_delay_s``. A process that crashes ``max_restarts``
+    times in a row (without ever running ``stable_after_s`` in between) is in a
+    crash loop: the supervisor stops everything and exits with an error instead
+    of spinning forever.
+    """
+
+    delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_restarts: int = 5
+    # Running this long after a restart counts as recovered: the next crash
+    # starts the backoff and the count afresh.
+    stable_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delay_s <= self.max_delay_s:
+            raise ConfigError(
+                f"restart delay_s ({self.delay_s}) must be >= 0 and at most "
+                f"max_delay_s ({self.max_delay_s})"
+            )
+        if self.max_restarts < 0:
+            raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts}")
+        if self.stable_after_s <= 0:
+            raise ConfigError(f"stable_after_s must be > 0, got {self.stable_after_s}")
+
+    def delay_before(self, restart: int) -> float:
+        """Seconds to wait before the ``restart``-th restart in a row (1-based)."""
+        return min(self.max_delay_s, self.delay_s * 2 ** (restart - 1))
+
+
+@dataclass(frozen=True)
 class MergerSettings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)

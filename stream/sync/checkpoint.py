@@ -26,7 +26,7 @@ import msgpack
 
 from stream.errors import CheckpointError
 from stream.model.merge import state_from_dict, state_to_dict
-from stream.model.state import ModelState
+from stream.model.state import ModelState, non_finite
 
 logger = logging.getLogger(__name__)
 
@@ -165,12 +165,18 @@ class CheckpointStore:
         return Snapshot.from_bytes(payload)
 
     def latest(self) -> Snapshot | None:
-        """The newest readable snapshot; unreadable ones are skipped with a warning."""
+        """The newest readable, finite snapshot; unreadable ones are skipped with a
+        warning, non-finite ones (NaN or infinite numbers) with an error."""
         if not self.directory.is_dir():
             return None
         for path in sorted(self.directory.glob(_PATTERN), reverse=True):
             try:
-                return self.read(path)
+                snapshot = self.read(path)
             except (CheckpointError, OSError) as exc:
                 logger.warning("checkpoint skipped path=%s error=%s", path, exc)
+                continue
+            bad = non_finite(snapshot.state)
+            if bad is None:
+                return snapshot
+            logger.error("checkpoint refused: not finite path=%s value=%s", path, bad)
         return None

@@ -10,6 +10,7 @@ from kafka import TopicPartition
 from stream.config import KafkaSettings, TopicSettings
 from stream.errors import CheckpointError
 from stream.kafka import clients
+from stream.model.state import non_finite
 from stream.sync.checkpoint import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,17 @@ class ModelFeed:
                     snapshot = Snapshot.from_bytes(record.value)
                 except CheckpointError as exc:
                     logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
+                    continue
+                bad = non_finite(snapshot.state)
+                if bad is not None:
+                    # Never load a poisoned model (one published before the
+                    # merger refused them): it would make every prediction NaN.
+                    logger.error(
+                        "model version refused: not finite version=%d offset=%d value=%s",
+                        snapshot.version,
+                        record.offset,
+                        bad,
+                    )
                     continue
                 if self.latest is None or snapshot.version > self.latest.version:
                     self.latest = snapshot
