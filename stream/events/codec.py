@@ -137,6 +137,8 @@ def decode_map(value: bytes, max_depth: int = DEFAULT_LIMITS.max_depth) -> tuple
             # UTF-8 only (the contract's, and what makes the depth scan exact:
             # in UTF-8 no byte of a multibyte character is a bracket or a quote).
             obj = json.loads(value.decode("utf-8"))
+    except msgpack.StackError as exc:
+        raise BadEvent(TOO_DEEP, "msgpack nested deeper than its parser's stack") from exc
     except Exception as exc:
         # The parser's boundary: anything it raises (ValueError, msgpack's own
         # errors, TypeError for an unhashable map key, ...) means "not parsable".
