@@ -189,7 +189,8 @@ def test_deep_nesting_is_too_deep_or_undecodable_never_a_crash(depth, opener, cl
 
 
 def test_deep_nesting_names_its_reason():
-    for value in (b"[" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000, b"\x91" * 90_000):
+    deep_msgpack = b"\x81\xa1x" + b"\x91" * 90_000 + b"\x00"  # {"x": [[[...]]]}
+    for value in (b"[" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000, deep_msgpack):
         try:
             codec.decode_event(value, EventLimits(max_event_bytes=1_000_000))
         except BadEvent as exc:
