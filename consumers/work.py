@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stream import cliargs
-from stream.config import MergerSettings, WorkerSettings
+from stream.config import MergerSettings, RestartSettings, WorkerSettings
 from stream.runtime.supervisor import Supervisor
 
 
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="worker processes on this machine (default: %(default)s)",
     )
     cliargs.add_settings(parser, WorkerSettings)
+    cliargs.add_settings(parser, RestartSettings, "restart.")
     parser.add_argument(
         "--no-merger",
         dest="with_merger",
@@ -46,5 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if settings.merge.enabled and args.with_merger
         else None
     )
-    supervisor = Supervisor(settings, args.processes, merger, args.log_level, args.log_format)
+    restart = cliargs.build(RestartSettings, args, "restart.")
+    supervisor = Supervisor(
+        settings, args.processes, merger, args.log_level, args.log_format, restart=restart
+    )
     return supervisor.run_until_signal()

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stream.config import (
+    EventLimits,
     KafkaSettings,
     MergerSettings,
     MergeSettings,
     ModelSettings,
+    RestartSettings,
     TopicSettings,
     WorkerSettings,
 )
@@ -37,6 +39,8 @@ _GROUP_TITLES = {
     TopicSettings: "topics",
     ModelSettings: "model",
     MergeSettings: "merging and checkpoints",
+    EventLimits: "event limits (what exceeds one is dead-lettered with its own reason)",
+    RestartSettings: "restarts",
 }
 
 
@@ -262,11 +266,11 @@ def add_logging(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_table() -> str:
-    """The README's configuration table: every declared setting of the worker and
-    the merger, with its flag, env var, default and help."""
+    """The README's configuration table: every declared setting of the worker, the
+    merger and the supervisor's restarts, with its flag, env var, default and help."""
     rows = ["| flag | env | default | what |", "|---|---|---|---|"]
     seen: set[str] = set()
-    for cls in (WorkerSettings, MergerSettings):
+    for cls in (WorkerSettings, MergerSettings, RestartSettings):
         for option in options(cls):
             if option.flag in seen or option.hidden:
                 continue

@@ -255,6 +255,53 @@ MergeRule = Literal["sum"]
 
 
 @dataclass(frozen=True)
+class EventLimits:
+    """Bounds on the work one input record may cause; what exceeds one is
+    dead-lettered with that bound's own reason (see :mod:`stream.events.codec`).
+
+    The contract needs a nesting depth of 2 (the event map, then ``x``); the
+    default leaves room for metadata fields, which are ignored. Deeper input is
+    refused before it is parsed, so no record can exhaust the parser's stack.
+    ``max_abs_feature`` keeps features in a range where the scaler's squares and
+    the model's dot products stay finite (1e150 squared is 1e300, below float's
+    1.8e308); a feature beyond it is dead-lettered, not clipped, so the record
+    reaches the dead-letter topic as sent instead of being learned as something else.
+    """
+
+    max_event_bytes: int = setting(100_000, help="larger records are dead-lettered as oversized")
+    max_depth: int = setting(
+        16,
+        help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2",
+    )
+    max_features: int = setting(
+        10_000, help="events with more features are dead-lettered as too_many_features"
+    )
+    max_feature_name_chars: int = setting(
+        256, help="longer feature names are dead-lettered as feature_name_too_long"
+    )
+    max_id_chars: int = setting(256, help="longer string ids are dead-lettered as id_too_long")
+    max_abs_feature: float = setting(
+        1e150,
+        help="features beyond +-this are dead-lettered as feature_out_of_range, not clipped "
+        "(at most 1e150)",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_bytes", "max_features", "max_feature_name_chars", "max_id_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_depth < 2:
+            raise ConfigError(
+                f"max_depth must be >= 2 (an event and its 'x' map), got {self.max_depth}"
+            )
+        if not (0 < self.max_abs_feature <= 1e150):
+            raise ConfigError(
+                f"max_abs_feature must be in (0, 1e150] (beyond, squares overflow), "
+                f"got {self.max_abs_feature!r}"
+            )
+
+
+@dataclass(frozen=True)
 class MergeSettings:
     """Periodic merging of the workers' models into one global model.
 
@@ -368,7 +415,14 @@ class WorkerSettings:
     output_encoding: OutputEncoding = setting(
         "same", help="predictions encoding; 'same' mirrors each event's"
     )
-    max_event_bytes: int = setting(100_000, help="larger records are dead-lettered")
+    limits: EventLimits = field(default_factory=EventLimits)
+    # Merged sums of weights within this stay far from overflow (dot products
+    # with features up to EventLimits.max_abs_feature stay below 1e170).
+    max_abs_weight: float = setting(
+        1e12,
+        help="a learning step that would put a weight beyond +-this (or make the model "
+        "non-finite) is refused; the event is still predicted",
+    )
     max_poll_records: int = setting(1000, help="batch size")
     poll_timeout_ms: int = field(default=100)
     session_timeout_ms: int = _session_timeout_ms()
@@ -410,8 +464,8 @@ class WorkerSettings:
             raise ConfigError(
                 f"output_encoding must be same, msgpack or json, got {self.output_encoding!r}"
             )
-        if self.max_event_bytes <= 0:
-            raise ConfigError(f"max_event_bytes must be > 0, got {self.max_event_bytes}")
+        if not (0 < self.max_abs_weight <= 1e100):
+            raise ConfigError(f"max_abs_weight must be in (0, 1e100], got {self.max_abs_weight!r}")
         if self.max_poll_records <= 0:
             raise ConfigError(f"max_poll_records must be > 0, got {self.max_poll_records}")
         if self.max_poll_interval_ms < self.session_timeout_ms:
@@ -450,6 +504,52 @@ class WorkerSettings:
             raise ConfigError(
                 f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}"
             )
+
+
+@dataclass(frozen=True)
+class RestartSettings:
+    """How the supervisor restarts a process that died.
+
+    The first restart waits ``delay_s``; each further crash in a row doubles
+    the wait, up to ``max_delay_s``. A process that crashes ``max_restarts``
+    times in a row (without ever running ``stable_after_s`` in between) is in a
+    crash loop: the supervisor stops everything and exits with an error instead
+    of spinning forever.
+    """
+
+    delay_s: float = setting(
+        1.0,
+        flag="--restart-delay-s",
+        help="wait before restarting a crashed process, doubled per crash in a row",
+    )
+    max_delay_s: float = setting(
+        30.0, flag="--restart-max-delay-s", help="the longest wait between restarts"
+    )
+    max_restarts: int = setting(
+        5,
+        help="crashes in a row (each within --restart-stable-after-s of its start) before "
+        "giving up with an error",
+    )
+    stable_after_s: float = setting(
+        60.0,
+        flag="--restart-stable-after-s",
+        help="a process that ran this long has recovered: its crash count restarts",
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delay_s <= self.max_delay_s:
+            raise ConfigError(
+                f"restart delay_s ({self.delay_s}) must be >= 0 and at most "
+                f"max_delay_s ({self.max_delay_s})"
+            )
+        if self.max_restarts < 0:
+            raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts}")
+        if self.stable_after_s <= 0:
+            raise ConfigError(f"stable_after_s must be > 0, got {self.stable_after_s}")
+
+    def delay_before(self, restart: int) -> float:
+        """Seconds to wait before the ``restart``-th restart in a row (1-based)."""
+        return min(self.max_delay_s, self.delay_s * 2 ** (restart - 1))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ class BadEvent(StreamError):
         self.message = message
 
 
+class NumericError(StreamError):
+    """A computation gave a non-finite or absurd number (a NaN probability, a
+    non-finite model state); refused rather than let it spread."""
+
+
 class DeliveryError(StreamError):
     """The broker did not acknowledge a record we produced; offsets stay uncommitted."""
 

@@ -5,20 +5,28 @@ An event is a map ``{"id": str|int, "x": {name: number}, "y": 0|1|true|false,
 one topic: a msgpack map starts with a byte in 0x80-0x8f, 0xde or 0xdf, which
 can never begin a JSON text, so the first byte tells them apart.
 
-Anything that does not meet the contract raises :class:`~stream.errors.BadEvent`
-with one of :data:`REASONS`, so the worker can dead-letter it and go on.
+:func:`decode_event` is total: for every byte string it returns an
+:class:`Event` or raises :class:`~stream.errors.BadEvent` with one of
+:data:`REASONS` and a message naming the offending value; it raises nothing
+else (tests/unit/test_codec_properties.py checks this with Hypothesis over
+arbitrary bytes and trees). The work one record may cause is bounded by
+:class:`~stream.config.EventLimits`: size, nesting depth (checked before a JSON
+text is parsed, so no record can exhaust the parser's stack), number of
+features, name and id lengths, and the range of feature values.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from stream.config import Encoding
+from stream.config import Encoding, EventLimits
 from stream.errors import BadEvent
 
 UNDECODABLE = "undecodable"
@@ -32,6 +40,14 @@ NON_FINITE_FEATURE = "non_finite_feature"
 INVALID_LABEL = "invalid_label"
 INVALID_TS = "invalid_ts"
 OVERSIZED = "oversized"
+TOO_DEEP = "too_deep"
+TOO_MANY_FEATURES = "too_many_features"
+FEATURE_NAME_TOO_LONG = "feature_name_too_long"
+ID_TOO_LONG = "id_too_long"
+FEATURE_OUT_OF_RANGE = "feature_out_of_range"
+# Not the decoder's: whatever else raised while the worker handled one record
+# (scoring, learning, encoding its prediction); the exception is the message.
+PROCESSING_ERROR = "processing_error"
 
 REASONS = (
     UNDECODABLE,
@@ -45,10 +61,44 @@ REASONS = (
     INVALID_LABEL,
     INVALID_TS,
     OVERSIZED,
+    TOO_DEEP,
+    TOO_MANY_FEATURES,
+    FEATURE_NAME_TOO_LONG,
+    ID_TOO_LONG,
+    FEATURE_OUT_OF_RANGE,
+    PROCESSING_ERROR,
 )
+
+DEFAULT_LIMITS = EventLimits()
 
 _MSGPACK_MAP_FIRST_BYTES = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 _LABELS = {0: False, 1: True}
+# Integer ids must survive msgpack (the predictions may be msgpack): 64 bits.
+_ID_MIN, _ID_MAX = -(2**63), 2**64 - 1
+# Event time: what datetime can represent (year 1 to year 9999), in epoch seconds.
+_TS_MIN, _TS_MAX = -62_135_596_800, 253_402_300_799
+# JSON string literals, so brackets inside them are not counted as nesting. An
+# unterminated one runs to the end (as far as the parser would read it); the
+# possessive quantifier keeps the scan linear whatever the input.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+# Values shown in error messages: bounded in length and depth, whatever the input.
+_repr = reprlib.Repr()
+_repr.maxlevel = 2
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlong = 40
+for _name in ("maxdict", "maxlist", "maxtuple", "maxset", "maxfrozenset", "maxdeque", "maxarray"):
+    setattr(_repr, _name, 4)
+
+
+def show(value: Any) -> str:
+    """A short, safe repr for messages (never raises, never long)."""
+    try:
+        return _repr.repr(value)
+    except Exception as exc:  # a repr that fails must not hide the reason
+        return f"<{type(value).__name__}: repr failed: {type(exc).__name__}>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,96 +122,215 @@ def encode(obj: dict[str, Any], encoding: Encoding) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def decode_map(value: bytes) -> tuple[dict[Any, Any], Encoding]:
-    """Bytes to a map, or BadEvent(undecodable | not_a_map)."""
+def decode_map(value: bytes, max_depth: int = DEFAULT_LIMITS.max_depth) -> tuple[dict, Encoding]:
+    """Bytes to a map nested at most ``max_depth`` deep, or BadEvent(undecodable |
+    too_deep | not_a_map)."""
     encoding = detect_encoding(value)
+    if encoding == "json":
+        depth = _json_depth(value, max_depth)
+        if depth > max_depth:
+            raise BadEvent(TOO_DEEP, f"JSON nested {depth} deep, limit is {max_depth}")
     try:
         if encoding == "msgpack":
             obj = msgpack.unpackb(value, raw=False, strict_map_key=False)
         else:
-            obj = json.loads(value)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise BadEvent(UNDECODABLE, f"not valid {encoding}: {exc}") from exc
+            # UTF-8 only (the contract's, and what makes the depth scan exact:
+            # in UTF-8 no byte of a multibyte character is a bracket or a quote).
+            obj = json.loads(value.decode("utf-8"))
+    except msgpack.StackError as exc:
+        raise BadEvent(TOO_DEEP, "msgpack nested deeper than its parser's stack") from exc
+    except Exception as exc:
+        # The parser's boundary: anything it raises (ValueError, msgpack's own
+        # errors, TypeError for an unhashable map key, ...) means "not parsable".
+        raise BadEvent(UNDECODABLE, f"not valid {encoding}: {show(str(exc))}") from exc
+    if encoding == "msgpack" and _depth_exceeds(obj, max_depth):
+        raise BadEvent(TOO_DEEP, f"msgpack nested more than {max_depth} deep")
     if not isinstance(obj, dict):
         raise BadEvent(NOT_A_MAP, f"expected a map, got {type(obj).__name__}")
     return obj, encoding
 
 
-def decode_event(value: bytes | None, max_bytes: int) -> Event:
-    """Decode and validate one record value into an :class:`Event`."""
+def _json_depth(value: bytes, max_depth: int) -> int:
+    """An upper bound of the JSON text's nesting depth (exact for valid JSON).
+
+    Counting brackets is a C-level pass; only a text with more brackets than
+    ``max_depth`` is scanned, outside its string literals.
+    """
+    if value.count(b"[") + value.count(b"{") <= max_depth:
+        return 0
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', value)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > max_depth:
+                    return deepest
+        else:
+            depth -= 1
+    return deepest
+
+
+def _depth_exceeds(obj: Any, max_depth: int) -> bool:
+    """Whether a decoded msgpack tree nests deeper than ``max_depth`` (the root is 1)."""
+    if type(obj) is not dict and type(obj) is not list:
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                if depth >= max_depth:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def decode_event(value: bytes | None, limits: EventLimits = DEFAULT_LIMITS) -> Event:
+    """Decode and validate one record value into an :class:`Event`.
+
+    Total: raises :class:`~stream.errors.BadEvent` (reason in :data:`REASONS`)
+    for anything that is not a valid event, and nothing else.
+    """
     if value is None:
         raise BadEvent(UNDECODABLE, "record has no value (tombstone)")
-    if len(value) > max_bytes:
-        raise BadEvent(OVERSIZED, f"record is {len(value)} bytes, limit is {max_bytes}")
-    obj, encoding = decode_map(value)
+    if len(value) > limits.max_event_bytes:
+        raise BadEvent(
+            OVERSIZED, f"record is {len(value)} bytes, limit is {limits.max_event_bytes}"
+        )
+    obj, encoding = decode_map(value, limits.max_depth)
 
     if "id" not in obj:
         raise BadEvent(MISSING_ID, "no 'id' field")
-    event_id = obj["id"]
-    if isinstance(event_id, bool) or not isinstance(event_id, str | int):
-        raise BadEvent(INVALID_ID, f"'id' must be a string or integer, got {event_id!r}")
-
+    event_id = _id(obj["id"], limits)
     if "x" not in obj:
         raise BadEvent(MISSING_FEATURES, f"event {event_id!r} has no 'x' field")
-    x = _features(obj["x"], event_id)
+    x = _features(obj["x"], event_id, limits)
     y = _label(obj.get("y"), event_id)
     ts = _timestamp(obj.get("ts"), event_id)
     return Event(event_id, x, y, ts, encoding)
 
 
-def _features(raw: Any, event_id: str | int) -> dict[str, float]:
-    if not isinstance(raw, dict):
-        raise BadEvent(INVALID_FEATURES, f"event {event_id!r}: 'x' must be a map, got {raw!r:.80}")
+def _id(raw: Any, limits: EventLimits) -> str | int:
+    if type(raw) is str:
+        if len(raw) > limits.max_id_chars:
+            raise BadEvent(
+                ID_TOO_LONG,
+                f"'id' is {len(raw)} characters, limit is {limits.max_id_chars}: {show(raw)}",
+            )
+        if not _is_unicode(raw):
+            raise BadEvent(INVALID_ID, f"'id' {show(raw)} is not valid Unicode (lone surrogate)")
+        return raw
+    if type(raw) is int:
+        if not _ID_MIN <= raw <= _ID_MAX:
+            raise BadEvent(INVALID_ID, f"'id' {show(raw)} is outside the 64-bit integer range")
+        return raw
+    raise BadEvent(INVALID_ID, f"'id' must be a string or integer, got {show(raw)}")
+
+
+def _is_unicode(text: str) -> bool:
+    """False if ``text`` holds a lone surrogate (JSON "\\ud800" decodes to one): it
+    could not be written back as UTF-8 or msgpack."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _features(raw: Any, event_id: str | int, limits: EventLimits) -> dict[str, float]:
+    if type(raw) is not dict:
+        raise BadEvent(INVALID_FEATURES, f"event {event_id!r}: 'x' must be a map, got {show(raw)}")
+    if len(raw) > limits.max_features:
+        raise BadEvent(
+            TOO_MANY_FEATURES,
+            f"event {event_id!r} has {len(raw)} features, limit is {limits.max_features}",
+        )
+    bound = limits.max_abs_feature
     # Fast path, the usual case: string names and float values whose sum is
-    # finite (a NaN or an infinity makes it not so). Three C-level passes instead
-    # of a Python loop; anything else takes the checking loop below.
+    # finite (so none is NaN or infinite), all within the bound. C-level passes
+    # instead of a Python loop; anything else takes the checking loop below.
     values = raw.values()
     if (
-        all(type(v) is float for v in values)
+        values
+        and all(type(v) is float for v in values)
         and math.isfinite(sum(values))
+        and -bound <= min(values)
+        and max(values) <= bound
         and all(type(k) is str for k in raw)
+        and max(map(len, raw)) <= limits.max_feature_name_chars
+        and _is_unicode("".join(raw))
     ):
         return raw
     x: dict[str, float] = {}
     for name, value in raw.items():
-        if not isinstance(name, str):
-            raise BadEvent(
-                INVALID_FEATURES, f"event {event_id!r}: feature name {name!r} is not a string"
-            )
-        # bool is an int subclass, but true/false is not a number in the contract.
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadEvent(
-                NON_NUMERIC_FEATURE,
-                f"event {event_id!r}: feature {name!r} is {value!r:.80}, not a number",
-            )
-        value = float(value)
-        if not math.isfinite(value):
-            raise BadEvent(NON_FINITE_FEATURE, f"event {event_id!r}: feature {name!r} is {value!r}")
-        x[name] = value
+        x[_name(name, event_id, limits)] = _value(value, name, event_id, bound)
     return x
+
+
+def _name(name: Any, event_id: str | int, limits: EventLimits) -> str:
+    if type(name) is not str:
+        raise BadEvent(
+            INVALID_FEATURES, f"event {event_id!r}: feature name {show(name)} is not a string"
+        )
+    if len(name) > limits.max_feature_name_chars:
+        raise BadEvent(
+            FEATURE_NAME_TOO_LONG,
+            f"event {event_id!r}: feature name of {len(name)} characters, limit is "
+            f"{limits.max_feature_name_chars}: {show(name)}",
+        )
+    if not _is_unicode(name):
+        raise BadEvent(
+            INVALID_FEATURES,
+            f"event {event_id!r}: feature name {show(name)} is not valid Unicode (lone surrogate)",
+        )
+    return name
+
+
+def _value(value: Any, name: str, event_id: str | int, bound: float) -> float:
+    kind = type(value)
+    # bool is not int here (type(), not isinstance): true/false is not a number in the contract.
+    if kind is not float and kind is not int:
+        raise BadEvent(
+            NON_NUMERIC_FEATURE,
+            f"event {event_id!r}: feature {show(name)} is {show(value)}, not a number",
+        )
+    if kind is float and not math.isfinite(value):
+        raise BadEvent(NON_FINITE_FEATURE, f"event {event_id!r}: feature {show(name)} is {value!r}")
+    # Compared before any conversion: an int of hundreds of digits compares exactly
+    # with a float, where float() of it would overflow.
+    if not -bound <= value <= bound:
+        raise BadEvent(
+            FEATURE_OUT_OF_RANGE,
+            f"event {event_id!r}: feature {show(name)} is {show(value)}, beyond +-{bound:g}",
+        )
+    return float(value)
 
 
 def _label(raw: Any, event_id: str | int) -> bool | None:
     if raw is None:
         return None
-    if isinstance(raw, bool):
+    if type(raw) is bool:
         return raw
     # 1.0 / 0.0 come out of many dataframe tools; accept exactly those.
-    if isinstance(raw, int | float) and raw in _LABELS:
+    if (type(raw) is int or type(raw) is float) and raw in _LABELS:
         return _LABELS[int(raw)]
     raise BadEvent(
-        INVALID_LABEL, f"event {event_id!r}: 'y' must be 0, 1, true or false, got {raw!r:.80}"
+        INVALID_LABEL, f"event {event_id!r}: 'y' must be 0, 1, true or false, got {show(raw)}"
     )
 
 
 def _timestamp(raw: Any, event_id: str | int) -> float | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise BadEvent(
-            INVALID_TS, f"event {event_id!r}: 'ts' must be epoch seconds, got {raw!r:.80}"
-        )
-    return float(raw)
+    if (type(raw) is int or type(raw) is float) and _TS_MIN <= raw <= _TS_MAX:
+        return float(raw)
+    raise BadEvent(
+        INVALID_TS,
+        f"event {event_id!r}: 'ts' must be epoch seconds between year 1 and 9999, got {show(raw)}",
+    )
 
 
 def event_to_map(

@@ -40,7 +40,8 @@ class DeadLetter:
 def headers(error: BadEvent, topic: str, partition: int, offset: int, worker: str) -> list:
     return [
         ("learnstream.reason", error.reason.encode()),
-        ("learnstream.error", error.message.encode()),
+        # backslashreplace: a message can never fail to become a header.
+        ("learnstream.error", error.message.encode("utf-8", "backslashreplace")),
         ("learnstream.topic", topic.encode()),
         ("learnstream.partition", str(partition).encode()),
         ("learnstream.offset", str(offset).encode()),

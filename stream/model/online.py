@@ -3,16 +3,33 @@
 A thin wrapper so the worker does not depend on river's API shape, and so the
 model's learning state can leave the process as plain data (for merging and
 checkpoints) and come back: :meth:`OnlineModel.state` / :meth:`OnlineModel.load_state`.
+
+Numeric safety: the model never becomes non-finite. A learning step that
+leaves a touched weight, the intercept, or the scaler's or FTRL's state of a
+touched feature non-finite, or a weight beyond ``max_abs_weight``, is undone
+(:meth:`OnlineModel.learn` returns False and counts it); a prediction that is
+not a finite probability raises :class:`~stream.errors.NumericError` instead of
+returning NaN.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
+import math
+import time
 
 from river import compose, linear_model, optim, preprocessing
 
 from stream.config import ModelSettings
+from stream.errors import NumericError
 from stream.model.state import ModelState
+
+logger = logging.getLogger(__name__)
+
+_ABSENT = object()
+# Refused steps are logged at most once per this many seconds (with a count).
+_REFUSED_LOG_INTERVAL_S = 1.0
 
 
 def build_pipeline(settings: ModelSettings) -> compose.Pipeline | linear_model.LogisticRegression:
@@ -37,8 +54,12 @@ def build_pipeline(settings: ModelSettings) -> compose.Pipeline | linear_model.L
 class OnlineModel:
     """Predict-then-learn on one event at a time."""
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings, max_abs_weight: float = 1e12) -> None:
         self.settings = settings
+        self.max_abs_weight = max_abs_weight
+        self.n_refused = 0
+        self._refused_logged_at = 0.0
+        self._refused_unlogged = 0
         self.estimator = build_pipeline(settings)
         if isinstance(self.estimator, compose.Pipeline):
             self._scaler: preprocessing.StandardScaler | None = self.estimator.steps[
@@ -51,13 +72,104 @@ class OnlineModel:
         self.n_learned = 0
 
     def predict_proba(self, x: dict[str, float]) -> float:
-        """Probability of class 1 (true)."""
-        return self.estimator.predict_proba_one(x).get(True, 0.0)
+        """Probability of class 1 (true); NumericError rather than NaN."""
+        p = self.estimator.predict_proba_one(x).get(True, 0.0)
+        if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
+            raise NumericError(f"prediction is p={p!r}, not a probability")
+        return p
 
-    def learn(self, x: dict[str, float], y: bool) -> None:
-        """One SGD (or FTRL) step on this event."""
-        self.estimator.learn_one(x, y)
+    def learn(self, x: dict[str, float], y: bool) -> bool:
+        """One SGD (or FTRL) step on this event; False if it was refused and undone
+        (it would have made the model non-finite or a weight absurd)."""
+        saved = self._save(x)
+        try:
+            self.estimator.learn_one(x, y)
+        except BaseException:
+            self._restore(saved)
+            raise
+        problem = self._check(x)
+        if problem is not None:
+            self._restore(saved)
+            self._refused(problem)
+            return False
         self.n_learned += 1
+        return True
+
+    # -- the numeric guard ------------------------------------------------------
+    # A step touches the weights (all of them with an L2 penalty, else those of
+    # x's features), the intercept, the optimizer's step count, and the scaler's
+    # and FTRL's state of x's features: that is what is saved and put back.
+
+    def _save(self, x: dict[str, float]) -> tuple:
+        lr, scaler = self._lr, self._scaler
+        optimizer = lr.optimizer
+        weights = lr._weights
+        if self.settings.l2 and self.settings.optimizer == "sgd":
+            saved_weights = dict(weights.to_dict())
+        else:
+            saved_weights = {k: weights.get(k, _ABSENT) for k in x}
+        stats = []
+        if scaler is not None:
+            stats += [scaler.counts, scaler.means, scaler.vars]
+        if isinstance(optimizer, optim.FTRLProximal):
+            stats += [optimizer.z, optimizer.n]
+        saved_stats = [(d, {k: d.get(k, _ABSENT) for k in x}) for d in stats]
+        return saved_weights, lr.intercept, optimizer.n_iterations, saved_stats
+
+    def _restore(self, saved: tuple) -> None:
+        saved_weights, intercept, n_iterations, saved_stats = saved
+        lr = self._lr
+        for key, value in saved_weights.items():
+            if value is _ABSENT:
+                lr._weights.pop(key, None)
+            else:
+                lr._weights[key] = value
+        lr.intercept = intercept
+        lr.optimizer.n_iterations = n_iterations
+        for d, values in saved_stats:
+            for key, value in values.items():
+                if value is _ABSENT:
+                    d.pop(key, None)
+                else:
+                    d[key] = value
+
+    def _check(self, x: dict[str, float]) -> str | None:
+        """What is wrong with the state of x's features after a step, or None."""
+        bound = self.max_abs_weight
+        lr, scaler = self._lr, self._scaler
+        if not -bound <= lr.intercept <= bound:
+            return f"intercept would be {lr.intercept!r}"
+        weights = lr._weights
+        for key in x:
+            w = weights.get(key, 0.0)
+            if not -bound <= w <= bound:
+                return f"weight of {key!r} would be {w!r}"
+        stats = []
+        if scaler is not None:
+            stats += [("scaler mean", scaler.means), ("scaler variance", scaler.vars)]
+        optimizer = lr.optimizer
+        if isinstance(optimizer, optim.FTRLProximal):
+            stats += [("FTRL z", optimizer.z), ("FTRL n", optimizer.n)]
+        for what, d in stats:
+            for key in x:
+                value = d.get(key, 0.0)
+                if not math.isfinite(value):
+                    return f"{what} of {key!r} would be {value!r}"
+        return None
+
+    def _refused(self, problem: str) -> None:
+        self.n_refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at < _REFUSED_LOG_INTERVAL_S:
+            self._refused_unlogged += 1
+            return
+        logger.warning(
+            "learning step refused: %s (limit +-%g); the event was predicted, not learned%s",
+            problem,
+            self.max_abs_weight,
+            f" (+{self._refused_unlogged} not logged)" if self._refused_unlogged else "",
+        )
+        self._refused_logged_at, self._refused_unlogged = now, 0
 
     def state(self) -> ModelState:
         """A copy of the learning state; later learning does not change it."""

@@ -17,12 +17,14 @@ Worker metrics (label ``worker``):
 - ``learnstream_rolling_accuracy``, ``learnstream_rolling_log_loss``,
   ``learnstream_rolling_roc_auc`` over the last ``--quality-window`` labeled events
 - ``learnstream_drifts_total``, ``learnstream_drift_last_timestamp_seconds``
+- ``learnstream_learning_refused_total``: learning steps refused by the numeric guard
+- ``learnstream_restarts_total``: times the supervisor restarted this worker
 
 Merger metrics (label ``merger``): ``learnstream_merger_active``,
 ``learnstream_merger_model_version``, ``learnstream_merger_learned_events``,
 ``learnstream_merger_contributions_total{outcome}``,
 ``learnstream_merger_last_merge_timestamp_seconds``,
-``learnstream_checkpoint_age_seconds``.
+``learnstream_checkpoint_age_seconds``, ``learnstream_merger_restarts_total``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ class WorkerCollector(Collector):
             "Events learned again after a handover, without a second prediction.",
             who,
             w.n_replayed,
+        )
+        yield _counter(
+            "learnstream_learning_refused",
+            "Learning steps refused: they would have made the model non-finite or absurd.",
+            who,
+            w.n_refused,
+        )
+        yield _counter(
+            "learnstream_restarts", "Times the supervisor restarted this worker.", who, w.restarts
         )
         dead = CounterMetricFamily(
             "learnstream_dead_letters",
@@ -173,6 +184,12 @@ class MergerCollector(Collector):
             "Labeled events in the global model.",
             who,
             snapshot.n_learned if snapshot else 0,
+        )
+        yield _counter(
+            "learnstream_merger_restarts",
+            "Times the supervisor restarted this merger.",
+            who,
+            m.restarts,
         )
         outcomes = CounterMetricFamily(
             "learnstream_merger_contributions",

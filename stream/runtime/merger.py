@@ -70,6 +70,8 @@ class Merger:
         self.active = False
         self.n_applied = 0
         self.n_rejected = 0
+        # How often the supervisor restarted this merger before (set by it).
+        self.restarts = 0
         self.checkpoint_written_at = 0.0
         self._checkpointed: int | None = None
 

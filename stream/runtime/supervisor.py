@@ -13,11 +13,13 @@ import os
 import queue
 import signal
 import socket
+import sys
 import time
 from dataclasses import replace
 from multiprocessing.context import SpawnProcess
 
-from stream.config import MergerSettings, WorkerSettings
+from stream.config import MergerSettings, RestartSettings, WorkerSettings
+from stream.errors import StreamError
 from stream.observe.logs import LogFormat, configure
 from stream.runtime.merger import Merger
 from stream.runtime.worker import Worker
@@ -35,12 +37,30 @@ def merger_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-merger"
 
 
+class CrashLoopError(StreamError):
+    """A process kept dying right after each restart; the supervisor gave up."""
+
+
+def _exit_on_failure(what: str, name: str, run) -> None:
+    """Run ``run()``; if it raises, log one line saying why and exit 1 (the
+    supervisor restarts the process). Records never get here: the worker
+    dead-letters whatever one record makes raise; this is for what lies outside
+    them (the broker gone for good, a full disk)."""
+    try:
+        run()
+    except Exception as exc:
+        logger.error("%s failed %s=%s error=%r; exiting with status 1", what, what, name, exc)
+        logger.debug("%s failure traceback", what, exc_info=exc)
+        sys.exit(1)
+
+
 def run_worker(
     settings: WorkerSettings,
     name: str,
     log_level: str,
     log_format: LogFormat,
     assignments: multiprocessing.Queue | None = None,
+    restarts: int = 0,
 ) -> None:
     """Entry of one worker process: SIGTERM/SIGINT finish the batch, flush, commit, exit 0.
 
@@ -50,6 +70,7 @@ def run_worker(
     configure(log_level, log_format)
     on_assign = None if assignments is None else (lambda n, parts: assignments.put((n, parts)))
     worker = Worker(settings, name, on_assign=on_assign)
+    worker.restarts = restarts
 
     def _stop(signum: int, _frame: object) -> None:
         logger.info("stop requested worker=%s signal=%s", name, signal.Signals(signum).name)
@@ -57,13 +78,16 @@ def run_worker(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    worker.run()
+    _exit_on_failure("worker", name, worker.run)
 
 
-def run_merger(settings: MergerSettings, name: str, log_level: str, log_format: LogFormat) -> None:
+def run_merger(
+    settings: MergerSettings, name: str, log_level: str, log_format: LogFormat, restarts: int = 0
+) -> None:
     """Entry of the merger process: SIGTERM/SIGINT stop it after the current merge."""
     configure(log_level, log_format)
     merger = Merger(settings, name)
+    merger.restarts = restarts
 
     def _stop(signum: int, _frame: object) -> None:
         logger.info("stop requested merger=%s signal=%s", name, signal.Signals(signum).name)
@@ -71,17 +95,20 @@ def run_merger(settings: MergerSettings, name: str, log_level: str, log_format: 
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    merger.run()
+    _exit_on_failure("merger", name, merger.run)
 
 
 class Supervisor:
     """Runs ``count`` worker processes (and a merger, when given merger settings);
     restarts one that dies; stops all on request.
 
-    A crashed process is restarted after ``restart_delay_s`` (a worker's
-    partitions go to the others meanwhile, via the group; a standby merger, if
-    any runs elsewhere, takes over merging); a process that exits 0 was asked to
-    stop and is not restarted.
+    A crashed process is restarted with exponential backoff (``restart``: a
+    worker's partitions go to the others meanwhile, via the group; a standby
+    merger, if any runs elsewhere, takes over merging); a process that exits 0
+    was asked to stop and is not restarted. Each restart is logged and counted
+    (``restarts``, and the restarted process exposes its count as a metric).
+    After ``restart.max_restarts`` crashes in a row, :meth:`check` raises
+    :class:`CrashLoopError`: a crash loop is reported, not spun forever.
     """
 
     def __init__(
@@ -91,7 +118,7 @@ class Supervisor:
         merger: MergerSettings | None = None,
         log_level: str = "INFO",
         log_format: LogFormat = "text",
-        restart_delay_s: float = 1.0,
+        restart: RestartSettings | None = None,
         stop_timeout_s: float = 30.0,
     ) -> None:
         if count < 0:
@@ -101,7 +128,13 @@ class Supervisor:
         self.merger_settings = merger
         self.log_level = log_level
         self.log_format = log_format
-        self.restart_delay_s = restart_delay_s
+        self.restart = restart if restart is not None else RestartSettings()
+        # Per process key: restarts in all, crashes in a row, when it last
+        # started (monotonic), and when a pending restart is due.
+        self.restarts: dict[str, int] = {}
+        self._crashes_in_a_row: dict[str, int] = {}
+        self._started_at: dict[str, float] = {}
+        self._restart_due: dict[str, float] = {}
         self.stop_timeout_s = stop_timeout_s
         self.processes: dict[str, SpawnProcess] = {}
         self.names: dict[str, str] = {}
@@ -128,7 +161,8 @@ class Supervisor:
                 metrics_port=base + self.count if base else 0,
                 crash_at=crash_at,
             )
-            target, args = run_merger, (settings, name, self.log_level, self.log_format)
+            target = run_merger
+            args = (settings, name, self.log_level, self.log_format, self.restarts.get(key, 0))
         else:
             index = int(key[1:])
             name = worker_name(index)
@@ -136,11 +170,19 @@ class Supervisor:
                 self.settings, metrics_port=base + index if base else 0, crash_at=crash_at
             )
             target = run_worker
-            args = (worker, name, self.log_level, self.log_format, self._assignment_queue)
+            args = (
+                worker,
+                name,
+                self.log_level,
+                self.log_format,
+                self._assignment_queue,
+                self.restarts.get(key, 0),
+            )
         process = _SPAWN.Process(target=target, args=args, name=key, daemon=False)
         process.start()
         self.processes[key] = process
         self.names[key] = name
+        self._started_at[key] = time.monotonic()
         logger.info("process started key=%s pid=%d name=%s", key, process.pid, name)
 
     def start(self) -> Supervisor:
@@ -155,23 +197,49 @@ class Supervisor:
         return {k: p for k, p in self.processes.items() if k != "merger"}
 
     def check(self) -> None:
-        """Restart processes that died (call periodically)."""
+        """Restart processes that died, each when its backoff is over (call
+        periodically; it never sleeps). Raises CrashLoopError when one keeps dying."""
         if self._stopping:
             return
+        now = time.monotonic()
         for key, process in list(self.processes.items()):
-            if process.exitcode == 0:
+            if key in self._restart_due:
+                if now >= self._restart_due[key]:
+                    del self._restart_due[key]
+                    self.restarts[key] = self.restarts.get(key, 0) + 1
+                    self.start_process(key)
+            elif process.exitcode == 0:
                 # Asked to stop on its own (someone sent it SIGTERM): respect that.
                 logger.info("process stopped key=%s pid=%d", key, process.pid)
                 del self.processes[key]
             elif process.exitcode is not None:
-                logger.warning(
-                    "process exited key=%s pid=%d exitcode=%s; restarting",
-                    key,
-                    process.pid,
-                    process.exitcode,
-                )
-                time.sleep(self.restart_delay_s)
-                self.start_process(key)
+                self._crashed(key, process, now)
+
+    def _crashed(self, key: str, process: SpawnProcess, now: float) -> None:
+        r = self.restart
+        if now - self._started_at.get(key, now) >= r.stable_after_s:
+            self._crashes_in_a_row[key] = 0  # it had recovered: a fresh start
+        crashes = self._crashes_in_a_row.get(key, 0) + 1
+        self._crashes_in_a_row[key] = crashes
+        if crashes > r.max_restarts:
+            message = (
+                f"process {key} ({self.names.get(key)}) crashed {crashes} times in a row, "
+                f"each within {r.stable_after_s:g} s of its start (last exit code "
+                f"{process.exitcode}); giving up: see its last log lines for why"
+            )
+            logger.error("crash loop: %s", message)
+            raise CrashLoopError(message)
+        delay = r.delay_before(crashes)
+        logger.warning(
+            "process exited key=%s pid=%d exitcode=%s; restart %d of at most %d in a row in %.1f s",
+            key,
+            process.pid,
+            process.exitcode,
+            crashes,
+            r.max_restarts,
+            delay,
+        )
+        self._restart_due[key] = now + delay
 
     def _drain_assignments(self) -> None:
         while True:
@@ -239,6 +307,8 @@ class Supervisor:
                 self.check()
                 self._drain_assignments()  # else the workers' reports pile up
                 time.sleep(0.2)
+        except CrashLoopError:
+            return 1  # logged by check()
         finally:
             self.stop()
         return 0

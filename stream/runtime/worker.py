@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from stream.config import WorkerSettings
 from stream.errors import BadEvent, DeliveryError
-from stream.events.codec import decode_event, encode
+from stream.events.codec import PROCESSING_ERROR, decode_event, encode
 from stream.events.deadletter import DeadLetterLog, headers
 from stream.faults import CrashPoints
 from stream.kafka import connect
@@ -58,6 +58,14 @@ from stream.sync.ledger import Ledger
 logger = logging.getLogger(__name__)
 
 AssignmentCallback = Callable[[str, list[int]], None]
+
+
+def _bad(exc: Exception, stage: str) -> BadEvent:
+    """The dead-letter reason for what one record made raise."""
+    if isinstance(exc, BadEvent):
+        return exc
+    logger.debug("record failed in %s", stage, exc_info=exc)
+    return BadEvent(PROCESSING_ERROR, f"{stage} raised {exc!r:.300}")
 
 
 def _fmt(partitions: list[int]) -> str:
@@ -85,7 +93,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.name = name
-        self.model = model if model is not None else OnlineModel(settings.model)
+        self.model = model if model is not None else self._new_model()
         # The global model version this worker's model is based on: (epoch, version).
         self.model_epoch = 0
         self.model_version = 0
@@ -94,6 +102,10 @@ class Worker:
         self.n_learned = 0
         self.n_replayed = 0
         self.n_commit_failures = 0
+        # Labeled events whose learning step was refused by the model's numeric guard.
+        self.n_refused = 0
+        # How often the supervisor restarted this worker before (set by it).
+        self.restarts = 0
         # When the first batch started and the last one ended (monotonic seconds):
         # how benchmarks time a drain without the group join in it.
         self.busy_since = 0.0
@@ -115,6 +127,9 @@ class Worker:
         self._last_cut = time.monotonic()
         self._feed: ModelFeed | None = None
         self._ftrl = ftrl_params(settings.model)
+
+    def _new_model(self) -> OnlineModel:
+        return OnlineModel(self.settings.model, self.settings.max_abs_weight)
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -220,13 +235,13 @@ class Worker:
         features_topic = s.topics.features
         predictions_topic = s.topics.predictions
         output_encoding = s.output_encoding
-        max_bytes = s.max_event_bytes
+        limits = s.limits
         predict, learn = self.model.predict_proba, self.model.learn
         clock = self._clock
         name, version = self.name, self.model_version
         co_partitioned = self._co_partitioned
         ledger = self.ledger
-        scored = learned = replayed = 0
+        scored = learned = replayed = refused = 0
         labeled: list[tuple[bool, float]] = []
         latencies: list[float] = []
         for partition, records in batch.items():
@@ -237,46 +252,55 @@ class Worker:
             for offset, key, value, timestamp_ms in records:
                 # Already predicted (and dead-lettered) before: learn only.
                 replay = offset < replay_below
+                # Isolation: whatever one record makes raise, it becomes a dead
+                # letter and the batch goes on (publishing is outside: a failing
+                # send is the broker's problem, not the record's).
                 try:
-                    event = decode_event(value, max_bytes)
-                except BadEvent as exc:
+                    event = decode_event(value, limits)
+                    y = event.y
                     if not replay:
-                        self._dead_letter(exc, partition, offset, key, value)
+                        p = predict(event.x)
+                        ts_record = timestamp_ms / 1000.0
+                        prediction = {
+                            "id": event.id,
+                            "p": p,
+                            "y_pred": 1 if p >= 0.5 else 0,
+                            "model_version": version,
+                            "worker": name,
+                            "partition": partition,
+                            "offset": offset,
+                            "ts_event": event.ts if event.ts is not None else ts_record,
+                            "ts_record": ts_record,
+                            "ts_scored": clock(),
+                        }
+                        if y is not None:
+                            prediction["y"] = 1 if y else 0
+                        encoding = event.encoding if output_encoding == "same" else output_encoding
+                        payload = encode(prediction, encoding)
+                except Exception as exc:
+                    if not replay:
+                        self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
                     continue
-                y = event.y
                 if replay:
                     replayed += 1
                 else:
-                    p = predict(event.x)
-                    ts_record = timestamp_ms / 1000.0
-                    prediction = {
-                        "id": event.id,
-                        "p": p,
-                        "y_pred": 1 if p >= 0.5 else 0,
-                        "model_version": version,
-                        "worker": name,
-                        "partition": partition,
-                        "offset": offset,
-                        "ts_event": event.ts if event.ts is not None else ts_record,
-                        "ts_record": ts_record,
-                        "ts_scored": clock(),
-                    }
                     latencies.append(prediction["ts_scored"] - ts_record)
                     if y is not None:
-                        prediction["y"] = 1 if y else 0
                         labeled.append((y, p))
-                    encoding = event.encoding if output_encoding == "same" else output_encoding
                     send(
-                        predictions_topic,
-                        encode(prediction, encoding),
-                        key,
-                        None,
-                        partition if co_partitioned else None,
+                        predictions_topic, payload, key, None, partition if co_partitioned else None
                     )
                     scored += 1
                 if y is not None:
-                    learn(event.x, y)
-                    learned += 1
+                    try:
+                        if learn(event.x, y):
+                            learned += 1
+                        else:
+                            refused += 1
+                    except Exception as exc:
+                        if not replay:
+                            error = _bad(exc, "learning (the prediction was published)")
+                            self._dead_letter(error, partition, offset, key, value)
             ledger.read(partition, records[0].offset, records[-1].offset + 1)
         # Predictions (and dead letters) acknowledged, then offsets committed.
         self._crash.hit("worker.before_flush")
@@ -289,6 +313,7 @@ class Worker:
         self.n_scored += scored
         self.n_learned += learned
         self.n_replayed += replayed
+        self.n_refused += refused
         self._labeled_since_cut += learned
         self._crash.hit("worker.after_flush_before_commit")
         if offsets:
@@ -297,7 +322,7 @@ class Worker:
         self.monitor.latency.observe_many(latencies)
         if self.monitor.observe(labeled) and s.on_drift == "reset":
             logger.warning("model reset after drift worker=%s", self.name)
-            self.model = OnlineModel(s.model)
+            self.model = self._new_model()
         logger.debug(
             "batch committed worker=%s topic=%s records=%d replayed=%d offsets=%s",
             self.name,
@@ -551,13 +576,14 @@ class Worker:
     def _log_stats(self) -> None:
         quality = self.monitor.quality()
         logger.info(
-            "worker stats worker=%s scored=%d learned=%d replayed=%d dead_lettered=%d "
+            "worker stats worker=%s scored=%d learned=%d replayed=%d refused=%d dead_lettered=%d "
             "by_reason=%s model_version=%d lag=%s accuracy=%.4f log_loss=%.4f roc_auc=%.4f "
             "drifts=%d",
             self.name,
             self.n_scored,
             self.n_learned,
             self.n_replayed,
+            self.n_refused,
             self.dead_letters.total,
             dict(self.dead_letters.by_reason),
             self.model_version,

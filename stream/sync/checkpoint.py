@@ -27,7 +27,7 @@ import msgpack
 from stream.errors import CheckpointError
 from stream.faults import NO_CRASH, CrashPoints
 from stream.model.merge import state_from_dict, state_to_dict
-from stream.model.state import ModelState
+from stream.model.state import ModelState, non_finite
 
 logger = logging.getLogger(__name__)
 
@@ -181,15 +181,22 @@ class CheckpointStore:
         return Snapshot.from_bytes(payload)
 
     def latest(self) -> Snapshot | None:
-        """The newest readable snapshot by (epoch, version); unreadable ones are
-        skipped with a warning. Every file is read (there are ``keep`` of them):
-        the order is the snapshots', not their names'."""
+        """The newest readable, finite snapshot by (epoch, version). Unreadable ones
+        are skipped with a warning, non-finite ones (NaN or infinite numbers) with
+        an error. Every file is read (there are ``keep`` of them): the order is
+        the snapshots', not their names'."""
         if not self.directory.is_dir():
             return None
         found = []
         for path in sorted(self.directory.glob(_PATTERN)):
             try:
-                found.append(self.read(path))
+                snapshot = self.read(path)
             except (CheckpointError, OSError) as exc:
                 logger.warning("checkpoint skipped path=%s error=%s", path, exc)
+                continue
+            bad = non_finite(snapshot.state)
+            if bad is not None:
+                logger.error("checkpoint refused: not finite path=%s value=%s", path, bad)
+                continue
+            found.append(snapshot)
         return max(found, key=lambda s: s.order, default=None)

@@ -9,6 +9,7 @@ from stream.config import ClientName, KafkaSettings, TopicSettings
 from stream.errors import CheckpointError
 from stream.kafka import connect
 from stream.kafka.transport import Reader
+from stream.model.state import non_finite
 from stream.sync.checkpoint import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,17 @@ class ModelFeed:
                 snapshot = Snapshot.from_bytes(record.value)
             except CheckpointError as exc:
                 logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
+                continue
+            bad = non_finite(snapshot.state)
+            if bad is not None:
+                # Never load a poisoned model (one published before the merger
+                # refused them): it would make every prediction NaN.
+                logger.error(
+                    "model version refused: not finite version=%d offset=%d value=%s",
+                    snapshot.version,
+                    record.offset,
+                    bad,
+                )
                 continue
             if self.latest is None or snapshot.order > self.latest.order:
                 self.latest = snapshot

@@ -15,7 +15,7 @@ from stream.config import KafkaSettings, MergeRule, ModelSettings, TopicSettings
 from stream.errors import ConfigError
 from stream.kafka import clients
 from stream.model.merge import FtrlParams, merge
-from stream.model.state import ModelState
+from stream.model.state import ModelState, non_finite
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 
@@ -58,6 +58,12 @@ def apply_contributions(
     n_rejected = 0
     for offset, contribution in contributions:
         reason = fence(offsets, contribution)
+        if reason is None:
+            bad = non_finite(contribution.delta)
+            if bad is not None:
+                # Its offsets do not advance: the sender sees the rejection,
+                # drops its learning and re-learns those events.
+                reason = f"non-finite learning state from worker {contribution.worker}: {bad}"
         if reason is not None:
             _touch(rejected, contribution.worker, contribution.seq)
             n_rejected += 1
@@ -74,6 +80,21 @@ def apply_contributions(
             offsets[partition] = end
         _touch(applied, contribution.worker, contribution.seq)
     state = merge(snapshot.state, deltas, rule, ftrl) if deltas else snapshot.state
+    bad = non_finite(state)
+    if bad is not None:
+        # Finite deltas whose sum overflows: keep the model as it was and reject
+        # them all (their senders re-learn), rather than publish a poisoned model.
+        workers = sorted({c.worker for _, c in contributions})
+        logger.error(
+            "merge refused: the merged model would not be finite (%s); "
+            "rejecting contributions of workers=%s",
+            bad,
+            ",".join(workers),
+        )
+        state, offsets, applied = snapshot.state, dict(snapshot.offsets), dict(snapshot.applied)
+        for _, contribution in contributions:
+            _touch(rejected, contribution.worker, contribution.seq)
+        n_rejected, deltas = len(contributions), []
     next_snapshot = Snapshot(
         epoch=snapshot.epoch,
         version=snapshot.version + 1,

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 from kafka import TopicPartition
 
-from stream.config import MergerSettings
+from stream.config import MergerSettings, RestartSettings
 from stream.events.sources import SyntheticStream
 from stream.kafka import clients
 from stream.runtime.supervisor import Supervisor
@@ -48,7 +48,9 @@ def test_sigkill_workers_and_merger_loses_nothing_and_learns_nothing_twice(kafka
     rng = random.Random(20261122)
     create_topics(kafka, topics, PARTITIONS)
     settings = worker_settings(kafka, topics, merge=merging(every_events=500, interval_s=0.5))
-    supervisor = Supervisor(settings, 4, MergerSettings.for_workers(settings), restart_delay_s=0.5)
+    # Killed on purpose again and again: restart fast, never call it a crash loop.
+    restart = RestartSettings(delay_s=0.5, max_delay_s=0.5, max_restarts=1000)
+    supervisor = Supervisor(settings, 4, MergerSettings.for_workers(settings), restart=restart)
     supervisor.start()
     kills: Counter[str] = Counter()
     try:

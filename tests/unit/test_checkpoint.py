@@ -87,3 +87,18 @@ def test_no_directory_means_no_checkpoint(tmp_path):
 def test_no_temporary_files_are_left_behind(tmp_path):
     CheckpointStore(tmp_path).write(_snapshot(1))
     assert [p.name for p in tmp_path.iterdir()] == ["model-000000-000000000001.ckpt"]
+
+
+def test_a_non_finite_newest_checkpoint_is_refused_for_the_previous_one(tmp_path, caplog):
+    store = CheckpointStore(tmp_path, keep=5)
+    store.write(_snapshot(1))
+    poisoned = _snapshot(2)
+    store.write(
+        Snapshot(
+            version=2,
+            state=ModelState(weights={"a": float("nan")}, n_learned=20),
+            offsets=poisoned.offsets,
+        )
+    )
+    assert store.latest().version == 1
+    assert "checkpoint refused: not finite" in caplog.text and "weights['a'] = nan" in caplog.text

@@ -8,10 +8,11 @@ import math
 import msgpack
 import pytest
 
+from stream.config import EventLimits
 from stream.errors import BadEvent
 from stream.events import codec
 
-LIMIT = 10_000
+LIMIT = EventLimits(max_event_bytes=10_000)
 
 
 @pytest.mark.parametrize("encoding", ["msgpack", "json"])
@@ -75,13 +76,43 @@ BAD_INPUT = [
     (_json({"id": 1, "x": {"a": 1}, "y": 0.5}), codec.INVALID_LABEL),
     (_json({"id": 1, "x": {"a": 1}, "ts": "yesterday"}), codec.INVALID_TS),
     (_json({"id": 1, "x": {f"f{i}": 1.0 for i in range(2000)}}), codec.OVERSIZED),
+    (b"[" * 5000 + b"]" * 5000, codec.TOO_DEEP),
+    (b'{"id": 1, "x": {"a": 1}, "meta": ' + b"[" * 20 + b"]" * 20 + b"}", codec.TOO_DEEP),
+    (
+        msgpack.packb({"id": 1, "x": {"a": 1}, "m": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}),
+        codec.TOO_DEEP,
+    ),
+    (b'{"id": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "x": {"a": 1}}', None),  # not nesting
+    (_json({"id": 1, "x": {f"f{i}": 1.0 for i in range(30)}}), codec.TOO_MANY_FEATURES),
+    (_json({"id": 1, "x": {"f" * 300: 1.0}}), codec.FEATURE_NAME_TOO_LONG),
+    (_json({"id": "e" * 300, "x": {"a": 1.0}}), codec.ID_TOO_LONG),
+    (b'{"id": 1' + b"0" * 300 + b', "x": {"a": 1}}', codec.INVALID_ID),
+    (b'{"id": "\\ud800", "x": {"a": 1}}', codec.INVALID_ID),
+    (b'{"id": 1, "x": {"\\udfff": 1}}', codec.INVALID_FEATURES),
+    (b'{"id": 1, "x": {"a": 1' + b"0" * 400 + b"}}", codec.FEATURE_OUT_OF_RANGE),
+    (_json({"id": 1, "x": {"a": 1e308}}), codec.FEATURE_OUT_OF_RANGE),
+    (_json({"id": 1, "x": {"a": -1e151, "b": 1e151}}), codec.FEATURE_OUT_OF_RANGE),
+    (msgpack.packb({"id": 1, "x": {"a": 2**64 - 1}}), None),
+    (msgpack.packb({"id": 2**64 - 1, "x": {"a": 1.0}, "ts": 2**64 - 1}), codec.INVALID_TS),
+    (b'{"id": 1, "x": {"a": 1}, "ts": 1' + b"0" * 300 + b"}", codec.INVALID_TS),
+    (_json({"id": 1, "x": {"a": 1}, "ts": math.nan}), codec.INVALID_TS),
+    (b'{"id": 1, "x": {"a": 1e400}}', codec.NON_FINITE_FEATURE),
+    (b'\xef\xbb\xbf{"id": 1, "x": {"a": 1}}', codec.UNDECODABLE),  # a BOM is not JSON
+    (b'{"id": "\xff", "x": {"a": 1}}', codec.UNDECODABLE),  # invalid UTF-8
+    (msgpack.packb({"id": 1, "x": {"a": msgpack.ExtType(5, b"z")}}), codec.NON_NUMERIC_FEATURE),
+    (msgpack.packb({"id": 1, "x": {b"a": 1.0}}), codec.INVALID_FEATURES),
+    (b"\x81\x91\x01\x02", codec.UNDECODABLE),  # an array as a map key: unhashable
 ]
 
 
-@pytest.mark.parametrize("value, reason", BAD_INPUT, ids=[r for _, r in BAD_INPUT])
+@pytest.mark.parametrize("value, reason", BAD_INPUT, ids=[str(r) for _, r in BAD_INPUT])
 def test_bad_input_is_rejected_with_its_reason(value, reason):
+    limits = EventLimits(max_event_bytes=10_000, max_features=20, max_depth=16)
+    if reason is None:  # an edge that is fine
+        codec.decode_event(value, limits)
+        return
     with pytest.raises(BadEvent) as caught:
-        codec.decode_event(value, LIMIT)
+        codec.decode_event(value, limits)
     assert caught.value.reason == reason
     assert caught.value.reason in codec.REASONS
     assert caught.value.message  # says what was wrong, not just the token

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from stream.config import KafkaSettings, ModelSettings, TopicSettings, WorkerSettings
+from stream.config import (
+    EventLimits,
+    KafkaSettings,
+    ModelSettings,
+    TopicSettings,
+    WorkerSettings,
+)
 from stream.errors import ConfigError
 
 
@@ -20,7 +28,10 @@ def test_dead_letter_topic_follows_features_topic():
         (lambda: ModelSettings(l2=-1.0), "l2 must be >= 0, got -1.0"),
         (lambda: TopicSettings(features="t", predictions="t"), "same topic 't'"),
         (lambda: TopicSettings(features="my topic"), "'my topic' is not a valid Kafka topic name"),
-        (lambda: WorkerSettings(max_event_bytes=0), "max_event_bytes must be > 0, got 0"),
+        (lambda: EventLimits(max_event_bytes=0), "max_event_bytes must be >= 1, got 0"),
+        (lambda: EventLimits(max_depth=1), "max_depth must be >= 2"),
+        (lambda: EventLimits(max_abs_feature=1e200), "max_abs_feature must be in (0, 1e150]"),
+        (lambda: WorkerSettings(max_abs_weight=math.inf), "max_abs_weight must be in"),
         (lambda: WorkerSettings(heartbeat_interval_ms=5000, session_timeout_ms=5000), "5000"),
         (lambda: WorkerSettings(output_encoding="xml"), "'xml'"),
         (lambda: KafkaSettings(client_options=(("sasl_pasword", "x"),)), "'sasl_pasword'"),

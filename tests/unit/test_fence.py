@@ -59,3 +59,28 @@ def test_replaying_the_same_contributions_changes_nothing():
     twice, applied, rejected = apply_contributions(once, batch, "sum", next_offset=1)
     assert (applied, rejected) == (0, 1)
     assert twice.state == once.state and twice.offsets == once.offsets
+
+
+def test_a_non_finite_contribution_is_rejected_naming_its_worker(caplog):
+    start = Snapshot(version=2, state=ModelState(weights={"a": 1.0}), offsets={0: 10})
+    poisoned = Contribution(
+        "w-bad", 4, 2, {0: (10, 20)}, ModelState(weights={"a": float("nan")}, n_learned=10), 0.0
+    )
+    good = _contribution("w-good", 0, {1: (0, 5)}, 5)
+    snapshot, applied, rejected = apply_contributions(
+        start, [(0, poisoned), (1, good)], "sum", next_offset=2
+    )
+    assert (applied, rejected) == (1, 1)
+    assert snapshot.state.weights == {"a": 6.0}
+    assert snapshot.offsets == {0: 10, 1: 5}  # the poisoned range stays unlearned
+    assert snapshot.rejected == {"w-bad": 4}
+    assert "w-bad" in caplog.text and "weights['a'] = nan" in caplog.text
+
+
+def test_a_merge_that_would_overflow_keeps_the_model_and_rejects_the_round():
+    start = Snapshot(version=1, state=ModelState(weights={"a": 1e308}), offsets={0: 0})
+    big = Contribution("w0", 0, 1, {0: (0, 5)}, ModelState(weights={"a": 1e308}, n_learned=5), 0)
+    snapshot, applied, rejected = apply_contributions(start, [(0, big)], "sum", next_offset=1)
+    assert (applied, rejected) == (0, 1)
+    assert snapshot.state == start.state and snapshot.offsets == {0: 0}
+    assert snapshot.rejected == {"w0": 0}

@@ -17,8 +17,8 @@ LENGTH = 10_000
 DETECTION_BOUND = 300
 
 
-def _detections(stream: SyntheticStream) -> list[int]:
-    model, monitor, fired = OnlineModel(ModelSettings()), Monitor("test"), []
+def _detections(stream: SyntheticStream, detector: str = "adwin") -> list[int]:
+    model, monitor, fired = OnlineModel(ModelSettings()), Monitor("test", detector=detector), []
     for i, (_, x, y) in enumerate(itertools.islice(stream, LENGTH)):
         p = model.predict_proba(x)
         if monitor.observe([(y, p)]):
@@ -37,6 +37,19 @@ def test_drift_fires_soon_after_the_change_point(seed):
 @pytest.mark.parametrize("seed", [42, 4, 7])
 def test_no_drift_on_a_stationary_stream_of_the_same_length(seed):
     assert _detections(SyntheticStream(seed=seed)) == []
+
+
+@pytest.mark.parametrize("seed", [42, 4, 7])
+def test_page_hinkley_fires_soon_after_the_change_point(seed):
+    """page-hinkley used to crash on the first labeled event."""
+    fired = _detections(SyntheticStream(seed=seed, drift_at=CHANGE_AT), "page-hinkley")
+    assert fired, "no drift detected"
+    assert CHANGE_AT <= fired[0] <= CHANGE_AT + DETECTION_BOUND, fired
+
+
+@pytest.mark.parametrize("seed", [42, 4, 7])
+def test_page_hinkley_stays_quiet_on_a_stationary_stream(seed):
+    assert _detections(SyntheticStream(seed=seed), "page-hinkley") == []
 
 
 def test_rolling_quality_uses_only_the_window():
