@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from consumers import inspect, merge, model, predictions, work
+from consumers import inspect, merge, model, predictions, serve, work
 from producers import produce
 from stream import __version__, cliargs
 from stream.errors import StreamError
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     predictions.register(sub)
     merge.register(sub)
     model.register(sub)
+    serve.register(sub)
     inspect.register(sub)
 
     p = sub.add_parser(

@@ -20,6 +20,7 @@ Optimizer = Literal["sgd", "ftrl"]
 ClientName = Literal["kafka-python", "confluent"]
 DriftDetector = Literal["adwin", "page-hinkley"]
 OnDrift = Literal["none", "reset"]
+Quantize = Literal["none", "float16", "int8"]
 
 # Environment fallbacks (used by the CLI only).
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
@@ -32,6 +33,7 @@ ENV_SASL_USERNAME = "KAFKA_SASL_USERNAME"
 ENV_SASL_PASSWORD = "KAFKA_SASL_PASSWORD"
 ENV_SSL_CAFILE = "KAFKA_SSL_CAFILE"
 ENV_CHECKPOINT_DIR = "LEARNSTREAM_CHECKPOINT_DIR"
+ENV_SERVE_TOKEN = "LEARNSTREAM_SERVE_TOKEN"
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_FEATURES_TOPIC = "features"
@@ -318,3 +320,58 @@ class MergerSettings:
             heartbeat_interval_ms=workers.heartbeat_interval_ms,
             max_poll_interval_ms=workers.max_poll_interval_ms,
         )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``learnstream serve``: the live global model over HTTP.
+
+    ``token``: when set, every endpoint but ``/healthz`` and ``/metrics`` needs
+    ``Authorization: Bearer <token>``. ``offline``: no broker at all; the newest
+    checkpoint is served (and the directory re-read every ``checkpoint_poll_s``).
+    Bodies are bounded twice: ``max_body_bytes`` for the request, and
+    ``max_batch_events`` for the length of an array of events.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    checkpoint_dir: Path | None = Path(DEFAULT_CHECKPOINT_DIR)
+    client: ClientName = "kafka-python"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    offline: bool = False
+    token: str | None = None
+    events_enabled: bool = True
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch_events: int = 10_000
+    # Same bound as the worker's, so an event the API accepts is one a worker accepts.
+    max_event_bytes: int = 100_000
+    quantize: Quantize = "none"
+    # Labeled predictions the live page's rolling accuracy and log loss cover.
+    quality_window: int = 1000
+    # How long POST /v1/events waits for the broker's acknowledgement.
+    delivery_timeout_s: float = 10.0
+    checkpoint_poll_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token must not be empty (leave it unset for no authentication)")
+        for name in ("max_body_bytes", "max_batch_events", "max_event_bytes", "quality_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_event_bytes > self.max_body_bytes:
+            raise ConfigError(
+                f"max_event_bytes ({self.max_event_bytes}) must not exceed "
+                f"max_body_bytes ({self.max_body_bytes})"
+            )
+        if self.quantize not in ("none", "float16", "int8"):
+            raise ConfigError(f"quantize must be none, float16 or int8, got {self.quantize!r}")
+        if self.offline and self.checkpoint_dir is None:
+            raise ConfigError("offline serving needs a checkpoint directory")
+        if self.delivery_timeout_s <= 0 or self.checkpoint_poll_s <= 0:
+            raise ConfigError(
+                f"delivery_timeout_s and checkpoint_poll_s must be > 0, got "
+                f"{self.delivery_timeout_s} and {self.checkpoint_poll_s}"
+            )
