@@ -141,8 +141,12 @@ def read_portable(payload: bytes) -> Linear:
         weights = np.frombuffer(raw, dtype=_DTYPES[doc["weight_dtype"]]).astype(np.float64)
     else:
         weights = np.array(raw, dtype=np.float64)
-    if doc["quantize"] == "int8":
+    quantize = doc["quantize"]
+    if quantize == "int8":
         weights = weights * np.float64(doc["weight_scale"])
+    elif quantize == "float16":
+        # JSON holds the shortest decimal of each half; read it back as that half.
+        weights = weights.astype(np.float16).astype(np.float64)
     means = variances = None
     scaler = doc.get("scaler")
     if scaler is not None:
@@ -153,7 +157,13 @@ def read_portable(payload: bytes) -> Linear:
         else:
             means = np.array(scaler["means"], dtype=np.float64)
             variances = np.array(scaler["vars"], dtype=np.float64)
-    return Linear(list(doc["features"]), weights, float(doc["intercept"]), means, variances)
+    intercept = float(doc["intercept"])
+    if quantize != "none":
+        narrow = lambda a: a.astype(np.float32).astype(np.float64)  # noqa: E731
+        intercept = float(np.float32(intercept))
+        if means is not None and variances is not None:
+            means, variances = narrow(means), narrow(variances)
+    return Linear(list(doc["features"]), weights, intercept, means, variances)
 
 
 def to_onnx(linear: Linear, meta: dict[str, Any], quantize: Quantize) -> bytes:
