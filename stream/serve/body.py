@@ -3,7 +3,9 @@
 Every event goes through :func:`validate`, the one call of the contract's
 validator (:func:`stream.events.codec.decode_event`, the dead-letter topic's
 too), on the event's own bytes: a single event's body as it came, an array's
-elements as they came (msgpack) or re-encoded in the body's encoding (JSON).
+elements as they came (msgpack) or re-encoded (JSON arrays: as msgpack, the
+contract's other encoding, which holds the same values and decodes twice as
+fast; as JSON where only Python's parser reads them: NaN, huge integers).
 So the API rejects exactly what a worker would dead-letter, with the same
 reason and message.
 """
@@ -87,7 +89,14 @@ def parse(body: bytes, max_event_bytes: int, max_batch: int) -> Parsed:
 def _json_elements(body: bytes, max_batch: int) -> list[bytes]:
     try:
         array = orjson.loads(body)
-        dumps = orjson.dumps
+
+        # Elements go to the validator as msgpack: the contract's other encoding,
+        # holding the same values, and about twice as fast to decode as JSON.
+        # (A msgpack map is told from JSON by its first byte; other values are not,
+        # so they stay JSON and the validator says what they are: not a map.)
+        def dumps(obj):
+            return msgpack.packb(obj) if type(obj) is dict else orjson.dumps(obj)
+
     except orjson.JSONDecodeError:
         # orjson refuses NaN/Infinity and integers beyond 64 bits, which Python's
         # json (the validator's parser) reads; let the validator judge those.
@@ -105,7 +114,7 @@ def _json_elements(body: bytes, max_batch: int) -> list[bytes]:
         raise TooManyEvents(f"{len(array)} events in one request, limit is {max_batch}")
     try:
         return [dumps(element) for element in array]
-    except (TypeError, ValueError, RecursionError, orjson.JSONEncodeError) as exc:
+    except (TypeError, ValueError, RecursionError, OverflowError) as exc:
         raise MalformedBody(f"not valid JSON: {exc}") from exc
 
 

@@ -34,9 +34,11 @@ class Served:
     quantize: Quantize
     loaded_at: float
 
-    def predict_proba(self, x: dict[str, float]) -> float:
-        """The one scoring function (the worker's and ``score --offline``'s)."""
-        return self.model.predict_proba(x)
+    @property
+    def predict_proba(self):
+        """The one scoring function: the worker's and ``score --offline``'s
+        :meth:`OnlineModel.predict_proba`, bound to this version's model."""
+        return self.model.predict_proba
 
 
 def serving(snapshot: Snapshot, quantize: Quantize = "none") -> Served:

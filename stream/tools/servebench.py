@@ -146,7 +146,7 @@ def _events(n: int, seed: int = 1) -> list[dict]:
 
 
 def _publish(producer, topic: str, snapshot: Snapshot) -> None:
-    producer.send(topic, key=b"global", value=snapshot.to_bytes()).get(timeout=30)
+    producer.send(topic, key=b"global", value=snapshot.to_bytes(), partition=0).get(timeout=30)
 
 
 _WRK_LUA = """wrk.method = "POST"
@@ -315,6 +315,7 @@ def run_serve_bench(settings: ServeBenchSettings, out: Path | None = None) -> Se
     work = Path(tempfile.mkdtemp(prefix="learnstream-servebench-"))
     server = None
     try:
+        clients.create_pipeline_topics(kafka, topics, partitions=1)
         _publish(producer, topics.model, versions[0])
         port = settings.port or _free_port()
         base = f"http://127.0.0.1:{port}"
