@@ -181,6 +181,8 @@ class _Guard:
         self.token = token.encode() if token else None
         self.metrics = metrics
         self.rate = rate
+        self._counts: dict[tuple[str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
 
     def _authorized(self, scope) -> bool:
         expected = self.token
@@ -226,8 +228,23 @@ class _Guard:
                 await _error(500, "internal", "internal error")(scope, receive, send_and_record)
         finally:
             self.rate.count += 1
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self._count(endpoint, status).inc()
+            self._latency(endpoint).observe(time.perf_counter() - started)
+
+    def _count(self, endpoint: str, status: int):
+        # prometheus_client's labels() costs microseconds per call; the children are few.
+        child = self._counts.get((endpoint, status))
+        if child is None:
+            child = self._counts[endpoint, status] = self.metrics.requests.labels(
+                endpoint, str(status)
+            )
+        return child
+
+    def _latency(self, endpoint: str):
+        child = self._latencies.get(endpoint)
+        if child is None:
+            child = self._latencies[endpoint] = self.metrics.latency.labels(endpoint)
+        return child
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
