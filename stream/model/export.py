@@ -11,7 +11,7 @@ feature an event does not carry; in a dense row, give it its mean (the scaler
 then makes it 0) or 0 without a scaler, which is the same.
 
 The ONNX graph takes ``x``: double [N, K] and gives ``p``: double [N], with
-operators every runtime has (Sub, Div, Mul, MatMul, Add, Sigmoid, Cast,
+operators every runtime has (Sub, Div, MatMul, Add, Reshape, Sigmoid, Cast,
 DequantizeLinear; opset 13). Quantized weights are stored as float16 or int8
 initializers and widened inside the graph, so the file is small and the
 input and output stay double.
@@ -190,16 +190,13 @@ def to_onnx(linear: Linear, meta: dict[str, Any], quantize: Quantize) -> bytes:
     current = "x"
     if linear.means is not None and linear.vars is not None:
         variances = linear.vars.astype(stats).astype(np.float64)
-        std = np.sqrt(variances)
-        # river's scaler gives 0 where the variance is 0: divide by 1, multiply by 0.
-        safe_std = np.where(variances > 0, std, 1.0).astype(stats)
-        mask = (variances > 0).astype(np.float64)
+        # river's scaler gives 0 where the variance is 0; a finite difference
+        # divided by infinity is exactly 0, so no mask is needed.
+        std = np.where(variances > 0, np.sqrt(variances), np.inf).astype(stats)
         nodes.append(
             helper.make_node("Sub", [current, widen("mean", linear.means.astype(stats))], ["c"])
         )
-        nodes.append(helper.make_node("Div", ["c", widen("std", safe_std)], ["d"]))
-        init("mask", mask)
-        nodes.append(helper.make_node("Mul", ["d", "mask"], ["z"]))
+        nodes.append(helper.make_node("Div", ["c", widen("std", std)], ["z"]))
         current = "z"
     column = linear.weights.reshape(k, 1)
     if quantize == "int8":

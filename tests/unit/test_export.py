@@ -106,3 +106,17 @@ def test_float16_overflow_is_refused():
     state = replace(snapshot(1).state, weights={"a": 1e6})
     with pytest.raises(ValueError, match="overflows float16"):
         export_bytes(state, False, {}, "onnx", "float16")
+
+
+def test_onnx_feature_without_variance_scores_zero_as_river_does():
+    snap = snapshot(5)
+    state = replace(snap.state, scaler_vars={**snap.state.scaler_vars, "f2": 0.0})
+    model = OnlineModel(ModelSettings())
+    model.load_state(state)
+    payload = export_bytes(state, True, {}, "onnx", "none")
+    session = ort.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    linear = Linear.of(state, True)
+    xs = _events()
+    (p,) = session.run(["p"], {"x": _dense(linear, xs)})
+    expected = np.array([model.predict_proba(x) for x in xs])
+    assert np.max(np.abs(p - expected)) <= 1e-6
