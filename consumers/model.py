@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from stream import cliargs
 from stream.events.sources import file_rows
+from stream.model.export import export_bytes
+from stream.model.quantize import quantize_state
 from stream.observe.quality import prequential
 from stream.sync.globalmodel import export, load_latest, model_of
 
@@ -33,8 +36,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--top", type=int, default=10, help="weights to list (default %(default)s)")
     _add_source(show)
     show.set_defaults(func=run_show)
-    exp = sub.add_parser("export", help="the whole global model as JSON")
-    exp.add_argument("--format", choices=["json"], default="json", help="(default: %(default)s)")
+    exp = sub.add_parser(
+        "export",
+        help="the global model as JSON, compact msgpack or ONNX, optionally quantized",
+        description="Write the global model. json without --quantize is the whole state "
+        "(with offsets and FTRL state); with --quantize, and for msgpack and onnx, it is the "
+        "compact scoring form (features, weights, intercept, scaler statistics). The size, "
+        "and with --holdout the change in accuracy and log loss, go to stderr.",
+    )
+    exp.add_argument(
+        "--format",
+        choices=["json", "msgpack", "onnx"],
+        default="json",
+        help="json: the whole state; msgpack, onnx: the compact scoring form "
+        "(default: %(default)s)",
+    )
+    exp.add_argument(
+        "--quantize",
+        choices=["none", "float16", "int8"],
+        default="none",
+        help="store the weights as float16 or int8 (scaler statistics as float32) "
+        "(default: %(default)s)",
+    )
+    exp.add_argument(
+        "--holdout",
+        type=Path,
+        default=None,
+        help="labeled CSV/JSONL: report accuracy and log loss of the full and the exported "
+        "model (default: none)",
+    )
+    exp.add_argument(
+        "--label-column", default="y", help="label column of --holdout (default: %(default)s)"
+    )
     exp.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
     _add_source(exp)
     exp.set_defaults(func=run_export)
@@ -88,12 +121,56 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    text = json.dumps(export(_snapshot(args)), indent=2, sort_keys=True)
-    if args.out:
-        args.out.write_text(text + "\n")
+    snapshot = _snapshot(args)
+    if args.format == "json" and args.quantize == "none":
+        payload = (json.dumps(export(snapshot), indent=2, sort_keys=True) + "\n").encode()
     else:
-        print(text)
+        payload = _portable(snapshot, args.format, args.quantize)
+    if args.out:
+        args.out.write_bytes(payload)
+    else:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+    full = _portable(snapshot, args.format, "none")
+    lines = [
+        f"exported version {snapshot.version} as {args.format} quantize={args.quantize}: "
+        f"{len(payload):,} bytes (compact full precision: {len(full):,} bytes)"
+    ]
+    if args.holdout is not None:
+        lines.extend(_holdout_report(snapshot, args.quantize, args.holdout, args.label_column))
+    print("\n".join(lines), file=sys.stderr)
     return 0
+
+
+def _portable(snapshot, fmt: str, quantize: str) -> bytes:
+    meta = {
+        "version": snapshot.version,
+        "n_learned": snapshot.n_learned,
+        "model_config": snapshot.model_config,
+    }
+    scale = bool(snapshot.model_config.get("scale", True))
+    return export_bytes(snapshot.state, scale, meta, fmt, quantize)
+
+
+def _holdout_report(snapshot, quantize: str, path: Path, label_column: str) -> list[str]:
+    """Accuracy and log loss of the full model and of the quantized one on ``path``."""
+    if not path.exists():
+        raise SystemExit(f"learnstream model export: error: {path} does not exist")
+    full = model_of(snapshot)
+    rounded = model_of(replace(snapshot, state=quantize_state(snapshot.state, quantize)))
+    pairs_full, pairs_rounded = [], []
+    for _, x, y in file_rows(path, label_column or None, None):
+        if isinstance(y, bool):
+            pairs_full.append((y, full.predict_proba(x)))
+            pairs_rounded.append((y, rounded.predict_proba(x)))
+    if not pairs_full:
+        return [f"holdout {path}: no labeled rows"]
+    a, b = prequential(pairs_full), prequential(pairs_rounded)
+    return [
+        f"holdout {path} ({a.n} labeled rows), full -> {quantize}: "
+        f"accuracy {a.accuracy:.4f} -> {b.accuracy:.4f} ({b.accuracy - a.accuracy:+.4f}), "
+        f"log loss {a.log_loss:.4f} -> {b.log_loss:.4f} ({b.log_loss - a.log_loss:+.4f})"
+    ]
 
 
 def run_score(args: argparse.Namespace) -> int:

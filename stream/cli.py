@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from consumers import inspect, merge, model, predictions, work
+from consumers import inspect, merge, model, predictions, serve, work
 from producers import produce
 from stream import __version__, cliargs
 from stream.errors import StreamError
@@ -68,6 +68,8 @@ def _csv(kind):
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.serve:
+        return _bench_serve(args)
     from stream.tools.bench import BenchSettings, run_bench
 
     result = run_bench(
@@ -88,6 +90,22 @@ def _bench(args: argparse.Namespace) -> int:
     print(result.format())
     if args.out:
         print(f"results written to {args.out}")
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from stream.tools.servebench import ServeBenchSettings, run_serve_bench
+
+    out = (
+        args.out
+        if args.out != Path("bench-results/bench.json")
+        else Path("bench-results/serve.json")
+    )
+    result = run_serve_bench(
+        ServeBenchSettings(bootstrap=args.bootstrap, duration_s=args.serve_duration_s), out=out
+    )
+    print(result.format())
+    print(f"results written to {out}")
     return 0
 
 
@@ -135,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     predictions.register(sub)
     merge.register(sub)
     model.register(sub)
+    serve.register(sub)
     inspect.register(sub)
 
     p = sub.add_parser(
@@ -239,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("bench-results/bench.json"),
         help="results as JSON (default: %(default)s)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="benchmark `learnstream serve` instead, with wrk and hey (installed with apt-get "
+        "when missing and run as root): requests/s, latency, batches, 100 hot swaps under load; "
+        "writes bench-results/serve.json",
+    )
+    p.add_argument(
+        "--serve-duration-s",
+        type=float,
+        default=10.0,
+        help="length of each serve load phase (default: %(default)s)",
     )
     cliargs.add_logging(p)
     p.set_defaults(func=_bench)

@@ -28,6 +28,7 @@ from stream.config import (
     MergeSettings,
     ModelSettings,
     RestartSettings,
+    ServeSettings,
     TopicSettings,
     WorkerSettings,
 )
@@ -267,10 +268,11 @@ def add_logging(parser: argparse.ArgumentParser) -> None:
 
 def settings_table() -> str:
     """The README's configuration table: every declared setting of the worker, the
-    merger and the supervisor's restarts, with its flag, env var, default and help."""
+    merger, the supervisor's restarts and the HTTP server, with its flag, env var,
+    default and help (a flag shared by several commands is listed once)."""
     rows = ["| flag | env | default | what |", "|---|---|---|---|"]
     seen: set[str] = set()
-    for cls in (WorkerSettings, MergerSettings, RestartSettings):
+    for cls in (WorkerSettings, MergerSettings, RestartSettings, ServeSettings):
         for option in options(cls):
             if option.flag in seen or option.hidden:
                 continue

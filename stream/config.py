@@ -21,6 +21,7 @@ Optimizer = Literal["sgd", "ftrl"]
 ClientName = Literal["kafka-python", "confluent"]
 DriftDetector = Literal["adwin", "page-hinkley"]
 OnDrift = Literal["none", "reset"]
+Quantize = Literal["none", "float16", "int8"]
 
 # Environment fallbacks (used by the CLI only).
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
@@ -35,6 +36,7 @@ ENV_SSL_CAFILE = "KAFKA_SSL_CAFILE"
 ENV_CHECKPOINT_DIR = "LEARNSTREAM_CHECKPOINT_DIR"
 # Tests only: arm a crash point (stream.faults) in the processes a command starts.
 ENV_CRASH_AT = "LEARNSTREAM_CRASH_AT"
+ENV_SERVE_TOKEN = "LEARNSTREAM_SERVE_TOKEN"
 
 DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_FEATURES_TOPIC = "features"
@@ -588,3 +590,79 @@ class MergerSettings:
             max_poll_interval_ms=workers.max_poll_interval_ms,
             crash_at=workers.crash_at,
         )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``learnstream serve``: the live global model over HTTP.
+
+    ``token``: when set, every endpoint but ``/healthz`` and ``/metrics`` needs
+    ``Authorization: Bearer <token>``. ``offline``: no broker at all; the newest
+    checkpoint is served (and the directory re-read every ``checkpoint_poll_s``).
+    Bodies are bounded twice: ``max_body_bytes`` for the request, and
+    ``max_batch_events`` for the length of an array of events; each event is
+    held to the same :class:`EventLimits` as a worker's input.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    checkpoint_dir: Path | None = setting(
+        Path(DEFAULT_CHECKPOINT_DIR),
+        env=ENV_CHECKPOINT_DIR,
+        help="where the global model's checkpoints are (the model served before the broker "
+        "answers, or always with --offline)",
+    )
+    client: ClientName = _client()
+    host: str = setting("127.0.0.1", help="address to bind; anything but loopback exposes the API")
+    port: int = setting(8000, help="HTTP port")
+    offline: bool = setting(
+        False,
+        help="no broker: serve the newest checkpoint, re-reading the directory every "
+        "--checkpoint-poll-s",
+    )
+    token: str | None = setting(
+        None,
+        env=ENV_SERVE_TOKEN,
+        help="bearer token required on every endpoint but /healthz and /metrics",
+    )
+    events_enabled: bool = setting(
+        True, flag="--no-events", help="switch POST /v1/events off (404)"
+    )
+    max_body_bytes: int = setting(4 * 1024 * 1024, help="larger request bodies get 413")
+    max_batch_events: int = setting(10_000, help="longer arrays of events get 413")
+    # The worker's bounds, so an event the API accepts is one a worker accepts.
+    limits: EventLimits = field(default_factory=EventLimits)
+    quantize: Quantize = setting(
+        "none", help="serve the weights rounded as the quantized export stores them"
+    )
+    quality_window: int = setting(
+        1000, help="labeled predictions in the live page's rolling accuracy and log loss"
+    )
+    # How long POST /v1/events waits for the broker's acknowledgement.
+    delivery_timeout_s: float = field(default=10.0)
+    checkpoint_poll_s: float = setting(
+        5.0, help="with --offline: how often the checkpoint directory is re-read"
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token must not be empty (leave it unset for no authentication)")
+        for name in ("max_body_bytes", "max_batch_events", "quality_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limits.max_event_bytes > self.max_body_bytes:
+            raise ConfigError(
+                f"max_event_bytes ({self.limits.max_event_bytes}) must not exceed "
+                f"max_body_bytes ({self.max_body_bytes})"
+            )
+        if self.quantize not in ("none", "float16", "int8"):
+            raise ConfigError(f"quantize must be none, float16 or int8, got {self.quantize!r}")
+        if self.offline and self.checkpoint_dir is None:
+            raise ConfigError("offline serving needs a checkpoint directory")
+        if self.delivery_timeout_s <= 0 or self.checkpoint_poll_s <= 0:
+            raise ConfigError(
+                f"delivery_timeout_s and checkpoint_poll_s must be > 0, got "
+                f"{self.delivery_timeout_s} and {self.checkpoint_poll_s}"
+            )

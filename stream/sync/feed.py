@@ -85,7 +85,7 @@ class ModelFeed:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.poll(timeout_ms=200)
-            if self._consumer.position(self._model_tp) >= self._end_at_start:
+            if self._reader.position(0) >= self._end_at_start:
                 break
         return self.latest
 

@@ -6,7 +6,9 @@ import uuid
 
 import pytest
 
-from stream.kafka import clients, connect
+from stream.config import TopicSettings
+from stream.kafka import connect
+from stream.kafka.topics import ensure_pipeline
 
 from .helpers import wait_for
 
@@ -25,8 +27,9 @@ def _read_all(reader, expected: int) -> list:
 
 
 def test_reader_reads_partitions_from_a_chosen_offset_with_headers(kafka, client):
-    topic = f"reader-{uuid.uuid4().hex[:10]}"
-    clients.ensure_topics(kafka, {topic: 2})
+    tag = uuid.uuid4().hex[:10]
+    ensure_pipeline(kafka, TopicSettings(features=f"reader-{tag}", predictions=f"p-{tag}"), 2)
+    topic = f"reader-{tag}"
     producer = connect.producer(client, kafka, "test-reader-producer")
     for i in range(30):
         producer.send(topic, f"v{i}".encode(), f"k{i}".encode(), [("h", b"%d" % i)], i % 2)

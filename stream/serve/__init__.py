@@ -1,0 +1,1 @@
+"""``learnstream serve``: the live global model over HTTP (Starlette on uvicorn)."""

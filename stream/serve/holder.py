@@ -1,0 +1,81 @@
+"""The model being served, swapped whole when a new global version arrives.
+
+A :class:`Served` is immutable once published: the snapshot, the model built
+from it, and the facts ``GET /v1/model`` reports. :class:`ModelHolder` keeps
+one reference to the current one; a swap builds the next model completely and
+then replaces that reference in one assignment. A request reads the reference
+once and scores everything with what it got, so it is scored by exactly one
+version, never by a half-updated one, and swaps never wait for requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+from stream.config import Quantize
+from stream.model.online import OnlineModel
+from stream.model.quantize import quantize_state
+from stream.sync.checkpoint import Snapshot
+from stream.sync.globalmodel import model_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One global version, ready to score."""
+
+    version: int
+    snapshot: Snapshot
+    model: OnlineModel
+    quantize: Quantize
+    loaded_at: float
+
+    @property
+    def predict_proba(self):
+        """The one scoring function: the worker's and ``score --offline``'s
+        :meth:`OnlineModel.predict_proba`, bound to this version's model."""
+        return self.model.predict_proba
+
+
+def serving(snapshot: Snapshot, quantize: Quantize = "none") -> Served:
+    """The model for ``snapshot``, built as ``score --offline`` builds it.
+
+    With ``quantize`` the weights and scaler statistics are rounded as the
+    quantized export stores them, then scored the same way.
+    """
+    if quantize != "none":
+        snapshot = replace(snapshot, state=quantize_state(snapshot.state, quantize))
+    return Served(snapshot.version, snapshot, model_of(snapshot), quantize, time.time())
+
+
+class ModelHolder:
+    """The current :class:`Served`, or None before any model was found."""
+
+    def __init__(self, quantize: Quantize = "none") -> None:
+        self.quantize: Quantize = quantize
+        self.current: Served | None = None
+        self.swaps = 0
+        self._lock = threading.Lock()  # serialises writers only; readers never take it
+
+    def offer(self, snapshot: Snapshot) -> bool:
+        """Serve ``snapshot`` if it is newer than the current version; True if swapped."""
+        with self._lock:
+            current = self.current
+            if current is not None and snapshot.version <= current.version:
+                return False
+            served = serving(snapshot, self.quantize)
+            self.current = served  # the swap: one reference assignment
+            if current is not None:
+                self.swaps += 1
+        logger.info(
+            "model swapped in version=%d n_learned=%d previous=%s quantize=%s",
+            served.version,
+            snapshot.n_learned,
+            current.version if current else None,
+            self.quantize,
+        )
+        return True

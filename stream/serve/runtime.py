@@ -1,0 +1,157 @@
+"""The threads behind ``learnstream serve``: follow the model topic (or the
+checkpoint directory) into the holder, and the predictions topic into the
+rolling quality; and the producer behind ``POST /v1/events``.
+
+Each thread survives a broker that is down or goes away: it logs, waits and
+tries again, while the API goes on serving the version it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from stream.config import ServeSettings
+from stream.events.codec import decode_map
+from stream.kafka import connect
+from stream.kafka.transport import Producer
+from stream.serve.holder import ModelHolder
+from stream.serve.quality import RollingQuality
+from stream.sync.checkpoint import CheckpointStore
+from stream.sync.feed import ModelFeed
+
+logger = logging.getLogger(__name__)
+
+# Back-off between attempts to reach a broker that did not answer, seconds.
+RETRY_S = 2.0
+CLIENT_ID = "learnstream-serve"
+
+
+class ServeRuntime:
+    """Starts and stops the followers; gives the events producer on demand."""
+
+    def __init__(
+        self, settings: ServeSettings, holder: ModelHolder, quality: RollingQuality
+    ) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.quality = quality
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._producer: Producer | None = None
+        self._producer_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Serve the newest checkpoint at once, then follow the broker (or the directory)."""
+        s = self.settings
+        if s.checkpoint_dir is not None:
+            stored = CheckpointStore(s.checkpoint_dir).latest()
+            if stored is not None:
+                self.holder.offer(stored)
+            else:
+                logger.info("no checkpoint yet dir=%s", s.checkpoint_dir)
+        if s.offline:
+            self._spawn(self._follow_directory, "serve-checkpoints")
+        else:
+            self._spawn(self._follow_model_topic, "serve-model-feed")
+            self._spawn(self._follow_predictions, "serve-predictions")
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        with self._producer_lock:
+            if self._producer is not None:
+                self._producer.close(timeout_s)
+                self._producer = None
+
+    def producer(self) -> Producer:
+        """The events producer, created on first use (blocking: call from a worker thread)."""
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = connect.producer(
+                    self.settings.client, self.settings.kafka, f"{CLIENT_ID}-events", linger_ms=1
+                )
+            return self._producer
+
+    def _follow_model_topic(self) -> None:
+        s = self.settings
+        feed: ModelFeed | None = None
+        while not self._stop.is_set():
+            try:
+                if feed is None:
+                    feed = ModelFeed(s.kafka, s.topics, CLIENT_ID, s.client)
+                    logger.info("following model topic=%s", s.topics.model)
+                snapshot = feed.poll(timeout_ms=200)
+                if snapshot is not None:
+                    self.holder.offer(snapshot)
+            except Exception as exc:  # a broker gone away must not end the thread
+                logger.warning("model topic not readable, retrying in %.0f s: %r", RETRY_S, exc)
+                if feed is not None:
+                    _close_quietly(feed)
+                    feed = None
+                self._stop.wait(RETRY_S)
+        if feed is not None:
+            _close_quietly(feed)
+
+    def _follow_directory(self) -> None:
+        directory = Path(self.settings.checkpoint_dir)  # type: ignore[arg-type]
+        store = CheckpointStore(directory)
+        newest_seen = None
+        while not self._stop.wait(self.settings.checkpoint_poll_s):
+            names = sorted(p.name for p in directory.glob("model-*.ckpt"))
+            if names and names[-1] != newest_seen:
+                newest_seen = names[-1]
+                stored = store.latest()
+                if stored is not None:
+                    self.holder.offer(stored)
+
+    def _follow_predictions(self) -> None:
+        s = self.settings
+        reader = None
+        while not self._stop.is_set():
+            try:
+                if reader is None:
+                    reader = connect.reader(
+                        s.client, s.kafka, s.topics.predictions, f"{CLIENT_ID}-predictions"
+                    )
+                    partitions = reader.partitions()
+                    if not partitions:
+                        raise LookupError(f"topic {s.topics.predictions!r} not found yet")
+                    # From the end: the page shows quality from now on. (On the
+                    # embedded broker the end can be a few records early: harmless.)
+                    reader.assign({p: reader.end_offset(p) for p in partitions})
+                for record in reader.poll(200, 5000):
+                    self._observe_prediction(record.value)
+            except Exception as exc:
+                logger.info("predictions topic not readable, retrying: %r", exc)
+                if reader is not None:
+                    _close_quietly(reader)
+                    reader = None
+                self._stop.wait(RETRY_S)
+        if reader is not None:
+            _close_quietly(reader)
+
+    def _observe_prediction(self, value: bytes | None) -> None:
+        if not value:
+            return
+        try:
+            obj, _ = decode_map(value)
+        except Exception:
+            return
+        y, p = obj.get("y"), obj.get("p")
+        if y in (0, 1) and isinstance(p, float):
+            self.quality.add(bool(y), p)
+
+
+def _close_quietly(client) -> None:
+    try:
+        client.close()
+    except Exception as exc:
+        logger.debug("close failed: %r", exc)

@@ -1,0 +1,163 @@
+"""``learnstream serve`` on a real stream: it follows the model topic, swaps each
+new version in, and scores exactly as ``score --offline`` and the worker do."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import threading
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from stream import cli
+from stream.config import MergerSettings, ServeSettings
+from stream.events.codec import encode, event_to_map
+from stream.events.sources import river_dataset
+from stream.runtime.merger import Merger
+from stream.serve.app import Backend, create_app
+from stream.serve.holder import ModelHolder
+from stream.serve.quality import RollingQuality
+from stream.serve.runtime import ServeRuntime
+from stream.sync.feed import published_model
+
+from .helpers import WorkerThread, create_topics, merging, read_predictions, send_raw
+from .helpers import worker_settings as make_worker_settings
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(condition, timeout_s: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class MergerThread:
+    def __init__(self, settings: MergerSettings) -> None:
+        self.merger = Merger(settings, "test-merger")
+        self._thread = threading.Thread(target=self.merger.run, daemon=True)
+
+    def __enter__(self) -> MergerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.merger.stop()
+        self._thread.join(30)
+
+
+def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, topics, tmp_path):
+    checkpoints = tmp_path / "ckpt"
+    create_topics(kafka, topics, partitions=1)
+    merge = merging(
+        every_events=100,
+        interval_s=0.3,
+        checkpoint_dir=checkpoints,
+        checkpoint_interval_s=0.0,
+        checkpoint_keep=1000,
+    )
+    settings = make_worker_settings(kafka, topics, merge=merge)
+    serve_settings = ServeSettings(kafka=kafka, topics=topics, checkpoint_dir=checkpoints)
+    holder = ModelHolder()
+    runtime = ServeRuntime(serve_settings, holder, RollingQuality(1000))
+    app = create_app(serve_settings, Backend(holder, runtime.quality, runtime.producer))
+    rows = list(river_dataset("phishing"))
+    with (
+        MergerThread(MergerSettings.for_workers(settings)),
+        WorkerThread(settings) as worker,
+        TestClient(app) as http,
+    ):
+        runtime.start()
+        try:
+            assert http.get("/healthz").status_code in (200, 503)
+            send_raw(
+                kafka,
+                topics.features,
+                ((None, encode(event_to_map(f"l-{i}", x, y, None), "msgpack")) for i, x, y in rows),
+            )
+            # Every labeled event learned, the newest version served and held by the worker.
+            latest = wait_for(
+                lambda: (
+                    (m := published_model(kafka, topics, "test-reader", 5))
+                    and m.n_learned == len(rows)
+                    and m
+                ),
+                what="all events learned",
+            )
+            wait_for(
+                lambda: holder.current and holder.current.version == latest.version,
+                what="serve swapped in the newest version",
+            )
+            wait_for(
+                lambda: worker.worker.model_version == latest.version,
+                what="worker synced to the newest version",
+            )
+            assert holder.swaps >= 1
+            assert http.get("/healthz").json() == {"status": "ok", "model_version": latest.version}
+            assert http.get("/v1/model").json()["n_learned"] == len(rows)
+
+            # /v1/predict on unlabeled copies of the stream.
+            xs = [x for _, x, _ in rows[:300]]
+            served = http.post(
+                "/v1/predict", json=[{"id": f"u-{i}", "x": x} for i, x in enumerate(xs)]
+            ).json()
+            assert {item["model_version"] for item in served} == {latest.version}
+
+            # score --offline on the same rows, from the checkpoint of that version.
+            path = tmp_path / "unlabeled.csv"
+            with path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=["id", *xs[0]])
+                writer.writeheader()
+                for i, x in enumerate(xs):
+                    writer.writerow({"id": f"u-{i}", **x})
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = cli.main(
+                    [
+                        "score",
+                        str(path),
+                        "--offline",
+                        "--checkpoint-dir",
+                        str(checkpoints),
+                        "--id-column",
+                        "id",
+                        "--log-level",
+                        "WARNING",
+                    ]
+                )
+            assert code == 0
+            offline = [json.loads(line) for line in out.getvalue().splitlines()]
+            assert [o["model_version"] for o in offline] == [latest.version] * len(xs)
+            assert [o["p"] for o in offline] == [s["p"] for s in served]
+
+            # The worker scoring the same events (unlabeled: it learns nothing from them).
+            send_raw(
+                kafka,
+                topics.features,
+                ((None, encode({"id": f"u-{i}", "x": x}, "json")) for i, x in enumerate(xs)),
+            )
+            ids = {f"u-{i}" for i in range(len(xs))}
+            published = read_predictions(kafka, topics.predictions, ids, settle_s=0.5)
+            by_id = {p["id"]: p for p in published if p["id"] in ids}
+            same_version = [p for p in by_id.values() if p["model_version"] == latest.version]
+            assert same_version, "the worker scored none of them with the served version"
+            served_p = {s["id"]: s["p"] for s in served}
+            for prediction in same_version:
+                assert prediction["p"] == served_p[prediction["id"]]
+            # The live page's rolling quality comes from the predictions topic.
+            status = wait_for(
+                lambda: (s := http.get("/v1/status").json())["quality"]["n"] > 0 and s,
+                what="rolling quality from the predictions topic",
+            )
+            assert status["model_version"] >= latest.version
+            assert 0.5 < status["quality"]["accuracy"] <= 1.0
+        finally:
+            runtime.stop()
