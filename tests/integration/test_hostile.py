@@ -173,7 +173,8 @@ def test_hostile_records_never_stop_a_worker_nor_poison_the_model(kafka, topics,
     text = log.read_text()
     assert work.returncode == 0, text[-3000:]
     assert "Traceback" not in text
-    assert "process exited" not in text and "failed" not in text
+    assert "process exited" not in text and "worker failed" not in text
+    assert "merger failed" not in text and "crash loop" not in text
     assert "dead-lettered reason=" in text  # rate-limited, but there
 
 
@@ -248,3 +249,17 @@ def test_whatever_raises_for_one_record_is_a_processing_error_and_the_batch_goes
     worker = thread.worker
     assert (worker.n_scored, worker.n_learned, worker.n_refused) == (4, 2, 1)
     assert all(abs(w) <= settings.max_abs_weight for w in worker.model.state().weights.values())
+
+
+def test_a_non_finite_model_version_is_refused_by_workers_and_mergers(kafka, topics, caplog):
+    """A poisoned version on the model topic (published before mergers refused
+    them) is never loaded: workers and mergers both read the topic through the feed."""
+    from stream.model.state import ModelState
+    from stream.sync.checkpoint import Snapshot
+
+    create_topics(kafka, topics, partitions=1)
+    poisoned = Snapshot(version=7, state=ModelState(weights={"a": math.nan}, n_learned=3))
+    send_raw(kafka, topics.model, [(b"global", poisoned.to_bytes())])
+    assert published_model(kafka, topics, "test-feed", timeout_s=5) is None
+    assert "model version refused: not finite version=7" in caplog.text
+    assert "weights['a'] = nan" in caplog.text
