@@ -60,6 +60,7 @@ class ServeBenchSettings:
 class ServeBenchResult:
     machine: str = ""
     load_average: tuple = ()
+    ceiling: dict = field(default_factory=dict)
     single: dict = field(default_factory=dict)
     fixed_rate: dict = field(default_factory=dict)
     batched: dict = field(default_factory=dict)
@@ -68,10 +69,14 @@ class ServeBenchResult:
 
     def format(self) -> str:
         s, r, b, w, p = self.single, self.fixed_rate, self.batched, self.swaps, self.parity
+        c = self.ceiling
         return "\n".join(
             [
                 f"learnstream serve benchmark ({self.machine}; load average at the end "
                 f"{', '.join(f'{v:.1f}' for v in self.load_average)})",
+                f"  ceiling: uvicorn with an empty app, wrk -c{c['connections']}: "
+                f"{c['requests_per_s']:,.0f} requests/s, p50 {c['p50_ms']:.2f} ms "
+                f"p99 {c['p99_ms']:.2f}",
                 f"  single event, wrk -c{s['connections']} {s['duration_s']:.0f}s: "
                 f"{s['requests_per_s']:,.0f} requests/s, latency p50 {s['p50_ms']:.2f} ms "
                 f"p90 {s['p90_ms']:.2f} p99 {s['p99_ms']:.2f}, non-2xx {s['non_2xx']}, "
@@ -115,6 +120,43 @@ def load_generators() -> tuple[str, str]:
     if wrk is None or hey is None:
         raise StreamError("the serve benchmark needs Debian's wrk and hey: apt-get install wrk hey")
     return wrk, hey
+
+
+# An ASGI app that reads the body and answers "{}": what uvicorn alone does here.
+_EMPTY_APP = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")
+"""
+
+
+def _ceiling(wrk: str, body: Path, settings: ServeBenchSettings) -> dict:
+    """wrk against uvicorn serving an empty app: the ceiling for any app on it, now."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", _EMPTY_APP, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise StreamError("the empty uvicorn app did not start") from None
+                time.sleep(0.1)
+        return _wrk(
+            wrk, f"http://127.0.0.1:{port}/", body, settings.connections, settings.duration_s
+        )
+    finally:
+        server.terminate()
+        server.wait(15)
 
 
 def _versions(n: int, seed: int = 0) -> list[Snapshot]:
@@ -363,6 +405,8 @@ def run_serve_bench(settings: ServeBenchSettings, out: Path | None = None) -> Se
         batch.write_text(json.dumps(events))
         predict = f"{base}/v1/predict"
 
+        logger.info("ceiling: an empty app on uvicorn")
+        result.ceiling = _ceiling(wrk, single, settings)
         logger.info("single-event throughput")
         cpu = _cpu_s(base)
         result.single = _wrk(wrk, predict, single, settings.connections, settings.duration_s)
