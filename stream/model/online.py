@@ -8,7 +8,9 @@ checkpoints) and come back: :meth:`OnlineModel.state` / :meth:`OnlineModel.load_
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 
+import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
 from stream.config import ModelSettings
@@ -53,6 +55,45 @@ class OnlineModel:
     def predict_proba(self, x: dict[str, float]) -> float:
         """Probability of class 1 (true)."""
         return self.estimator.predict_proba_one(x).get(True, 0.0)
+
+    def predict_proba_many(self, xs: Sequence[dict[str, float]]) -> list[float]:
+        """``[self.predict_proba(x) for x in xs]``, bit for bit, in about half the time.
+
+        Events are grouped by their feature names in order, and each group is
+        scored a column at a time with numpy, doing river's arithmetic in
+        river's order: ``(x - mean) / var ** 0.5`` (0 where the variance is 0),
+        products with the weights summed in the event's key order from 0.0
+        (how river's VectorDict dot product sums; names without a weight add
+        nothing), plus the intercept, then river's own sigmoid. numpy's
+        elementwise float64 operations round exactly as Python's, so the
+        result is identical, not close (tests/unit/test_model.py checks it on
+        arbitrary models and events). Unlike river's scaler it stores nothing
+        about names it has not seen.
+        """
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, x in enumerate(xs):
+            groups.setdefault(tuple(x), []).append(i)
+        out: list[float] = [0.0] * len(xs)
+        lr = self._lr
+        sigmoid, intercept, weights = lr.loss.mean_func, lr.intercept, lr._weights
+        scaler = self._scaler
+        for names, rows in groups.items():
+            n = len(rows)
+            matrix = np.array([list(xs[i].values()) for i in rows], dtype=np.float64)
+            acc = np.zeros(n, dtype=np.float64)
+            for j, name in enumerate(names):
+                if name not in weights:
+                    continue
+                column = matrix[:, j]
+                if scaler is not None:
+                    var = scaler.vars.get(name, 0.0)
+                    if not var:
+                        continue  # scaled to 0.0: adds nothing to a sum that is never -0.0
+                    column = (column - scaler.means.get(name, 0.0)) / var**0.5
+                acc += weights[name] * column
+            for i, logit in zip(rows, (acc + intercept).tolist(), strict=True):
+                out[i] = sigmoid(logit)
+        return out
 
     def learn(self, x: dict[str, float], y: bool) -> None:
         """One SGD (or FTRL) step on this event."""
