@@ -18,7 +18,9 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Sequence
 
+import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
 from stream.config import ModelSettings
@@ -77,6 +79,48 @@ class OnlineModel:
         if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
             raise NumericError(f"prediction is p={p!r}, not a probability")
         return p
+
+    def predict_proba_many(self, xs: Sequence[dict[str, float]]) -> list[float]:
+        """``[self.predict_proba(x) for x in xs]``, bit for bit, in about half the time.
+
+        Events are grouped by their feature names in order, and each group is
+        scored a column at a time with numpy, doing river's arithmetic in
+        river's order: ``(x - mean) / var ** 0.5`` (0 where the variance is 0),
+        products with the weights summed in the event's key order from 0.0
+        (how river's VectorDict dot product sums; names without a weight add
+        nothing), plus the intercept, then river's own sigmoid. numpy's
+        elementwise float64 operations round exactly as Python's, so the
+        result is identical, not close (tests/unit/test_model.py checks it on
+        arbitrary models and events). Unlike river's scaler it stores nothing
+        about names it has not seen.
+        """
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, x in enumerate(xs):
+            groups.setdefault(tuple(x), []).append(i)
+        out: list[float] = [0.0] * len(xs)
+        lr = self._lr
+        sigmoid, intercept, weights = lr.loss.mean_func, lr.intercept, lr._weights
+        scaler = self._scaler
+        for names, rows in groups.items():
+            n = len(rows)
+            matrix = np.array([list(xs[i].values()) for i in rows], dtype=np.float64)
+            acc = np.zeros(n, dtype=np.float64)
+            for j, name in enumerate(names):
+                if name not in weights:
+                    continue
+                column = matrix[:, j]
+                if scaler is not None:
+                    var = scaler.vars.get(name, 0.0)
+                    if not var:
+                        continue  # scaled to 0.0: adds nothing to a sum that is never -0.0
+                    column = (column - scaler.means.get(name, 0.0)) / var**0.5
+                acc += weights[name] * column
+            for i, logit in zip(rows, (acc + intercept).tolist(), strict=True):
+                p = sigmoid(logit)
+                if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
+                    raise NumericError(f"prediction is p={p!r}, not a probability")
+                out[i] = p
+        return out
 
     def learn(self, x: dict[str, float], y: bool) -> bool:
         """One SGD (or FTRL) step on this event; False if it was refused and undone

@@ -104,10 +104,6 @@ def _unprocessable(parsed: Parsed) -> Response:
     return _json({"error": "invalid_event", "invalid": len(errors), "errors": listed}, 422)
 
 
-def _wants_msgpack(request: Request) -> bool:
-    return "application/msgpack" in request.headers.get("accept", "")
-
-
 class _Metrics:
     """The app's Prometheus registry: its own, so several apps can live in one process."""
 
@@ -247,17 +243,42 @@ class _Guard:
         return child
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
+class _AsgiEndpoint:
+    """Marks a coroutine function as a raw ASGI endpoint for Starlette's Route
+    (a plain function would be taken for a Request -> Response handler)."""
+
+    def __init__(self, endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.endpoint(scope, receive, send)
+
+
+def _header(scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def _read_body(scope, receive, limit: int) -> bytes:
+    """The whole body, or BodyTooLarge as soon as it is known to exceed ``limit``."""
+    length = _header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(f"body is {length} bytes, limit is {limit}")
+        raise BodyTooLarge(f"body is {int(length)} bytes, limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
@@ -272,9 +293,9 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
         settings.max_batch_events,
     )
 
-    async def _events_from(request: Request) -> Parsed | Response:
+    async def _events_from(scope, receive) -> Parsed | Response:
         try:
-            body = await _read_body(request, max_body)
+            body = await _read_body(scope, receive, max_body)
             return parse(body, limits, max_batch)
         except BodyTooLarge as exc:
             return _error(413, "body_too_large", str(exc))
@@ -283,27 +304,47 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
         except MalformedBody as exc:
             return _error(400, "malformed_body", str(exc))
 
-    async def predict(request: Request) -> Response:
-        parsed = await _events_from(request)
+    async def predict(scope, receive, send) -> None:
+        """Raw ASGI (no Request/Response objects): the hot endpoint, where they
+        would cost a third of the time of a one-event request."""
+        parsed = await _events_from(scope, receive)
         if isinstance(parsed, Response):
-            return parsed
+            await parsed(scope, receive, send)
+            return
         if parsed.errors:
-            return _unprocessable(parsed)
+            await _unprocessable(parsed)(scope, receive, send)
+            return
         served = holder.current  # read once: the whole request is scored by this version
         if served is None:
-            return _error(503, "no_model", "no global model loaded yet")
-        version, score = served.version, served.predict_proba
-        out = []
-        for event in parsed.items:
-            p = score(event.x)  # type: ignore[union-attr]
-            out.append(
-                {"id": event.id, "p": p, "y_pred": 1 if p >= 0.5 else 0, "model_version": version}
-            )
+            await _error(503, "no_model", "no global model loaded yet")(scope, receive, send)
+            return
+        version, events = served.version, parsed.items
+        if len(events) == 1:
+            ps = [served.predict_proba(events[0].x)]  # type: ignore[union-attr]
+        else:
+            ps = served.predict_proba_many([event.x for event in events])  # type: ignore[union-attr]
+        out = [
+            {"id": event.id, "p": p, "y_pred": 1 if p >= 0.5 else 0, "model_version": version}
+            for event, p in zip(events, ps, strict=True)  # type: ignore[union-attr]
+        ]
         metrics.scored.inc(len(out))
         answer = out if parsed.batch else out[0]
-        if _wants_msgpack(request):
-            return Response(msgpack.packb(answer), media_type="application/msgpack")
-        return _json(answer)
+        accept = _header(scope, b"accept")
+        if accept is not None and b"application/msgpack" in accept:
+            body, content_type = msgpack.packb(answer), b"application/msgpack"
+        else:
+            body, content_type = orjson.dumps(answer), b"application/json"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def model(request: Request) -> Response:
         served = holder.current
@@ -354,7 +395,7 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
         )
 
     async def events(request: Request) -> Response:
-        parsed = await _events_from(request)
+        parsed = await _events_from(request.scope, request.receive)
         if isinstance(parsed, Response):
             return parsed
         if parsed.errors:
@@ -385,7 +426,7 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
 
     routes = [
         Route("/", page, methods=["GET"]),
-        Route("/v1/predict", predict, methods=["POST"]),
+        Route("/v1/predict", _AsgiEndpoint(predict), methods=["POST"]),
         Route("/v1/model", model, methods=["GET"]),
         Route("/v1/status", status, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

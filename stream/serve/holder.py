@@ -33,12 +33,27 @@ class Served:
     model: OnlineModel
     quantize: Quantize
     loaded_at: float
+    known: frozenset[str]
 
-    @property
-    def predict_proba(self):
+    def predict_proba(self, x: dict[str, float]) -> float:
         """The one scoring function: the worker's and ``score --offline``'s
-        :meth:`OnlineModel.predict_proba`, bound to this version's model."""
-        return self.model.predict_proba
+        :meth:`OnlineModel.predict_proba` on this version's model.
+
+        A feature the model has never seen adds exactly nothing to p (the
+        scaler makes it 0 and there is no weight for it), but river's scaler
+        would insert it into its statistics, which a client sending fresh names
+        could grow without bound. Such features are left out first; p is the
+        same bit for bit (tests/unit/test_serve_holder.py).
+        """
+        if not x.keys() <= self.known:
+            known = self.known
+            x = {name: value for name, value in x.items() if name in known}
+        return self.model.predict_proba(x)
+
+    def predict_proba_many(self, xs: list[dict[str, float]]) -> list[float]:
+        """The same p for each event, computed a column at a time
+        (:meth:`OnlineModel.predict_proba_many`, identical bit for bit)."""
+        return self.model.predict_proba_many(xs)
 
 
 def serving(snapshot: Snapshot, quantize: Quantize = "none") -> Served:
@@ -49,7 +64,9 @@ def serving(snapshot: Snapshot, quantize: Quantize = "none") -> Served:
     """
     if quantize != "none":
         snapshot = replace(snapshot, state=quantize_state(snapshot.state, quantize))
-    return Served(snapshot.version, snapshot, model_of(snapshot), quantize, time.time())
+    state = snapshot.state
+    known = frozenset(state.weights) | frozenset(state.scaler_vars)
+    return Served(snapshot.version, snapshot, model_of(snapshot), quantize, time.time(), known)
 
 
 class ModelHolder:

@@ -59,6 +59,8 @@ class ServeBenchSettings:
 @dataclass
 class ServeBenchResult:
     machine: str = ""
+    load_average: tuple = ()
+    ceiling: dict = field(default_factory=dict)
     single: dict = field(default_factory=dict)
     fixed_rate: dict = field(default_factory=dict)
     batched: dict = field(default_factory=dict)
@@ -67,19 +69,26 @@ class ServeBenchResult:
 
     def format(self) -> str:
         s, r, b, w, p = self.single, self.fixed_rate, self.batched, self.swaps, self.parity
+        c = self.ceiling
         return "\n".join(
             [
-                f"learnstream serve benchmark ({self.machine})",
+                f"learnstream serve benchmark ({self.machine}; load average at the end "
+                f"{', '.join(f'{v:.1f}' for v in self.load_average)})",
+                f"  ceiling: uvicorn with an empty app, wrk -c{c['connections']}: "
+                f"{c['requests_per_s']:,.0f} requests/s, p50 {c['p50_ms']:.2f} ms "
+                f"p99 {c['p99_ms']:.2f}",
                 f"  single event, wrk -c{s['connections']} {s['duration_s']:.0f}s: "
                 f"{s['requests_per_s']:,.0f} requests/s, latency p50 {s['p50_ms']:.2f} ms "
                 f"p90 {s['p90_ms']:.2f} p99 {s['p99_ms']:.2f}, non-2xx {s['non_2xx']}, "
-                f"errors {s['socket_errors']}",
+                f"errors {s['socket_errors']}; serve used {s['serve_cpu_s']:.1f} CPU-s: "
+                f"{s['requests_per_cpu_s']:,.0f} requests per CPU-second",
                 f"  fixed rate, hey -q: {r['requests_per_s']:,.0f} requests/s, latency p50 "
                 f"{r['p50_ms']:.2f} ms p90 {r['p90_ms']:.2f} p99 {r['p99_ms']:.2f}, "
                 f"non-200 {r['non_200']}",
                 f"  batches of {b['batch']}, wrk -c{b['connections']}: "
                 f"{b['events_per_s']:,.0f} events/s ({b['requests_per_s']:,.1f} requests/s, "
-                f"p50 {b['p50_ms']:.1f} ms p99 {b['p99_ms']:.1f}), non-2xx {b['non_2xx']}",
+                f"p50 {b['p50_ms']:.1f} ms p99 {b['p99_ms']:.1f}), non-2xx {b['non_2xx']}; "
+                f"{b['events_per_cpu_s']:,.0f} events per serve CPU-second",
                 f"  {w['swaps_seen']} hot swaps under load (versions {w['first_version']}-"
                 f"{w['last_version']}): wrk {w['requests_per_s']:,.0f} requests/s p99 "
                 f"{w['p99_ms']:.2f} ms non-2xx {w['non_2xx']}; checker {w['checked']} batches: "
@@ -111,6 +120,43 @@ def load_generators() -> tuple[str, str]:
     if wrk is None or hey is None:
         raise StreamError("the serve benchmark needs Debian's wrk and hey: apt-get install wrk hey")
     return wrk, hey
+
+
+# An ASGI app that reads the body and answers "{}": what uvicorn alone does here.
+_EMPTY_APP = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"{}"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")
+"""
+
+
+def _ceiling(wrk: str, body: Path, settings: ServeBenchSettings) -> dict:
+    """wrk against uvicorn serving an empty app: the ceiling for any app on it, now."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", _EMPTY_APP, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise StreamError("the empty uvicorn app did not start") from None
+                time.sleep(0.1)
+        return _wrk(
+            wrk, f"http://127.0.0.1:{port}/", body, settings.connections, settings.duration_s
+        )
+    finally:
+        server.terminate()
+        server.wait(15)
 
 
 def _versions(n: int, seed: int = 0) -> list[Snapshot]:
@@ -250,6 +296,21 @@ def _post(url: str, body: bytes, timeout_s: float = 10.0) -> tuple[int, bytes]:
         return 0, b""
 
 
+def _cpu_s(base: str) -> float:
+    """CPU seconds the serve process has used (its own Prometheus process metrics)."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    found = re.search(r"^process_cpu_seconds_total ([\d.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else float("nan")
+
+
+def _per_cpu(phase: dict, cpu_s: float, per_request: int = 1) -> None:
+    """Add the serve process's CPU seconds and what one CPU-second of it served:
+    a figure that does not depend on what else the machine is running."""
+    phase["serve_cpu_s"] = cpu_s
+    phase["requests_per_cpu_s"] = phase.get("requests", 0) / cpu_s if cpu_s > 0 else 0.0
+    phase["events_per_cpu_s"] = phase["requests_per_cpu_s"] * per_request
+
+
 def _get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
@@ -344,12 +405,21 @@ def run_serve_bench(settings: ServeBenchSettings, out: Path | None = None) -> Se
         batch.write_text(json.dumps(events))
         predict = f"{base}/v1/predict"
 
+        logger.info("ceiling: an empty app on uvicorn")
+        result.ceiling = _ceiling(wrk, single, settings)
         logger.info("single-event throughput")
+        cpu = _cpu_s(base)
         result.single = _wrk(wrk, predict, single, settings.connections, settings.duration_s)
+        _per_cpu(result.single, _cpu_s(base) - cpu)
         logger.info("fixed rate %d/s", settings.rate)
+        cpu = _cpu_s(base)
         result.fixed_rate = _hey(hey, predict, single, settings.rate, settings.duration_s)
+        result.fixed_rate["requests"] = result.fixed_rate["responses"]
+        _per_cpu(result.fixed_rate, _cpu_s(base) - cpu)
         logger.info("batches of %d", settings.batch)
+        cpu = _cpu_s(base)
         batched = _wrk(wrk, predict, batch, 4, settings.duration_s)
+        _per_cpu(batched, _cpu_s(base) - cpu, settings.batch)
         batched["batch"] = settings.batch
         batched["events_per_s"] = batched["requests_per_s"] * settings.batch
         result.batched = batched
@@ -439,6 +509,7 @@ def run_serve_bench(settings: ServeBenchSettings, out: Path | None = None) -> Se
         shutil.rmtree(work, ignore_errors=True)
         if broker is not None:
             broker.stop()
+    result.load_average = os.getloadavg()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(asdict(result), indent=2))

@@ -120,3 +120,34 @@ def test_onnx_feature_without_variance_scores_zero_as_river_does():
     (p,) = session.run(["p"], {"x": _dense(linear, xs)})
     expected = np.array([model.predict_proba(x) for x in xs])
     assert np.max(np.abs(p - expected)) <= 1e-6
+
+
+def test_export_command_writes_the_file_and_reports_size_and_holdout(tmp_path, capsys):
+    import csv
+
+    from stream import cli
+    from stream.sync.checkpoint import CheckpointStore
+
+    snap = snapshot(9)
+    CheckpointStore(tmp_path / "ckpt").write(snap)
+    holdout = tmp_path / "holdout.csv"
+    with holdout.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*FEATURES, "y"])
+        writer.writeheader()
+        for i, x in enumerate(_events(50)):
+            writer.writerow({**x, "y": i % 2})
+    out = tmp_path / "model.onnx"
+    code = cli.main(
+        ["model", "export", "--offline", "--checkpoint-dir", str(tmp_path / "ckpt"),
+         "--format", "onnx", "--quantize", "int8", "--holdout", str(holdout),
+         "--out", str(out), "--log-level", "WARNING"]
+    )  # fmt: skip
+    assert code == 0
+    report = capsys.readouterr().err
+    assert f"exported version 9 as onnx quantize=int8: {out.stat().st_size:,} bytes" in report
+    assert "holdout" in report and "(50 labeled rows), full -> int8: accuracy" in report
+    session = ort.InferenceSession(out.read_bytes(), providers=["CPUExecutionProvider"])
+    linear = Linear.of(snap.state, True)
+    (p,) = session.run(["p"], {"x": _dense(linear, _events(5))})
+    reference = model_of(replace(snap, state=quantize_state(snap.state, "int8")))
+    assert np.max(np.abs(p - [reference.predict_proba(x) for x in _events(5)])) <= 1e-6

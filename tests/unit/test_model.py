@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from river import compose, linear_model, optim, preprocessing
 
 from stream.config import ModelSettings
@@ -72,3 +74,29 @@ def test_state_is_a_snapshot_not_a_view():
     assert snapshot.n_learned == 1
     assert snapshot.scaler_means == {"a": 1.0}
     assert isinstance(snapshot, ModelState)
+
+
+_NAMES = st.sampled_from([f"f{i}" for i in range(6)]) | st.text(min_size=1, max_size=3)
+_VALUES = st.floats(-1e4, 1e4, allow_nan=False) | st.sampled_from([0.0, -0.0, 1.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    which=st.sampled_from(SETTINGS),
+    seed=st.integers(0, 3),
+    batch=st.lists(st.lists(st.tuples(_NAMES, _VALUES), max_size=8), max_size=30),
+)
+def test_predict_proba_many_is_predict_proba_bit_for_bit(which, seed, batch):
+    import random
+
+    rng = random.Random(seed)
+    model = OnlineModel(which)
+    for _ in range(200):
+        x = {f"f{i}": rng.gauss(i, 1 + i) for i in range(6) if rng.random() < 0.9}
+        if rng.random() < 0.1:
+            x["const"] = 1.0  # a feature without variance
+        model.learn(x, rng.random() < 0.5)
+    xs = [dict(items) for items in batch]
+    many = model.predict_proba_many(xs)
+    assert many == [model.predict_proba(x) for x in xs]
+    assert [type(p) for p in many] == [type(model.predict_proba(x)) for x in xs]

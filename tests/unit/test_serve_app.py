@@ -345,3 +345,18 @@ _client = TestClient(_app)
 def test_no_request_body_gives_a_500(body, path):
     r = _client.post(path, content=body)
     assert r.status_code in (200, 202, 400, 413, 422), (r.status_code, r.text)
+
+
+def test_quantized_serving_scores_with_the_quantized_weights():
+    from dataclasses import replace
+
+    from stream.model.quantize import quantize_state
+    from stream.sync.globalmodel import model_of
+
+    app, _ = app_with(version=4, quantize="int8")
+    with TestClient(app) as c:
+        ev = event(3)
+        snap = snapshot(4)
+        expected = model_of(replace(snap, state=quantize_state(snap.state, "int8")))
+        assert c.post("/v1/predict", json=ev).json()["p"] == expected.predict_proba(ev["x"])
+        assert c.get("/v1/model").json()["quantize"] == "int8"
