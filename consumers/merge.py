@@ -7,6 +7,7 @@ import signal
 
 from stream import cliargs
 from stream.config import MergerSettings
+from stream.kafka.topics import ensure_internal
 from stream.runtime.merger import Merger
 from stream.runtime.supervisor import merger_name
 
@@ -28,7 +29,9 @@ def settings_from(args: argparse.Namespace) -> MergerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    merger = Merger(settings_from(args), merger_name())
+    settings = settings_from(args)
+    ensure_internal(settings.kafka, settings.topics)
+    merger = Merger(settings, merger_name())
     signal.signal(signal.SIGTERM, lambda *_: merger.stop())
     signal.signal(signal.SIGINT, lambda *_: merger.stop())
     merger.run()

@@ -6,6 +6,7 @@ import argparse
 
 from stream import cliargs
 from stream.config import MergerSettings, RestartSettings, WorkerSettings
+from stream.kafka.topics import ensure_pipeline
 from stream.runtime.supervisor import Supervisor
 
 
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise SystemExit("learnstream work: error: --processes must be >= 1")
     settings = settings_from(args)
+    # Once here, before any process starts: a wrong topic is one clear error,
+    # not every worker failing (and being restarted) in turn.
+    ensure_pipeline(settings.kafka, settings.topics)
     merger = (
         MergerSettings.for_workers(settings)
         if settings.merge.enabled and args.with_merger
