@@ -489,10 +489,9 @@ class Worker:
         if self.merging and revoked:
             # No sync: a resync seeks, and partitions are changing hands right now.
             # Flushed before the next owner starts from the model's offsets.
-            sent = self._cut(sync=False)
+            self._cut(sync=False)
             self._producer.flush(self.settings.delivery_timeout_s)
-            if sent:
-                self._crash.hit("worker.on_revoke_after_contribution")
+            self._crash.hit("worker.on_revoke_after_contribution")
         for p in revoked:
             self._forget(p)
 

@@ -8,10 +8,12 @@ every labeled event exactly once. Topics are not pre-created.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -28,8 +30,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_EVENTS = 2_000
 
 
-def _work(kafka, topics, tmp_path, crash_at: str, processes: int) -> subprocess.Popen:
-    log = open(tmp_path / "work.log", "w")  # noqa: SIM115 - closed with the process
+def _work(
+    kafka, topics, tmp_path, crash_at: str | None, log_name: str = "work.log"
+) -> subprocess.Popen:
+    """`learnstream work` with one worker (and a merger), ``crash_at`` armed."""
+    log = open(tmp_path / log_name, "w")  # noqa: SIM115 - closed with the process
+    env = {k: v for k, v in os.environ.items() if k != "LEARNSTREAM_CRASH_AT"}
+    if crash_at:
+        env["LEARNSTREAM_CRASH_AT"] = crash_at
     return subprocess.Popen(
         [
             sys.executable,
@@ -37,7 +45,7 @@ def _work(kafka, topics, tmp_path, crash_at: str, processes: int) -> subprocess.
             "stream",
             "work",
             "--processes",
-            str(processes),
+            "1",
             "--metrics-port",
             "0",
             "--group-id",
@@ -58,7 +66,7 @@ def _work(kafka, topics, tmp_path, crash_at: str, processes: int) -> subprocess.
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,
-        env={**os.environ, "LEARNSTREAM_CRASH_AT": crash_at},
+        env=env,
     )
 
 
@@ -80,51 +88,93 @@ def wait_for_learned(kafka, topics, n: int, timeout_s: float = 120.0):
 
 
 CASES = [
-    ("worker.before_flush:2", 1),
-    ("worker.after_flush_before_commit:2", 1),
-    ("worker.after_commit:2", 1),
-    ("worker.after_contribution_sent:2", 1),
-    ("worker.on_revoke_after_contribution", 2),
-    ("merger.after_merge_before_publish:2", 1),
-    ("merger.after_publish_before_checkpoint:2", 1),
-    ("merger.during_checkpoint_write:2", 1),
-    ("merger.after_checkpoint:2", 1),
+    "worker.before_flush:2",
+    "worker.after_flush_before_commit:2",
+    "worker.after_commit:2",
+    "worker.after_contribution_sent:2",
+    "worker.on_revoke_after_contribution",
+    "merger.after_merge_before_publish:2",
+    "merger.after_publish_before_checkpoint:2",
+    "merger.during_checkpoint_write:2",
+    "merger.after_checkpoint:2",
 ]
 
 
 def test_every_crash_point_has_a_test():
-    assert {case.split(":")[0] for case, _ in CASES} == set(CRASH_POINTS)
+    assert {case.split(":")[0] for case in CASES} == set(CRASH_POINTS)
 
 
-@pytest.mark.parametrize(("crash_at", "processes"), CASES, ids=[c for c, _ in CASES])
-def test_a_crash_at_this_point_loses_nothing_and_learns_nothing_twice(
-    kafka, topics, tmp_path, crash_at, processes
-):
-    point = crash_at.split(":")[0]
-    if point == "worker.on_revoke_after_contribution":
-        # A backlog first, so the first worker has learned when the second joins
-        # and its partitions are revoked.
-        produce(
-            iter(SyntheticStream(seed=21)),
-            ProduceSettings(kafka=kafka, topic=topics.features, limit=N_EVENTS),
-        )
-    work = _work(kafka, topics, tmp_path, crash_at, processes)
+def _produce(kafka, topics, ids: range, rate: float | None = None) -> None:
+    rows = itertools.islice(SyntheticStream(seed=21), ids.start, ids.stop)
+    produce(rows, ProduceSettings(kafka=kafka, topic=topics.features, limit=len(ids), rate=rate))
+
+
+def _settle(kafka, topics, work: list[subprocess.Popen]):
     try:
-        if point != "worker.on_revoke_after_contribution":
-            produce(
-                iter(SyntheticStream(seed=21)),
-                ProduceSettings(kafka=kafka, topic=topics.features, limit=N_EVENTS),
-            )
         predictions = read_predictions(
             kafka, topics.predictions, {str(i) for i in range(N_EVENTS)}, settle_s=0.5
         )
         settled = wait_for_learned(kafka, topics, N_EVENTS)
     finally:
-        work.send_signal(signal.SIGTERM)
-        work.wait(timeout=60)
+        for process in work:
+            process.send_signal(signal.SIGTERM)
+        for process in work:
+            process.wait(timeout=60)
+    return predictions, settled
+
+
+def _assert_recovered_exactly(tmp_path, point: str, predictions, settled) -> None:
     log = (tmp_path / "work.log").read_text()
     assert f"crash point reached, dying point={point}" in log
     assert "exitcode=-9; restarting" in log
     assert {p["id"] for p in predictions} == {str(i) for i in range(N_EVENTS)}
     assert settled.n_learned == N_EVENTS
     assert sum(settled.offsets.values()) == N_EVENTS
+
+
+@pytest.mark.parametrize("crash_at", [c for c in CASES if "on_revoke" not in c])
+def test_a_crash_at_this_point_loses_nothing_and_learns_nothing_twice(
+    kafka, topics, tmp_path, crash_at
+):
+    work = _work(kafka, topics, tmp_path, crash_at)
+    predictions, settled = _settle_after(
+        kafka, topics, [work], lambda: _produce(kafka, topics, range(N_EVENTS))
+    )
+    _assert_recovered_exactly(tmp_path, crash_at.split(":")[0], predictions, settled)
+
+
+def test_a_crash_while_handing_partitions_over_loses_nothing_and_learns_nothing_twice(
+    kafka, topics, tmp_path
+):
+    """A second `work` joins mid-stream (the second half of the events arrives
+    slowly, over about 17 s, so it joins while they flow): the first one's
+    partitions are revoked, it sends its hand-over contribution and dies right
+    after."""
+    point = "worker.on_revoke_after_contribution"
+    first = _work(kafka, topics, tmp_path, point)
+    work = [first]
+
+    def stream() -> None:
+        _produce(kafka, topics, range(N_EVENTS // 2))
+        read_predictions(
+            kafka, topics.predictions, {str(i) for i in range(N_EVENTS // 2)}, settle_s=0
+        )
+        rest = threading.Thread(
+            target=_produce, args=(kafka, topics, range(N_EVENTS // 2, N_EVENTS), 60.0)
+        )
+        rest.start()
+        work.append(_work(kafka, topics, tmp_path, None, log_name="second.log"))
+        rest.join()
+
+    predictions, settled = _settle_after(kafka, topics, work, stream)
+    _assert_recovered_exactly(tmp_path, point, predictions, settled)
+
+
+def _settle_after(kafka, topics, work: list[subprocess.Popen], send):
+    try:
+        send()
+    except BaseException:
+        for process in work:
+            process.kill()
+        raise
+    return _settle(kafka, topics, work)
