@@ -147,7 +147,7 @@ def test_a_crash_while_handing_partitions_over_loses_nothing_and_learns_nothing_
     kafka, topics, tmp_path
 ):
     """A second `work` joins mid-stream (the second half of the events arrives
-    slowly, over about 17 s, so it joins while they flow): the first one's
+    slowly, over about 25 s, so it joins while they flow): the first one's
     partitions are revoked, it sends its hand-over contribution and dies right
     after."""
     point = "worker.on_revoke_after_contribution"
@@ -160,7 +160,7 @@ def test_a_crash_while_handing_partitions_over_loses_nothing_and_learns_nothing_
             kafka, topics.predictions, {str(i) for i in range(N_EVENTS // 2)}, settle_s=0
         )
         rest = threading.Thread(
-            target=_produce, args=(kafka, topics, range(N_EVENTS // 2, N_EVENTS), 60.0)
+            target=_produce, args=(kafka, topics, range(N_EVENTS // 2, N_EVENTS), 40.0)
         )
         rest.start()
         work.append(_work(kafka, topics, tmp_path, None, log_name="second.log"))
