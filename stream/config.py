@@ -107,6 +107,12 @@ PASSTHROUGH_OPTIONS = frozenset(
 )
 
 
+# Options that choose the rebalance protocol: refused with the reason.
+ASSIGNOR_OPTIONS = frozenset(
+    {"partition_assignment_strategy", "group_protocol", "group_remote_assignor"}
+)
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     """Where the broker is and how to talk to it.
@@ -143,7 +149,14 @@ class KafkaSettings:
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
             raise ConfigError("bootstrap_servers is empty")
-        for name, _ in self.client_options:
+        for name, value in self.client_options:
+            if name in ASSIGNOR_OPTIONS:
+                raise ConfigError(
+                    f"Kafka client option {name}={value!r} is refused: learnstream relies on "
+                    "the default eager rebalancing (every partition revoked, each worker "
+                    "contributes, then rebases onto the global model); cooperative "
+                    "(incremental) assignors are not supported"
+                )
             if name not in PASSTHROUGH_OPTIONS:
                 raise ConfigError(
                     f"unknown Kafka client option {name!r}; known: {sorted(PASSTHROUGH_OPTIONS)}"

@@ -31,7 +31,7 @@ CRASH_POINTS: dict[str, str] = {
     "worker.after_contribution_sent": "a contribution is acknowledged, no version with it "
     "has arrived",
     "worker.on_revoke_after_contribution": "partitions are being revoked; the hand-over "
-    "contribution is acknowledged",
+    "contribution (if there was learning to hand over) is acknowledged",
     "merger.after_merge_before_publish": "a version is computed, not published",
     "merger.after_publish_before_checkpoint": "a version is on the model topic, "
     "not in a checkpoint file",

@@ -514,10 +514,14 @@ class Worker:
         if self.merging and revoked:
             # No sync: a resync seeks, and partitions are changing hands right now.
             # Flushed before the next owner starts from the model's offsets.
-            sent = self._cut(sync=False)
-            self._producer.flush(self.settings.delivery_timeout_s)
-            if sent:
-                self._crash.hit("worker.on_revoke_after_contribution")
+            self._cut(sync=False)
+            try:
+                self._producer.flush(self.settings.delivery_timeout_s)
+            except DeliveryError as exc:
+                # The next owner re-learns from the model's offsets; this worker's
+                # model holds a delta nobody will merge, until its next rebase.
+                self.ledger.taint(f"hand-over contribution not acknowledged: {exc}")
+            self._crash.hit("worker.on_revoke_after_contribution")
         for p in revoked:
             self._forget(p)
 

@@ -26,13 +26,16 @@ import msgpack
 
 from stream.errors import CheckpointError
 from stream.faults import NO_CRASH, CrashPoints
-from stream.model.merge import state_from_dict, state_to_dict
-from stream.model.state import ModelState, non_finite
+from stream.model.merge import state_from_dict
+from stream.model.state import ModelState, non_finite, pack_state, unpack_state
 
 logger = logging.getLogger(__name__)
 
 MAGIC = b"LSCKPT"
-SCHEMA_VERSION = 1
+# 2: the model state in its packed form (stream.model.state.pack_state) and an
+# epoch. Schema 1 (state as plain maps) is still read.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 _HEADER = struct.Struct(">6sIIQ")
 HEADER_SIZE = _HEADER.size
 _PATTERN = "model-*.ckpt"
@@ -83,7 +86,7 @@ class Snapshot:
                 "epoch": self.epoch,
                 "created_at": self.created_at or time.time(),
                 "n_learned": self.state.n_learned,
-                "state": state_to_dict(self.state),
+                "state": pack_state(self.state),
                 "offsets": {str(p): o for p, o in self.offsets.items()},
                 "contributions_offset": self.contributions_offset,
                 "applied": self.applied,
@@ -98,12 +101,14 @@ class Snapshot:
     def from_bytes(cls, payload: bytes) -> Snapshot:
         try:
             data = msgpack.unpackb(payload, raw=False)
-            if data.get("schema") != SCHEMA_VERSION:
-                raise CheckpointError(f"unknown snapshot schema {data.get('schema')!r}")
+            schema = data.get("schema")
+            if schema not in READABLE_SCHEMAS:
+                raise CheckpointError(f"unknown snapshot schema {schema!r}")
+            state = state_from_dict(data["state"]) if schema == 1 else unpack_state(data["state"])
             return cls(
                 version=int(data["version"]),
                 epoch=int(data.get("epoch", 0)),
-                state=state_from_dict(data["state"]),
+                state=state,
                 offsets={int(p): int(o) for p, o in data["offsets"].items()},
                 contributions_offset=int(data["contributions_offset"]),
                 applied=dict(data["applied"]),
@@ -171,7 +176,7 @@ class CheckpointStore:
         magic, schema, crc, length = _HEADER.unpack_from(raw)
         if magic != MAGIC:
             raise CheckpointError(f"{path}: not a learnstream checkpoint (magic {magic!r})")
-        if schema != SCHEMA_VERSION:
+        if schema not in READABLE_SCHEMAS:
             raise CheckpointError(f"{path}: unknown schema version {schema}")
         payload = raw[_HEADER.size :]
         if len(payload) != length:

@@ -5,6 +5,10 @@
 contribution only if every range starts exactly where the global model's
 offset for that partition stands, so no event is ever learned twice, and
 advances those offsets to the ends, so none is skipped.
+
+The delta is sparse (only the features its events changed) and packed
+(:func:`~stream.model.state.pack_state`), so its size follows the events it
+covers, not the vocabulary.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from stream.model.merge import state_from_dict, state_to_dict
-from stream.model.state import ModelState
+from stream.model.state import ModelState, pack_state, unpack_state
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Contribution:
                 "seq": self.seq,
                 "base_version": self.base_version,
                 "ranges": {str(p): [a, b] for p, (a, b) in self.ranges.items()},
-                "delta": state_to_dict(self.delta),
+                "delta": pack_state(self.delta),
                 "created_at": self.created_at,
             },
             use_bin_type=True,
@@ -47,6 +50,6 @@ class Contribution:
             seq=int(data["seq"]),
             base_version=int(data["base_version"]),
             ranges={int(p): (int(a), int(b)) for p, (a, b) in data["ranges"].items()},
-            delta=state_from_dict(data["delta"]),
+            delta=unpack_state(data["delta"]),
             created_at=float(data["created_at"]),
         )

@@ -15,8 +15,10 @@ from stream.sync.checkpoint import Snapshot
 logger = logging.getLogger(__name__)
 
 # How many of the model topic's last records a feed reads at start. A zombie
-# merger can publish at most the batch it held when it lost its partition.
-TAIL = 16
+# merger checks its assignment before each publish, so it can publish at most
+# the version it was computing when it lost its partition; each record is a
+# whole model, so the tail is kept short.
+TAIL = 4
 
 
 class ModelFeed:

@@ -1,7 +1,15 @@
-"""Chaos: workers and the merger are SIGKILLed mid-stream and restarted.
+"""Chaos: workers and the merger are SIGKILLed mid-stream and restarted, on
+internal topics nobody created beforehand.
 
 Every event still gets a prediction, and the global model learns every labeled
-event below the committed offsets exactly once: none twice, none lost.
+event exactly once: its learned count equals the labeled events, and its
+offsets equal the group's committed offsets (the topic's ends).
+
+The randomized schedule: a worker killed every 2-5 s, the merger killed twice,
+and a storm in the middle with kills every 0.3-1 s, faster than a rebalance
+completes (the test group's rebalance timeout is 3 s). CI runs 20,000 events;
+``LEARNSTREAM_CHAOS_EVENTS=50000 LEARNSTREAM_CHAOS_S=40`` runs the issue's full
+figure by hand.
 """
 
 from __future__ import annotations
@@ -22,15 +30,15 @@ from stream.kafka import clients
 from stream.runtime.supervisor import Supervisor
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import create_topics, merging, read_predictions, worker_settings
-from .test_merging import wait_for_quiet_model
+from .helpers import merging, read_predictions, worker_settings
+from .test_crashpoints import wait_for_learned
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-N_EVENTS = 50_000
+N_EVENTS = int(os.environ.get("LEARNSTREAM_CHAOS_EVENTS", "20000"))
+CHAOS_S = float(os.environ.get("LEARNSTREAM_CHAOS_S", "30"))
 PARTITIONS = 4
-CHAOS_S = 24.0
-KILL_EVERY_S = 3.0
+SEED = int(os.environ.get("LEARNSTREAM_CHAOS_SEED", "20261123"))
 
 
 def committed_offsets(kafka, topics) -> dict[int, int]:
@@ -44,12 +52,24 @@ def committed_offsets(kafka, topics) -> dict[int, int]:
         consumer.close()
 
 
+def kill_schedule(rng: random.Random, duration_s: float) -> list[tuple[float, str]]:
+    """(seconds from start, "worker" or "merger"): workers every 2-5 s, a storm of
+    kills every 0.3-1 s from 40% to 55% of the run, the merger at 30% and 70%."""
+    schedule, t = [], 2.0
+    while t < duration_s:
+        schedule.append((t, "worker"))
+        storm = 0.4 * duration_s <= t < 0.55 * duration_s
+        t += rng.uniform(0.3, 1.0) if storm else rng.uniform(2.0, 5.0)
+    schedule += [(0.3 * duration_s, "merger"), (0.7 * duration_s, "merger")]
+    return sorted(schedule)
+
+
 def test_sigkill_workers_and_merger_loses_nothing_and_learns_nothing_twice(kafka, topics):
-    rng = random.Random(20261122)
-    create_topics(kafka, topics, PARTITIONS)
+    rng = random.Random(SEED)
+    # No create_topics: the processes create what they need.
     settings = worker_settings(kafka, topics, merge=merging(every_events=500, interval_s=0.5))
     # Killed on purpose again and again: restart fast, never call it a crash loop.
-    restart = RestartSettings(delay_s=0.5, max_delay_s=0.5, max_restarts=1000)
+    restart = RestartSettings(delay_s=0.2, max_delay_s=0.2, max_restarts=1000)
     supervisor = Supervisor(settings, 4, MergerSettings.for_workers(settings), restart=restart)
     supervisor.start()
     kills: Counter[str] = Counter()
@@ -70,24 +90,19 @@ def test_sigkill_workers_and_merger_loses_nothing_and_learns_nothing_twice(kafka
         )
         producer.start()
         start = time.monotonic()
-        next_kill = start + KILL_EVERY_S
-        merger_killed = False
-        while time.monotonic() - start < CHAOS_S:
+        schedule = kill_schedule(rng, CHAOS_S)
+        while schedule or time.monotonic() - start < CHAOS_S:
             supervisor.check()  # restarts what was killed
-            now = time.monotonic()
-            if now >= next_kill:
-                if not merger_killed and now - start > CHAOS_S / 3:
-                    key, merger_killed = "merger", True
-                else:
-                    key = rng.choice(sorted(supervisor.workers))
-                process = supervisor.processes[key]
-                if process.exitcode is None:
+            if schedule and time.monotonic() - start >= schedule[0][0]:
+                _, kind = schedule.pop(0)
+                key = "merger" if kind == "merger" else rng.choice(sorted(supervisor.workers))
+                process = supervisor.processes.get(key)
+                if process is not None and process.exitcode is None:
                     os.kill(process.pid, signal.SIGKILL)
-                    kills[key.rstrip("0123456789")] += 1
-                next_kill = now + KILL_EVERY_S
-            time.sleep(0.1)
+                    kills[kind] += 1
+            time.sleep(0.05)
         producer.join(timeout=120)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         # Let the restarted processes settle and drain.
         while time.monotonic() < deadline:
             supervisor.check()
@@ -104,21 +119,22 @@ def test_sigkill_workers_and_merger_loses_nothing_and_learns_nothing_twice(kafka
                 continue
         else:
             raise AssertionError("events left without a prediction")
+        settled = wait_for_learned(kafka, topics, N_EVENTS, timeout_s=120)
     finally:
         supervisor.stop()
 
-    settled = wait_for_quiet_model(kafka, topics)
     committed = committed_offsets(kafka, topics)
     per_id = Counter(p["id"] for p in predictions)
     duplicates = sum(n - 1 for n in per_id.values())
     print(
         f"\nchaos: kills={dict(kills)} events={N_EVENTS} predictions={len(predictions)} "
         f"duplicates={duplicates} committed={committed} model_offsets={settled.offsets} "
-        f"n_learned={settled.n_learned} version={settled.version}"
+        f"n_learned={settled.n_learned} epoch={settled.epoch} version={settled.version}"
     )
-    assert kills["merger"] == 1 and kills["w"] >= 4
+    assert kills["merger"] >= 1 and kills["worker"] >= 8
     assert set(per_id) == {str(i) for i in range(N_EVENTS)}
-    # Every event is labeled: learned exactly the events below the committed offsets.
+    # Every event is labeled: the model learned each exactly once.
+    assert settled.n_learned == N_EVENTS
+    assert sum(settled.offsets.values()) == N_EVENTS
     assert sum(committed.values()) == N_EVENTS
     assert settled.offsets == committed
-    assert settled.n_learned == sum(committed.values())

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
+from dataclasses import replace
 
 import msgpack
 import pytest
 
 from stream.errors import CheckpointError
+from stream.model.merge import state_to_dict
 from stream.model.state import ModelState
 from stream.sync.checkpoint import HEADER_SIZE, CheckpointStore, Snapshot
 
@@ -44,9 +47,14 @@ def test_write_then_read_gives_the_same_snapshot(tmp_path):
 def test_payload_is_plain_msgpack_that_any_language_can_read(tmp_path):
     path = CheckpointStore(tmp_path).write(_snapshot(2))
     data = msgpack.unpackb(path.read_bytes()[HEADER_SIZE:], raw=False)
-    assert data["schema"] == 1 and data["version"] == 2 and data["n_learned"] == 20
+    assert data["schema"] == 2 and data["version"] == 2 and data["n_learned"] == 20
     assert data["offsets"] == {"0": 200, "3": 7}
-    json.dumps(data)  # nothing exotic inside
+    # The state: feature names once, each map's values as little-endian float64.
+    state = data.pop("state")
+    names, weights = state["names"], state["maps"]["weights"]["v"]
+    unpacked = struct.unpack(f"<{len(names)}d", weights)
+    assert dict(zip(names, unpacked, strict=True)) == _snapshot(2).state.weights
+    json.dumps(data)  # nothing exotic in the rest
 
 
 def test_keeps_only_the_newest_k(tmp_path):
@@ -102,3 +110,31 @@ def test_a_non_finite_newest_checkpoint_is_refused_for_the_previous_one(tmp_path
     )
     assert store.latest().version == 1
     assert "checkpoint refused: not finite" in caplog.text and "weights['a'] = nan" in caplog.text
+
+
+def test_the_newest_checkpoint_is_the_highest_epoch_not_the_highest_version(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.write(replace(_snapshot(9), epoch=1))  # a zombie merger kept writing
+    store.write(replace(_snapshot(4), epoch=2))
+    assert store.latest().order == (2, 4)
+
+
+def test_schema_1_checkpoints_are_still_read(tmp_path):
+    old = _snapshot(3)
+    payload = msgpack.packb(
+        {
+            "schema": 1,
+            "version": 3,
+            "created_at": 1.0,
+            "n_learned": old.n_learned,
+            "state": state_to_dict(old.state),
+            "offsets": {"0": 300, "3": 7},
+            "contributions_offset": 3,
+            "applied": {},
+            "rejected": {},
+            "model_config": {},
+            "topic_ids": {},
+        },
+        use_bin_type=True,
+    )
+    assert Snapshot.from_bytes(payload).state == old.state

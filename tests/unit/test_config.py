@@ -73,3 +73,14 @@ def test_cli_flags_fall_back_to_environment(monkeypatch):
         "predictions",
         "scorers",
     )
+
+
+def test_a_cooperative_assignor_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="cooperative"):
+        KafkaSettings(client_options=(("partition_assignment_strategy", "cooperative-sticky"),))
+
+
+def test_an_unknown_crash_point_is_refused():
+    with pytest.raises(ConfigError, match=r"unknown crash point 'worker\.nowhere'"):
+        WorkerSettings(crash_at="worker.nowhere")
+    assert WorkerSettings(crash_at="worker.after_commit:3").crash_at == "worker.after_commit:3"

@@ -84,3 +84,35 @@ def test_a_merge_that_would_overflow_keeps_the_model_and_rejects_the_round():
     assert (applied, rejected) == (0, 1)
     assert snapshot.state == start.state and snapshot.offsets == {0: 0}
     assert snapshot.rejected == {"w0": 0}
+
+
+def test_eviction_keeps_the_workers_heard_from_most_recently(monkeypatch):
+    import stream.sync.fence as fence_module
+
+    monkeypatch.setattr(fence_module, "MAX_TRACKED_WORKERS", 3)
+    start = Snapshot(version=0, state=ModelState())
+    # "old" contributes first and keeps contributing; three others come and go.
+    contributions = [
+        (0, _contribution("old", 0, {0: (0, 1)}, 1)),
+        (1, _contribution("a", 0, {1: (0, 1)}, 1)),
+        (2, _contribution("b", 0, {2: (0, 1)}, 1)),
+        (3, _contribution("old", 1, {0: (1, 2)}, 1)),
+        (4, _contribution("c", 0, {3: (0, 1)}, 1)),
+    ]
+    snapshot, applied, _ = apply_contributions(start, contributions, "sum", next_offset=5)
+    assert applied == 5
+    assert snapshot.applied == {"b": 0, "old": 1, "c": 0}
+
+
+def test_a_new_version_keeps_its_mergers_epoch():
+    start = Snapshot(version=7, epoch=3, state=ModelState())
+    snapshot, _, _ = apply_contributions(
+        start, [(0, _contribution("w", 0, {0: (0, 4)}, 4))], "sum", next_offset=1
+    )
+    assert snapshot.order == (3, 8)
+
+
+def test_versions_order_by_epoch_first_so_a_zombies_higher_version_is_older():
+    active = Snapshot(version=5, epoch=2, state=ModelState())
+    zombie = Snapshot(version=50, epoch=1, state=ModelState())
+    assert max([zombie, active], key=lambda s: s.order) is active

@@ -1,0 +1,54 @@
+"""`--from latest` with merging: the global model learns from where the group
+starts, not from the beginning of the topic."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from stream.config import MergerSettings
+from stream.events.sources import SyntheticStream
+from stream.runtime.merger import Merger
+from stream.tools.produce import ProduceSettings, produce
+
+from .helpers import WorkerThread, create_topics, merging, read_predictions, worker_settings
+from .test_crashpoints import wait_for_learned
+
+pytestmark = pytest.mark.integration
+
+
+def test_from_latest_the_model_learns_only_what_arrives_after_the_start(kafka, topics):
+    create_topics(kafka, topics, 4)
+    rows = list(itertools.islice(SyntheticStream(seed=8), 800))
+    produce(rows[:500], ProduceSettings(kafka=kafka, topic=topics.features))  # before: skipped
+    settings = worker_settings(
+        kafka, topics, merge=merging(every_events=50), auto_offset_reset="latest"
+    )
+    merger = Merger(MergerSettings.for_workers(settings), "test-merger")
+    merger_thread = threading.Thread(target=merger.run, daemon=True)
+    merger_thread.start()
+    try:
+        with WorkerThread(settings) as running:
+            deadline = time.monotonic() + 60
+            while len(running.worker.ledger.partitions) < 4:
+                assert time.monotonic() < deadline, "worker never got its partitions"
+                time.sleep(0.05)
+            produce(rows[500:], ProduceSettings(kafka=kafka, topic=topics.features))
+            predictions = read_predictions(
+                kafka, topics.predictions, {r[0] for r in rows[500:]}, settle_s=0.5
+            )
+            settled = wait_for_learned(kafka, topics, 300)
+    finally:
+        merger.stop()
+        merger_thread.join(30)
+    read = {p["id"] for p in predictions}
+    assert read >= {r[0] for r in rows[500:]}
+    # The embedded broker answers "latest" with the start of each partition's last
+    # batch (its ListOffsets quirk), so a few earlier events may be read; Apache
+    # Kafka gives exactly the end. Either way: the model learned every event read,
+    # once, and not the topic from its beginning.
+    assert settled.n_learned == len(read) < 500
+    assert sum(settled.offsets.values()) == 800
