@@ -230,7 +230,9 @@ class WorkerSettings:
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
-    client: ClientName = "kafka-python"
+    # confluent-kafka (librdkafka) moves records 4-6x faster than kafka-python;
+    # kafka-python stays supported and tested (``--client kafka-python``).
+    client: ClientName = "confluent"
     output_encoding: OutputEncoding = "same"
     max_event_bytes: int = 100_000
     max_poll_records: int = 1000

@@ -29,12 +29,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from stream.config import WorkerSettings
 from stream.errors import BadEvent
 from stream.events.codec import decode_event, encode
 from stream.events.deadletter import DeadLetterLog, headers
 from stream.kafka import connect
 from stream.kafka.transport import Batch
+from stream.model.factory import build_model
 from stream.model.merge import add, subtract
 from stream.model.online import OnlineModel
 from stream.model.state import ModelState
@@ -48,6 +51,27 @@ from stream.sync.fence import check_compatible
 logger = logging.getLogger(__name__)
 
 AssignmentCallback = Callable[[str, list[int]], None]
+
+
+def _subset(decoded, keep: list[int]):
+    """The events ``keep`` (indices, in order) of a DecodedBatch."""
+    from stream.events.batch import DecodedBatch
+
+    starts = decoded.offsets[keep]
+    sizes = decoded.offsets[[i + 1 for i in keep]] - starts
+    offsets = np.zeros(len(keep) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+    return DecodedBatch(
+        positions=[decoded.positions[i] for i in keep],
+        ids=[decoded.ids[i] for i in keep],
+        labels=decoded.labels[keep],
+        ts=[decoded.ts[i] for i in keep],
+        encodings=[decoded.encodings[i] for i in keep],
+        columns=decoded.columns[index],
+        values=decoded.values[index],
+        offsets=offsets,
+    )
 
 
 def _fmt(partitions: list[int]) -> str:
@@ -75,7 +99,9 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.name = name
-        self.model = model if model is not None else OnlineModel(settings.model)
+        # The compiled kernel when it covers the settings (same results as river).
+        self.model = model if model is not None else build_model(settings.model)
+        self._decoder = None  # the BatchDecoder of the compiled path, per model
         self.model_version = 0
         self.dead_letters = DeadLetterLog()
         self.n_scored = 0
@@ -141,6 +167,7 @@ class Worker:
                 initial = self._feed.initial()
                 if initial is not None:
                     self._rebase_all(initial)
+            self._warm_up()
             consumer.subscribe(self.on_assigned, self.on_revoked, self.on_lost)
             logger.info(
                 "worker started worker=%s client=%s group=%s topic=%s merging=%s model_version=%d",
@@ -194,6 +221,9 @@ class Worker:
     # -- the hot path -------------------------------------------------------
 
     def _process(self, batch: Batch) -> None:
+        if self._compiled():
+            self._process_compiled(batch)
+            return
         s = self.settings
         send = self._producer.send
         features_topic = s.topics.features
@@ -272,11 +302,145 @@ class Worker:
         self.monitor.latency.observe_many(latencies)
         if self.monitor.observe(labeled) and s.on_drift == "reset":
             logger.warning("model reset after drift worker=%s", self.name)
-            self.model = OnlineModel(s.model)
+            self.model = build_model(s.model)
         logger.debug(
             "batch committed worker=%s topic=%s records=%d replayed=%d offsets=%s",
             self.name,
             features_topic,
+            sum(len(r) for r in batch.values()),
+            replayed,
+            offsets,
+        )
+
+    # -- the compiled hot path (issue 12) --------------------------------------
+    #
+    # The same steps as _process, in the same order and with the same results,
+    # for a KernelModel: one BatchDecoder call and one kernel call per
+    # partition of the batch instead of a decode, predict and learn per event.
+
+    def _compiled(self) -> bool:
+        from stream.model.kernel import KernelModel
+
+        if not isinstance(self.model, KernelModel):
+            return False
+        if self._decoder is None or self._decoder_model is not self.model:
+            from stream.events.batch import BatchDecoder, packer
+
+            self._decoder = BatchDecoder(self.model.column, self.settings.max_event_bytes)
+            self._decoder_model = self.model
+            self._pack = packer()
+        return True
+
+    def _warm_up(self) -> None:
+        """Compile (or load the cached) kernels now, not inside the first batch."""
+        if not self._compiled():
+            return
+        from stream.events.batch import BatchDecoder
+        from stream.model import kernel
+
+        started = time.perf_counter()
+        kernel.warm_up()
+        BatchDecoder(lambda name: 0, 100).decode([encode({"id": 1, "x": {"a": 1.0}}, "msgpack")])
+        logger.info(
+            "compiled kernel ready worker=%s seconds=%.2f",
+            self.name,
+            time.perf_counter() - started,
+        )
+
+    def _process_compiled(self, batch: Batch) -> None:
+        s = self.settings
+        send, pack = self._producer.send, self._pack
+        predictions_topic = s.topics.predictions
+        output_encoding = s.output_encoding
+        model, decoder, clock = self.model, self._decoder, self._clock
+        name, version = self.name, self.model_version
+        co_partitioned = self._co_partitioned
+        published_upto, segment_start = self._published_upto, self._segment_start
+        offsets = {}
+        scored = learned = replayed = 0
+        labeled: list[tuple[bool, float]] = []
+        latencies: list[float] = []
+        for partition, records in batch.items():
+            replay_below = published_upto.get(partition, -1)
+            if partition in segment_start and segment_start[partition] is None:
+                segment_start[partition] = records[0].offset
+            decoded = decoder.decode([r.value for r in records])
+            for r, exc in decoded.errors:
+                offset, key, value, _ = records[r]
+                if offset >= replay_below:  # already dead-lettered before otherwise
+                    self._dead_letter(exc, partition, offset, key, value)
+            positions, labels = decoded.positions, decoded.labels
+            if replay_below > records[0].offset:
+                # Replayed events are learned, not predicted: an unlabeled one is
+                # skipped entirely, as _process does.
+                keep = [
+                    i
+                    for i, r in enumerate(positions)
+                    if records[r].offset >= replay_below or labels[i] >= 0
+                ]
+                decoded = _subset(decoded, keep)
+                positions, labels = decoded.positions, decoded.labels
+            probabilities = model.score_and_learn(
+                decoded.columns, decoded.values, decoded.offsets, labels
+            ).tolist()
+            now = clock()
+            labels_list = labels.tolist()
+            learned += sum(1 for y in labels_list if y >= 0)
+            ids, ts_events, encodings = decoded.ids, decoded.ts, decoded.encodings
+            for i, r in enumerate(positions):
+                offset, key, _, timestamp_ms = records[r]
+                if offset < replay_below:
+                    replayed += 1
+                    continue
+                p = probabilities[i]
+                ts_record = timestamp_ms / 1000.0
+                ts_event = ts_events[i]
+                prediction = {
+                    "id": ids[i],
+                    "p": p,
+                    "y_pred": 1 if p >= 0.5 else 0,
+                    "model_version": version,
+                    "worker": name,
+                    "partition": partition,
+                    "offset": offset,
+                    "ts_event": ts_event if ts_event is not None else ts_record,
+                    "ts_record": ts_record,
+                    "ts_scored": now,
+                }
+                latencies.append(now - ts_record)
+                y = labels_list[i]
+                if y >= 0:
+                    prediction["y"] = y
+                    labeled.append((y == 1, p))
+                encoding = encodings[i] if output_encoding == "same" else output_encoding
+                send(
+                    predictions_topic,
+                    pack(prediction) if encoding == "msgpack" else encode(prediction, encoding),
+                    key,
+                    None,
+                    partition if co_partitioned else None,
+                )
+                scored += 1
+            end = records[-1].offset + 1
+            offsets[partition] = end
+            self._position[partition] = end
+            if end > replay_below:
+                published_upto[partition] = end
+        # Predictions (and dead letters) acknowledged, then offsets committed.
+        self._producer.flush(s.delivery_timeout_s)
+        self.n_scored += scored
+        self.n_learned += learned
+        self.n_replayed += replayed
+        self._labeled_since_cut += learned
+        self._consumer.commit(offsets)
+        self._update_lag(offsets)
+        self.monitor.latency.observe_many(latencies)
+        if self.monitor.observe(labeled) and s.on_drift == "reset":
+            logger.warning("model reset after drift worker=%s", self.name)
+            self.model = build_model(s.model)
+        logger.debug(
+            "batch committed worker=%s records=%d replayed=%d offsets=%s",
+            self.name,
             sum(len(r) for r in batch.values()),
             replayed,
             offsets,
