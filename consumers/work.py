@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="predictions encoding; 'same' mirrors each event's (default %(default)s)",
     )
     parser.add_argument(
+        "--model-impl",
+        choices=["auto", "kernel", "river"],
+        default=defaults.model_impl,
+        help="auto: the compiled kernel (bit-identical to river, much faster) where it covers "
+        "the model settings, else river; kernel: fail if it does not (default %(default)s)",
+    )
+    parser.add_argument(
         "--max-event-bytes",
         type=int,
         default=defaults.max_event_bytes,
@@ -99,6 +106,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         model=cliargs.model_settings(args),
         merge=cliargs.merge_settings(args),
         client=args.client,
+        model_impl=args.model_impl,
         output_encoding=args.output_encoding,
         max_event_bytes=args.max_event_bytes,
         max_poll_records=args.max_poll_records,

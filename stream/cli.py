@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clients",
         type=_csv(str),
-        default=("kafka-python",),
-        help="comma-separated: kafka-python,confluent (default kafka-python)",
+        default=("confluent", "kafka-python"),
+        help="comma-separated: confluent,kafka-python (default both)",
     )
     p.add_argument(
         "--models",
@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--features",
         type=_csv(int),
-        default=(10,),
-        help="comma-separated features per event, e.g. 10,50,200 (default 10)",
+        default=(10, 50),
+        help="comma-separated features per event, e.g. 10,50,200 (default 10,50)",
     )
     p.add_argument("--encoding", choices=["msgpack", "json"], default="msgpack")
     p.add_argument(
@@ -187,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="workers (and partitions) of the scaling run; 1 skips it (default 2)",
     )
-    p.add_argument("--latency-fractions", type=_csv(float), default=(0.25, 0.5, 0.75))
+    p.add_argument(
+        "--latency-fractions",
+        type=_csv(float),
+        default=(0.5,),
+        help="fractions of the measured maximum rate (default 0.5)",
+    )
     p.add_argument("--latency-duration-s", type=float, default=5.0)
     p.add_argument("--no-merge-cost", dest="merge_cost", action="store_false")
     p.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))

@@ -20,6 +20,9 @@ Optimizer = Literal["sgd", "ftrl"]
 ClientName = Literal["kafka-python", "confluent"]
 DriftDetector = Literal["adwin", "page-hinkley"]
 OnDrift = Literal["none", "reset"]
+# Who computes the model: the compiled kernel (same results as river, much
+# faster) when it covers the settings ("auto"), always it ("kernel"), or river.
+ModelImpl = Literal["auto", "kernel", "river"]
 
 # Environment fallbacks (used by the CLI only).
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
@@ -233,6 +236,7 @@ class WorkerSettings:
     # confluent-kafka (librdkafka) moves records 4-6x faster than kafka-python;
     # kafka-python stays supported and tested (``--client kafka-python``).
     client: ClientName = "confluent"
+    model_impl: ModelImpl = "auto"
     output_encoding: OutputEncoding = "same"
     max_event_bytes: int = 100_000
     max_poll_records: int = 1000
@@ -251,6 +255,8 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if self.client not in ("kafka-python", "confluent"):
             raise ConfigError(f"client must be kafka-python or confluent, got {self.client!r}")
+        if self.model_impl not in ("auto", "kernel", "river"):
+            raise ConfigError(f"model_impl must be auto, kernel or river, got {self.model_impl!r}")
         if self.output_encoding not in ("same", "msgpack", "json"):
             raise ConfigError(
                 f"output_encoding must be same, msgpack or json, got {self.output_encoding!r}"

@@ -4,14 +4,11 @@ the configuration, river otherwise (same results; the kernel is faster)."""
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
-from stream.config import ModelSettings
+from stream.config import ModelImpl, ModelSettings
 from stream.model.online import OnlineModel
 
 logger = logging.getLogger(__name__)
-
-ModelImpl = Literal["auto", "kernel", "river"]
 
 
 def build_model(settings: ModelSettings, prefer: ModelImpl = "auto"):

@@ -100,7 +100,9 @@ class Worker:
         self.settings = settings
         self.name = name
         # The compiled kernel when it covers the settings (same results as river).
-        self.model = model if model is not None else build_model(settings.model)
+        self.model = (
+            model if model is not None else build_model(settings.model, settings.model_impl)
+        )
         self._decoder = None  # the BatchDecoder of the compiled path, per model
         self.model_version = 0
         self.dead_letters = DeadLetterLog()
@@ -302,7 +304,7 @@ class Worker:
         self.monitor.latency.observe_many(latencies)
         if self.monitor.observe(labeled) and s.on_drift == "reset":
             logger.warning("model reset after drift worker=%s", self.name)
-            self.model = build_model(s.model)
+            self.model = build_model(s.model, s.model_impl)
         logger.debug(
             "batch committed worker=%s topic=%s records=%d replayed=%d offsets=%s",
             self.name,
@@ -437,7 +439,7 @@ class Worker:
         self.monitor.latency.observe_many(latencies)
         if self.monitor.observe(labeled) and s.on_drift == "reset":
             logger.warning("model reset after drift worker=%s", self.name)
-            self.model = build_model(s.model)
+            self.model = build_model(s.model, s.model_impl)
         logger.debug(
             "batch committed worker=%s records=%d replayed=%d offsets=%s",
             self.name,
