@@ -337,12 +337,12 @@ class Worker:
         """Compile (or load the cached) kernels now, not inside the first batch."""
         if not self._compiled():
             return
-        from stream.events.batch import BatchDecoder
+        from stream.events import batch
         from stream.model import kernel
 
         started = time.perf_counter()
         kernel.warm_up()
-        BatchDecoder(lambda name: 0, 100).decode([encode({"id": 1, "x": {"a": 1.0}}, "msgpack")])
+        batch.warm_up()
         logger.info(
             "compiled kernel ready worker=%s seconds=%.2f",
             self.name,
