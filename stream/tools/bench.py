@@ -119,6 +119,7 @@ class BenchResult:
     latency: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
     merger: list[dict] = field(default_factory=list)
+    decoding: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -154,6 +155,12 @@ class BenchResult:
                 f"latency {r['client']} {r['model']} at {r['fraction']:.0%} of max "
                 f"({r['rate']:,.0f}/s): p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f}  "
                 f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}  (batch mean {r['batch_ms']:.1f} ms)"
+            )
+        for r in self.decoding:
+            lines.append(
+                f"decoding {r['features']} features: general {r['general_us']:.2f} us/record, "
+                f"batch {r['batch_us']:.2f}; packing a prediction: packb {r['packb_us']:.2f} us, "
+                f"reused Packer {r['packer_us']:.2f}"
             )
         for r in self.memory:
             lines.append(
@@ -220,6 +227,45 @@ def model_only_eps(model: ModelSettings, n_features: int, n: int, batch: int = 1
             impl.score_and_learn(*b)
         best = min(best, time.perf_counter() - start)
     return n / best
+
+
+def decoding_us(n_features: int, n: int = 10_000, repeats: int = 5) -> dict:
+    """Microseconds per record: the general decoder (one dict per event) and the
+    batch decoder (compiled scanner, batches of 1000), best of ``repeats``; and
+    packing a prediction with ``msgpack.packb`` and with a reused Packer."""
+    import msgpack
+
+    from stream.events.batch import BatchDecoder, packer
+    from stream.events.codec import decode_event
+
+    records = [
+        encode({"id": row_id, "x": x, "y": int(y), "ts": 1.7e9}, "msgpack")
+        for row_id, x, y in _rows(n_features, n)
+    ]
+    impl = build_model(MODELS["scaler+lr"])
+    decoder = BatchDecoder(getattr(impl, "column", lambda name: 0), 100_000)
+    prediction = {"id": "e-1", "p": 0.25, "y_pred": 0, "model_version": 3, "worker": "w-0",
+                  "partition": 1, "offset": 123456, "ts_event": 1.7e9, "ts_record": 1.7e9,
+                  "ts_scored": 1.7e9, "y": 1}  # fmt: skip
+    pack = packer()
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return 1e6 * min(times) / n
+
+    return {
+        "features": n_features,
+        "general_us": best(lambda: [decode_event(v, 100_000) for v in records]),
+        "batch_us": best(
+            lambda: [decoder.decode(records[i : i + 1000]) for i in range(0, n, 1000)]
+        ),
+        "packb_us": best(lambda: [msgpack.packb(prediction, use_bin_type=True) for _ in range(n)]),
+        "packer_us": best(lambda: [pack(prediction) for _ in range(n)]),
+    }
 
 
 def _rss_mb() -> float:
@@ -614,6 +660,8 @@ class Bench:
                 result.memory.append(pool.apply(memory_with_features, (model_name,)))
         for n_features in (10, 1_000, 100_000):
             result.merger.append(merger_capacity(n_features))
+        for n_features in s.features:
+            result.decoding.append(decoding_us(n_features))
         return result
 
 
