@@ -367,14 +367,13 @@ class Worker:
             if partition in segment_start and segment_start[partition] is None:
                 segment_start[partition] = records[0].offset
             decoded = decoder.decode([r.value for r in records])
-            for r, exc in decoded.errors:
-                offset, key, value, _ = records[r]
-                if offset >= replay_below:  # already dead-lettered before otherwise
-                    self._dead_letter(exc, partition, offset, key, value)
+            # Dead letters go out in record order, between the predictions.
+            errors = decoded.errors[::-1]
             positions, labels = decoded.positions, decoded.labels
             if replay_below > records[0].offset:
                 # Replayed events are learned, not predicted: an unlabeled one is
-                # skipped entirely, as _process does.
+                # skipped entirely, as _process does (but counted as replayed).
+                replayed += sum(1 for r in positions if records[r].offset < replay_below)
                 keep = [
                     i
                     for i, r in enumerate(positions)
@@ -390,9 +389,10 @@ class Worker:
             learned += sum(1 for y in labels_list if y >= 0)
             ids, ts_events, encodings = decoded.ids, decoded.ts, decoded.encodings
             for i, r in enumerate(positions):
+                while errors and errors[-1][0] < r:
+                    self._dead_letter_at(errors.pop(), records, partition, replay_below)
                 offset, key, _, timestamp_ms = records[r]
                 if offset < replay_below:
-                    replayed += 1
                     continue
                 p = probabilities[i]
                 ts_record = timestamp_ms / 1000.0
@@ -423,6 +423,8 @@ class Worker:
                     partition if co_partitioned else None,
                 )
                 scored += 1
+            while errors:
+                self._dead_letter_at(errors.pop(), records, partition, replay_below)
             end = records[-1].offset + 1
             offsets[partition] = end
             self._position[partition] = end
@@ -447,6 +449,12 @@ class Worker:
             replayed,
             offsets,
         )
+
+    def _dead_letter_at(self, error, records, partition: int, replay_below: int) -> None:
+        r, exc = error
+        offset, key, value, _ = records[r]
+        if offset >= replay_below:  # below: dead-lettered before the handover
+            self._dead_letter(exc, partition, offset, key, value)
 
     def _update_lag(self, partitions) -> None:
         highwater, position, lag = self._consumer.highwater, self._position, self.lag
