@@ -6,4 +6,7 @@ COPY stream ./stream
 COPY producers ./producers
 COPY consumers ./consumers
 RUN pip install --no-cache-dir .
+# Compile the numba kernels into the image's cache: workers start without compiling.
+ENV NUMBA_CACHE_DIR=/app/.numba-cache
+RUN python -c "from stream.model import kernel; from stream.events import batch; kernel.warm_up(); batch.warm_up()"
 ENTRYPOINT ["learnstream"]

@@ -10,6 +10,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	# Compile the numba kernels once now (cached on disk), not in a worker's first batch.
+	$(PY) -c "from stream.model import kernel; from stream.events import batch; kernel.warm_up(); batch.warm_up()"
 	touch $@
 
 install: $(VENV)/.installed

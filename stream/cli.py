@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clients",
         type=_csv(str),
-        default=("kafka-python",),
-        help="comma-separated: kafka-python,confluent (default kafka-python)",
+        default=("confluent", "kafka-python"),
+        help="comma-separated: confluent,kafka-python (default both)",
     )
     p.add_argument(
         "--models",
@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--features",
         type=_csv(int),
-        default=(10,),
-        help="comma-separated features per event, e.g. 10,50,200 (default 10)",
+        default=(10, 50),
+        help="comma-separated features per event, e.g. 10,50,200 (default 10,50)",
     )
     p.add_argument(
         "--encoding",
@@ -237,9 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-fractions",
         type=_csv(float),
-        default=(0.25, 0.5, 0.75),
-        help="latency runs at these fractions of the measured maximum rate "
-        "(default: 0.25,0.5,0.75)",
+        default=(0.5,),
+        help="latency runs at these fractions of the measured maximum rate (default: 0.5)",
     )
     p.add_argument(
         "--latency-duration-s",

@@ -76,7 +76,7 @@ _LABELS = {0: False, 1: True}
 # Integer ids must survive msgpack (the predictions may be msgpack): 64 bits.
 _ID_MIN, _ID_MAX = -(2**63), 2**64 - 1
 # Event time: what datetime can represent (year 1 to year 9999), in epoch seconds.
-_TS_MIN, _TS_MAX = -62_135_596_800, 253_402_300_799
+TS_MIN, TS_MAX = -62_135_596_800, 253_402_300_799
 # JSON string literals, so brackets inside them are not counted as nesting. An
 # unterminated one runs to the end (as far as the parser would read it); the
 # possessive quantifier keeps the scan linear whatever the input.
@@ -325,7 +325,7 @@ def _label(raw: Any, event_id: str | int) -> bool | None:
 def _timestamp(raw: Any, event_id: str | int) -> float | None:
     if raw is None:
         return None
-    if (type(raw) is int or type(raw) is float) and _TS_MIN <= raw <= _TS_MAX:
+    if (type(raw) is int or type(raw) is float) and TS_MIN <= raw <= TS_MAX:
         return float(raw)
     raise BadEvent(
         INVALID_TS,

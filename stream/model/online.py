@@ -53,15 +53,39 @@ def build_pipeline(settings: ModelSettings) -> compose.Pipeline | linear_model.L
     return classifier
 
 
+class RefusalLog:
+    """Counts refused learning steps and logs them at most once per
+    ``_REFUSED_LOG_INTERVAL_S`` (the next line says how many were not logged):
+    a stream of absurd events must not flood the log."""
+
+    def __init__(self, max_abs_weight: float) -> None:
+        self.max_abs_weight = max_abs_weight
+        self.count = 0
+        self._logged_at = 0.0
+        self._unlogged = 0
+
+    def refused(self, n: int, problem: str) -> None:
+        self.count += n
+        now = time.monotonic()
+        if now - self._logged_at < _REFUSED_LOG_INTERVAL_S:
+            self._unlogged += n
+            return
+        logger.warning(
+            "learning step refused: %s (limit +-%g); the event was predicted, not learned%s",
+            problem,
+            self.max_abs_weight,
+            f" (+{self._unlogged} not logged)" if self._unlogged else "",
+        )
+        self._logged_at, self._unlogged = now, 0
+
+
 class OnlineModel:
     """Predict-then-learn on one event at a time."""
 
     def __init__(self, settings: ModelSettings, max_abs_weight: float = 1e12) -> None:
         self.settings = settings
         self.max_abs_weight = max_abs_weight
-        self.n_refused = 0
-        self._refused_logged_at = 0.0
-        self._refused_unlogged = 0
+        self.refusals = RefusalLog(max_abs_weight)
         self.estimator = build_pipeline(settings)
         if isinstance(self.estimator, compose.Pipeline):
             self._scaler: preprocessing.StandardScaler | None = self.estimator.steps[
@@ -134,7 +158,7 @@ class OnlineModel:
         problem = self._check(x)
         if problem is not None:
             self._restore(saved)
-            self._refused(problem)
+            self.refusals.refused(1, problem)
             return False
         self.n_learned += 1
         return True
@@ -148,10 +172,11 @@ class OnlineModel:
         lr, scaler = self._lr, self._scaler
         optimizer = lr.optimizer
         weights = lr._weights
+        keys = set(x)
         if self.settings.l2 and self.settings.optimizer == "sgd":
-            saved_weights = dict(weights.to_dict())
-        else:
-            saved_weights = {k: weights.get(k, _ABSENT) for k in x}
+            keys |= set(weights.to_dict())
+        # A name the step adds is saved as absent, so that undoing the step removes it.
+        saved_weights = {k: weights.get(k, _ABSENT) for k in keys}
         stats = []
         if scaler is not None:
             stats += [scaler.counts, scaler.means, scaler.vars]
@@ -201,19 +226,9 @@ class OnlineModel:
                     return f"{what} of {key!r} would be {value!r}"
         return None
 
-    def _refused(self, problem: str) -> None:
-        self.n_refused += 1
-        now = time.monotonic()
-        if now - self._refused_logged_at < _REFUSED_LOG_INTERVAL_S:
-            self._refused_unlogged += 1
-            return
-        logger.warning(
-            "learning step refused: %s (limit +-%g); the event was predicted, not learned%s",
-            problem,
-            self.max_abs_weight,
-            f" (+{self._refused_unlogged} not logged)" if self._refused_unlogged else "",
-        )
-        self._refused_logged_at, self._refused_unlogged = now, 0
+    @property
+    def n_refused(self) -> int:
+        return self.refusals.count
 
     def state(self) -> ModelState:
         """A copy of the learning state; later learning does not change it."""

@@ -34,16 +34,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from stream.config import WorkerSettings
-from stream.errors import BadEvent, DeliveryError
+from stream.errors import BadEvent, DeliveryError, NumericError
 from stream.events.codec import PROCESSING_ERROR, decode_event, encode
 from stream.events.deadletter import DeadLetterLog, headers
 from stream.faults import CrashPoints
 from stream.kafka import connect
 from stream.kafka.topics import ensure_pipeline
-from stream.kafka.transport import Batch
+from stream.kafka.transport import Batch, Record
+from stream.model.factory import build_model
 from stream.model.merge import add, ftrl_params, subtract
 from stream.model.online import OnlineModel
 from stream.model.state import ModelState
@@ -54,6 +58,9 @@ from stream.sync.contribution import Contribution
 from stream.sync.feed import ModelFeed
 from stream.sync.fence import check_compatible
 from stream.sync.ledger import Ledger
+
+if TYPE_CHECKING:
+    from stream.model.kernel import KernelModel
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,45 @@ def _fmt(partitions: list[int]) -> str:
     return ",".join(str(p) for p in partitions) or "-"
 
 
+@dataclass(slots=True)
+class _Tally:
+    """What one batch did, summed over its partitions."""
+
+    scored: int = 0
+    learned: int = 0
+    replayed: int = 0
+    refused: int = 0
+    labeled: list[tuple[bool, float]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, scored: int, learned: int, replayed: int, refused: int) -> None:
+        self.scored += scored
+        self.learned += learned
+        self.replayed += replayed
+        self.refused += refused
+
+
+def _subset(decoded, keep: list[int]):
+    """The events ``keep`` (indices, in order) of a DecodedBatch."""
+    from stream.events.batch import DecodedBatch
+
+    starts = decoded.offsets[keep]
+    sizes = decoded.offsets[[i + 1 for i in keep]] - starts
+    offsets = np.zeros(len(keep) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    index = np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
+    return DecodedBatch(
+        positions=[decoded.positions[i] for i in keep],
+        ids=[decoded.ids[i] for i in keep],
+        labels=decoded.labels[keep],
+        ts=[decoded.ts[i] for i in keep],
+        encodings=[decoded.encodings[i] for i in keep],
+        columns=decoded.columns[index],
+        values=decoded.values[index],
+        offsets=offsets,
+    )
+
+
 @dataclass(frozen=True)
 class _Pending:
     """A contribution sent but not yet seen in a global version."""
@@ -87,13 +133,15 @@ class Worker:
         self,
         settings: WorkerSettings,
         name: str,
-        model: OnlineModel | None = None,
+        model: OnlineModel | KernelModel | None = None,
         clock: Callable[[], float] = time.time,
         on_assign: AssignmentCallback | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.model = model if model is not None else self._new_model()
+        self._decoder = None  # the BatchDecoder of the compiled path, per model
+        self._decoder_model = None
         # The global model version this worker's model is based on: (epoch, version).
         self.model_epoch = 0
         self.model_version = 0
@@ -128,8 +176,10 @@ class Worker:
         self._feed: ModelFeed | None = None
         self._ftrl = ftrl_params(settings.model)
 
-    def _new_model(self) -> OnlineModel:
-        return OnlineModel(self.settings.model, self.settings.max_abs_weight)
+    def _new_model(self) -> OnlineModel | KernelModel:
+        """The compiled kernel when it covers the settings (same results as river)."""
+        s = self.settings
+        return build_model(s.model, s.model_impl, s.max_abs_weight)
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
@@ -172,6 +222,7 @@ class Worker:
                 initial = self._feed.initial()
                 if initial is not None:
                     self._rebase_all(initial)
+            self._warm_up()
             consumer.subscribe(self.on_assigned, self.on_revoked, self.on_lost)
             logger.info(
                 "worker started worker=%s client=%s group=%s topic=%s merging=%s model_version=%d",
@@ -230,9 +281,24 @@ class Worker:
     # -- the hot path -------------------------------------------------------
 
     def _process(self, batch: Batch) -> None:
+        """Score, publish and learn one batch, then flush, acknowledge and commit."""
+        ledger = self.ledger
+        tally = _Tally()
+        score = self._score_compiled if self._compiled() else self._score_records
+        for partition, records in batch.items():
+            if partition not in ledger.partitions:
+                # Revoked during this poll: the next owner reads these.
+                continue
+            score(partition, records, ledger.replay_below(partition), tally)
+            ledger.read(partition, records[0].offset, records[-1].offset + 1)
+        self._finish(batch, tally)
+
+    def _score_records(
+        self, partition: int, records: list[Record], replay_below: int, tally: _Tally
+    ) -> None:
+        """One partition's records, one at a time (the general decoder; river or the kernel)."""
         s = self.settings
         send = self._producer.send
-        features_topic = s.topics.features
         predictions_topic = s.topics.predictions
         output_encoding = s.output_encoding
         limits = s.limits
@@ -240,69 +306,63 @@ class Worker:
         clock = self._clock
         name, version = self.name, self.model_version
         co_partitioned = self._co_partitioned
-        ledger = self.ledger
+        labeled, latencies = tally.labeled, tally.latencies
         scored = learned = replayed = refused = 0
-        labeled: list[tuple[bool, float]] = []
-        latencies: list[float] = []
-        for partition, records in batch.items():
-            if partition not in ledger.partitions:
-                # Revoked during this poll: the next owner reads these.
+        for offset, key, value, timestamp_ms in records:
+            # Already predicted (and dead-lettered) before: learn only.
+            replay = offset < replay_below
+            # Isolation: whatever one record makes raise, it becomes a dead
+            # letter and the batch goes on (publishing is outside: a failing
+            # send is the broker's problem, not the record's).
+            try:
+                event = decode_event(value, limits)
+                y = event.y
+                if not replay:
+                    p = predict(event.x)
+                    ts_record = timestamp_ms / 1000.0
+                    prediction = {
+                        "id": event.id,
+                        "p": p,
+                        "y_pred": 1 if p >= 0.5 else 0,
+                        "model_version": version,
+                        "worker": name,
+                        "partition": partition,
+                        "offset": offset,
+                        "ts_event": event.ts if event.ts is not None else ts_record,
+                        "ts_record": ts_record,
+                        "ts_scored": clock(),
+                    }
+                    if y is not None:
+                        prediction["y"] = 1 if y else 0
+                    encoding = event.encoding if output_encoding == "same" else output_encoding
+                    payload = encode(prediction, encoding)
+            except Exception as exc:
+                if not replay:
+                    self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
                 continue
-            replay_below = ledger.replay_below(partition)
-            for offset, key, value, timestamp_ms in records:
-                # Already predicted (and dead-lettered) before: learn only.
-                replay = offset < replay_below
-                # Isolation: whatever one record makes raise, it becomes a dead
-                # letter and the batch goes on (publishing is outside: a failing
-                # send is the broker's problem, not the record's).
+            if replay:
+                replayed += 1
+            else:
+                latencies.append(prediction["ts_scored"] - ts_record)
+                if y is not None:
+                    labeled.append((y, p))
+                send(predictions_topic, payload, key, None, partition if co_partitioned else None)
+                scored += 1
+            if y is not None:
                 try:
-                    event = decode_event(value, limits)
-                    y = event.y
-                    if not replay:
-                        p = predict(event.x)
-                        ts_record = timestamp_ms / 1000.0
-                        prediction = {
-                            "id": event.id,
-                            "p": p,
-                            "y_pred": 1 if p >= 0.5 else 0,
-                            "model_version": version,
-                            "worker": name,
-                            "partition": partition,
-                            "offset": offset,
-                            "ts_event": event.ts if event.ts is not None else ts_record,
-                            "ts_record": ts_record,
-                            "ts_scored": clock(),
-                        }
-                        if y is not None:
-                            prediction["y"] = 1 if y else 0
-                        encoding = event.encoding if output_encoding == "same" else output_encoding
-                        payload = encode(prediction, encoding)
+                    if learn(event.x, y):
+                        learned += 1
+                    else:
+                        refused += 1
                 except Exception as exc:
                     if not replay:
-                        self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
-                    continue
-                if replay:
-                    replayed += 1
-                else:
-                    latencies.append(prediction["ts_scored"] - ts_record)
-                    if y is not None:
-                        labeled.append((y, p))
-                    send(
-                        predictions_topic, payload, key, None, partition if co_partitioned else None
-                    )
-                    scored += 1
-                if y is not None:
-                    try:
-                        if learn(event.x, y):
-                            learned += 1
-                        else:
-                            refused += 1
-                    except Exception as exc:
-                        if not replay:
-                            error = _bad(exc, "learning (the prediction was published)")
-                            self._dead_letter(error, partition, offset, key, value)
-            ledger.read(partition, records[0].offset, records[-1].offset + 1)
-        # Predictions (and dead letters) acknowledged, then offsets committed.
+                        error = _bad(exc, "learning (the prediction was published)")
+                        self._dead_letter(error, partition, offset, key, value)
+        tally.add(scored, learned, replayed, refused)
+
+    def _finish(self, batch: Batch, tally: _Tally) -> None:
+        """Predictions (and dead letters) acknowledged, then offsets committed."""
+        s, ledger = self.settings, self.ledger
         self._crash.hit("worker.before_flush")
         try:
             self._producer.flush(s.delivery_timeout_s)
@@ -310,27 +370,148 @@ class Worker:
             ledger.taint("flush failed")
             raise
         offsets = ledger.acknowledge()
-        self.n_scored += scored
-        self.n_learned += learned
-        self.n_replayed += replayed
-        self.n_refused += refused
-        self._labeled_since_cut += learned
+        self.n_scored += tally.scored
+        self.n_learned += tally.learned
+        self.n_replayed += tally.replayed
+        self.n_refused += tally.refused
+        self._labeled_since_cut += tally.learned
         self._crash.hit("worker.after_flush_before_commit")
         if offsets:
             self._commit(offsets)
         self._update_lag(offsets)
-        self.monitor.latency.observe_many(latencies)
-        if self.monitor.observe(labeled) and s.on_drift == "reset":
+        self.monitor.latency.observe_many(tally.latencies)
+        if self.monitor.observe(tally.labeled) and s.on_drift == "reset":
             logger.warning("model reset after drift worker=%s", self.name)
             self.model = self._new_model()
         logger.debug(
             "batch committed worker=%s topic=%s records=%d replayed=%d offsets=%s",
             self.name,
-            features_topic,
+            s.topics.features,
             sum(len(r) for r in batch.values()),
-            replayed,
+            tally.replayed,
             offsets,
         )
+
+    # -- the compiled hot path ---------------------------------------------------
+    #
+    # The same steps as _score_records, in the same order and with the same
+    # results (tests/unit/test_worker_compiled.py), for the compiled kernel: one
+    # BatchDecoder call and one kernel call per partition of the batch instead
+    # of a decode, predict and learn per event.
+
+    def _compiled(self) -> bool:
+        from stream.model.kernel import KernelModel
+
+        if not isinstance(self.model, KernelModel):
+            return False
+        if self._decoder is None or self._decoder_model is not self.model:
+            from stream.events.batch import BatchDecoder, packer
+
+            self._decoder = BatchDecoder(self.model.column, self.settings.limits)
+            self._decoder_model = self.model
+            self._pack = packer()
+        return True
+
+    def _warm_up(self) -> None:
+        """Compile (or load the cached) kernels now, not inside the first batch."""
+        if not self._compiled():
+            return
+        from stream.events import batch
+        from stream.model import kernel
+
+        started = time.perf_counter()
+        kernel.warm_up()
+        batch.warm_up()
+        logger.info(
+            "compiled kernel ready worker=%s seconds=%.2f",
+            self.name,
+            time.perf_counter() - started,
+        )
+
+    def _score_compiled(
+        self, partition: int, records: list[Record], replay_below: int, tally: _Tally
+    ) -> None:
+        s = self.settings
+        send, pack = self._producer.send, self._pack
+        predictions_topic = s.topics.predictions
+        output_encoding = s.output_encoding
+        model, clock = self.model, self._clock
+        name, version = self.name, self.model_version
+        co_partitioned = self._co_partitioned
+        decoded = self._decoder.decode([r.value for r in records])
+        # Dead letters go out in record order, between the predictions.
+        errors = decoded.errors[::-1]
+        positions, labels = decoded.positions, decoded.labels
+        replayed = 0
+        if replay_below > records[0].offset:
+            # Replayed events are learned, not predicted: an unlabeled one is
+            # skipped entirely, as _score_records does (but counted as replayed).
+            replayed = sum(1 for r in positions if records[r].offset < replay_below)
+            keep = [
+                i
+                for i, r in enumerate(positions)
+                if records[r].offset >= replay_below or labels[i] >= 0
+            ]
+            decoded = _subset(decoded, keep)
+            positions, labels = decoded.positions, decoded.labels
+        probabilities = model.score_and_learn(
+            decoded.columns, decoded.values, decoded.offsets, labels
+        ).tolist()
+        learned = model.last_learned
+        refused = int((labels >= 0).sum()) - learned
+        now = clock()
+        labels_list = labels.tolist()
+        ids, ts_events, encodings = decoded.ids, decoded.ts, decoded.encodings
+        labeled, latencies = tally.labeled, tally.latencies
+        scored = 0
+        for i, r in enumerate(positions):
+            while errors and errors[-1][0] < r:
+                self._dead_letter_at(errors.pop(), records, partition, replay_below)
+            offset, key, value, timestamp_ms = records[r]
+            if offset < replay_below:
+                continue
+            p = probabilities[i]
+            try:
+                if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
+                    raise NumericError(f"prediction is p={p!r}, not a probability")
+                ts_record = timestamp_ms / 1000.0
+                ts_event = ts_events[i]
+                prediction = {
+                    "id": ids[i],
+                    "p": p,
+                    "y_pred": 1 if p >= 0.5 else 0,
+                    "model_version": version,
+                    "worker": name,
+                    "partition": partition,
+                    "offset": offset,
+                    "ts_event": ts_event if ts_event is not None else ts_record,
+                    "ts_record": ts_record,
+                    "ts_scored": now,
+                }
+                y = labels_list[i]
+                if y >= 0:
+                    prediction["y"] = y
+                encoding = encodings[i] if output_encoding == "same" else output_encoding
+                payload = (
+                    pack(prediction) if encoding == "msgpack" else encode(prediction, encoding)
+                )
+            except Exception as exc:
+                self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
+                continue
+            latencies.append(now - ts_record)
+            if y >= 0:
+                labeled.append((y == 1, p))
+            send(predictions_topic, payload, key, None, partition if co_partitioned else None)
+            scored += 1
+        while errors:
+            self._dead_letter_at(errors.pop(), records, partition, replay_below)
+        tally.add(scored, learned, replayed, refused)
+
+    def _dead_letter_at(self, error, records, partition: int, replay_below: int) -> None:
+        r, exc = error
+        offset, key, value, _ = records[r]
+        if offset >= replay_below:  # below: dead-lettered before the handover
+            self._dead_letter(exc, partition, offset, key, value)
 
     def _commit(self, offsets: dict[int, int]) -> None:
         if self._consumer.commit(offsets):

@@ -2,16 +2,22 @@
 
 For every client x feature count x model, the same run measures:
 
-- *model only*: river predict + learn on in-memory events (no Kafka);
-- *transport only*: a real worker with a model that does nothing: consume,
-  decode, encode, produce, acknowledge, commit;
-- *worker*: the real worker draining a preloaded topic;
+- *model only*: the worker's model (the compiled kernel where it covers the
+  settings) predicting and learning pre-decoded events in batches, no Kafka;
+  and river's own predict + learn per event, for reference;
+- *bare loop*: the same client's bare per-record transport loop: consume,
+  ``msgpack.unpackb``, build a prediction, pack it (reused Packer), produce,
+  flush and commit per batch; no validation, no model;
+- *worker*: the real worker (default settings) draining a preloaded topic;
 
-so every worker figure is also a ratio: ``worker time per event / (transport
-+ model time per event)``, our own overhead. Then, for the first model and
+so every worker figure is also a ratio to the bare loop of its client,
+measured minutes apart on the same broker. Then, for the first model and
 feature count: two workers on two partitions (scaling), the worker with
-merging at its default intervals (merging cost), and event-to-prediction
-latency at fixed fractions of the measured maximum rate.
+merging at its default intervals and the merger (checkpoints included) running
+beside it (merging cost), and event-to-prediction latency at fixed fractions
+of the measured maximum rate. Off the broker: the worker's resident memory
+with 100,000 distinct features, and the merger's capacity (contributions
+decoded, fenced and folded per second) at 10, 1,000 and 100,000 features.
 
 Drain throughput is timed from the worker's first batch to its last, so the
 group join is not in it. Latency is ``ts_scored - ts_record``: from the
@@ -25,6 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import multiprocessing
 import platform
 import threading
 import time
@@ -38,6 +45,7 @@ from kafka.errors import KafkaError
 from stream.config import (
     ClientName,
     Encoding,
+    EventLimits,
     KafkaSettings,
     MergerSettings,
     MergeSettings,
@@ -46,17 +54,21 @@ from stream.config import (
     WorkerSettings,
 )
 from stream.errors import ConfigError, StreamError
-from stream.events.codec import decode_map
+from stream.events.codec import decode_map, encode
 from stream.events.sources import SyntheticStream
-from stream.kafka import clients
+from stream.kafka import clients, connect
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline, pipeline_specs
+from stream.model.factory import build_model
+from stream.model.merge import subtract
 from stream.model.online import OnlineModel
-from stream.model.state import ModelState
 from stream.observe.quality import percentiles
 from stream.runtime.supervisor import Supervisor
 from stream.runtime.worker import Worker
+from stream.sync.checkpoint import Snapshot
+from stream.sync.contribution import Contribution
+from stream.sync.fence import apply_contributions
 from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
@@ -78,13 +90,13 @@ _GROUP = {
 @dataclass(frozen=True)
 class BenchSettings:
     bootstrap: str | None = None
-    clients: tuple[ClientName, ...] = ("kafka-python",)
+    clients: tuple[ClientName, ...] = ("confluent", "kafka-python")
     models: tuple[str, ...] = ("scaler+lr",)
-    features: tuple[int, ...] = (10,)
+    features: tuple[int, ...] = (10, 50)
     encoding: Encoding = "msgpack"
     events: int = 100_000
     scale_workers: int = 2
-    latency_fractions: tuple[float, ...] = (0.25, 0.5, 0.75)
+    latency_fractions: tuple[float, ...] = (0.5,)
     latency_duration_s: float = 5.0
     merge_cost: bool = True
 
@@ -107,22 +119,26 @@ class BenchResult:
     scaling: list[dict] = field(default_factory=list)
     merging: list[dict] = field(default_factory=list)
     latency: list[dict] = field(default_factory=list)
+    memory: list[dict] = field(default_factory=list)
+    merger: list[dict] = field(default_factory=list)
+    decoding: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     def format(self) -> str:
         lines = [
-            "throughput, one worker, one partition (events/s; us/event; ratio = worker / "
-            "(transport + model))",
-            f"  {'client':<13} {'feat':>4} {'model':<10} {'model only':>11} {'transport':>10} "
-            f"{'worker':>9} {'us/ev':>7} {'ratio':>6}",
+            "throughput, one worker, one partition (events/s; ratio = worker / bare loop of "
+            "the same client)",
+            f"  {'client':<13} {'feat':>4} {'model':<10} {'kernel':>10} {'river':>8} "
+            f"{'bare loop':>10} {'worker':>9} {'us/ev':>6} {'ratio':>6}",
         ]
         for r in self.throughput:
             lines.append(
                 f"  {r['client']:<13} {r['features']:>4} {r['model']:<10} "
-                f"{r['model_only_eps']:>11,.0f} {r['transport_only_eps']:>10,.0f} "
-                f"{r['worker_eps']:>9,.0f} {r['worker_us']:>7.1f} {r['overhead_ratio']:>6.2f}"
+                f"{r['model_only_eps']:>10,.0f} {r['river_only_eps']:>8,.0f} "
+                f"{r['bare_loop_eps']:>10,.0f} {r['worker_eps']:>9,.0f} {r['worker_us']:>6.1f} "
+                f"{r['ratio_to_bare']:>6.2f}"
             )
         for r in self.scaling:
             lines.append(
@@ -142,22 +158,24 @@ class BenchResult:
                 f"({r['rate']:,.0f}/s): p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f}  "
                 f"p99 {lat['p99']:.1f}  max {lat['max']:.1f}  (batch mean {r['batch_ms']:.1f} ms)"
             )
+        for r in self.decoding:
+            lines.append(
+                f"decoding {r['features']} features: general {r['general_us']:.2f} us/record, "
+                f"batch {r['batch_us']:.2f}; packing a prediction: packb {r['packb_us']:.2f} us, "
+                f"reused Packer {r['packer_us']:.2f}"
+            )
+        for r in self.memory:
+            lines.append(
+                f"memory {r['model']}: {r['features']:,} distinct features, RSS "
+                f"{r['rss_before_mb']:.0f} MB -> {r['rss_after_mb']:.0f} MB "
+                f"(+{r['rss_after_mb'] - r['rss_before_mb']:.0f} MB)"
+            )
+        for r in self.merger:
+            lines.append(
+                f"merger: {r['features']:>7,} features: {r['contributions_per_s']:>9,.0f} "
+                f"contributions/s folded, a version published in {r['publish_ms']:.1f} ms"
+            )
         return "\n".join(lines)
-
-
-class NullModel:
-    """Scores 0.5 and learns nothing: the worker's cost without river."""
-
-    n_learned = 0
-
-    def predict_proba(self, x: dict[str, float]) -> float:
-        return 0.5
-
-    def learn(self, x: dict[str, float], y: bool) -> None:
-        return None
-
-    def state(self) -> ModelState:
-        return ModelState()
 
 
 def machine() -> dict:
@@ -176,7 +194,8 @@ def _rows(n_features: int, limit: int, prefix: str = ""):
     return itertools.islice(SyntheticStream(n_features=n_features, seed=1, id_prefix=prefix), limit)
 
 
-def model_only_eps(model: ModelSettings, n_features: int, n: int) -> float:
+def river_only_eps(model: ModelSettings, n_features: int, n: int) -> float:
+    """river's predict + learn per event, in memory."""
     events = [(x, y) for _, x, y in _rows(n_features, n)]
     online = OnlineModel(model)
     start = time.perf_counter()
@@ -184,6 +203,154 @@ def model_only_eps(model: ModelSettings, n_features: int, n: int) -> float:
         online.predict_proba(x)
         online.learn(x, y)
     return n / (time.perf_counter() - start)
+
+
+def model_only_eps(model: ModelSettings, n_features: int, n: int, batch: int = 1000) -> float:
+    """The worker's model on pre-decoded events, in batches as the worker runs it
+    (river per event when the kernel does not cover the settings)."""
+    impl = build_model(model)
+    if not hasattr(impl, "score_and_learn"):
+        return river_only_eps(model, n_features, n)
+    rows = list(_rows(n_features, n))
+    batches = []
+    for i in range(0, n, batch):
+        chunk = rows[i : i + batch]
+        columns = np.concatenate([impl.columns_of(x) for _, x, _ in chunk])
+        values = np.concatenate([np.fromiter(x.values(), np.float64, len(x)) for _, x, _ in chunk])
+        offsets = np.zeros(len(chunk) + 1, np.int64)
+        np.cumsum([len(x) for _, x, _ in chunk], out=offsets[1:])
+        labels = np.array([-1 if y is None else int(y) for _, _, y in chunk], np.int8)
+        batches.append((columns, values, offsets, labels))
+    best = float("inf")
+    for _ in range(3):  # the fastest of three passes: the machine is shared
+        impl = build_model(model)
+        start = time.perf_counter()
+        for b in batches:
+            impl.score_and_learn(*b)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def decoding_us(n_features: int, n: int = 10_000, repeats: int = 5) -> dict:
+    """Microseconds per record: the general decoder (one dict per event) and the
+    batch decoder (compiled scanner, batches of 1000), best of ``repeats``; and
+    packing a prediction with ``msgpack.packb`` and with a reused Packer."""
+    import msgpack
+
+    from stream.events.batch import BatchDecoder, packer
+    from stream.events.codec import decode_event
+
+    records = [
+        encode({"id": row_id, "x": x, "y": int(y), "ts": 1.7e9}, "msgpack")
+        for row_id, x, y in _rows(n_features, n)
+    ]
+    impl = build_model(MODELS["scaler+lr"])
+    decoder = BatchDecoder(getattr(impl, "column", lambda name: 0), EventLimits())
+    prediction = {"id": "e-1", "p": 0.25, "y_pred": 0, "model_version": 3, "worker": "w-0",
+                  "partition": 1, "offset": 123456, "ts_event": 1.7e9, "ts_record": 1.7e9,
+                  "ts_scored": 1.7e9, "y": 1}  # fmt: skip
+    pack = packer()
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return 1e6 * min(times) / n
+
+    return {
+        "features": n_features,
+        "general_us": best(lambda: [decode_event(v, 100_000) for v in records]),
+        "batch_us": best(
+            lambda: [decoder.decode(records[i : i + 1000]) for i in range(0, n, 1000)]
+        ),
+        "packb_us": best(lambda: [msgpack.packb(prediction, use_bin_type=True) for _ in range(n)]),
+        "packer_us": best(lambda: [pack(prediction) for _ in range(n)]),
+    }
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_with_features(model_name: str, n_features: int = 100_000, per_event: int = 100) -> dict:
+    """Resident memory of this process before and after the worker's model and
+    decoder learned ``n_features`` distinct names (``per_event`` new ones per
+    labeled event), as the worker would hold them."""
+    from stream.events.batch import BatchDecoder
+
+    before = _rss_mb()
+    impl = build_model(MODELS[model_name])
+    decoder = (
+        BatchDecoder(impl.column, EventLimits(max_event_bytes=10_000_000))
+        if hasattr(impl, "column")
+        else None
+    )
+    for start in range(0, n_features, per_event * 100):
+        records = [
+            encode(
+                {
+                    "id": i,
+                    "x": {f"feature-{j}": 1.0 + j % 7 for j in range(i, i + per_event)},
+                    "y": 1,
+                },
+                "msgpack",
+            )
+            for i in range(start, min(start + per_event * 100, n_features), per_event)
+        ]
+        if decoder is not None:
+            d = decoder.decode(records)
+            impl.score_and_learn(d.columns, d.values, d.offsets, d.labels)
+        else:
+            for value in records:
+                obj, _ = decode_map(value)
+                impl.predict_proba(obj["x"])
+                impl.learn(obj["x"], True)
+    state = impl.state()  # a contribution copies the whole state: count it too
+    after = _rss_mb()
+    return {
+        "model": model_name,
+        "implementation": type(impl).__name__,
+        "features": len(state.weights),
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+    }
+
+
+def merger_capacity(n_features: int, seconds: float = 2.0) -> dict:
+    """Contributions decoded, fenced and folded per second by the merger's pure
+    steps, each touching ``n_features`` features; and the cost of encoding one
+    version for publishing (the merger publishes one per linger window)."""
+    impl = build_model(MODELS["scaler+lr"])
+    x = {f"f{j}": float(j % 13) for j in range(n_features)}
+    impl.learn(x, True)
+    base = impl.state()
+    impl.learn({k: v + 1 for k, v in x.items()}, False)
+    delta = subtract(impl.state(), base)
+    snapshot = Snapshot(version=1, state=base, offsets={0: 0})
+    folded, end = 0, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or folded < 3:
+        payload = Contribution("w", folded, 1, {0: (end, end + 1)}, delta, 0.0).to_bytes()
+        contribution = Contribution.from_bytes(payload)
+        snapshot, applied, _ = apply_contributions(
+            snapshot, [(folded, contribution)], "sum", folded + 1
+        )
+        folded += applied
+        end += 1
+    elapsed = time.perf_counter() - start
+    started = time.perf_counter()
+    snapshot.to_bytes()
+    return {
+        "features": n_features,
+        "contributions_per_s": folded / elapsed,
+        "publish_ms": 1000 * (time.perf_counter() - started),
+    }
 
 
 class Bench:
@@ -268,33 +435,91 @@ class Bench:
         return worker.n_scored / (worker.busy_until - worker.busy_since)
 
     def throughput(
-        self, client: ClientName, n_features: int, model_name: str, transport_eps: float
+        self, client: ClientName, n_features: int, model_name: str, bare_eps: float
     ) -> dict:
         s = self.settings
         model = MODELS[model_name]
         topics = self._topics(f"{client}-{n_features}-{model_name}", 1)
         self._preload(topics, n_features, s.events, client)
         worker_eps = self.drain(topics, self._worker_settings(topics, client, model), s.events)
-        model_eps = model_only_eps(model, n_features, min(s.events, 50_000))
-        ratio = (1 / worker_eps) / (1 / transport_eps + 1 / model_eps)
+        model_eps = model_only_eps(model, n_features, min(s.events, 100_000))
+        river_eps = river_only_eps(model, n_features, min(s.events, 20_000))
         result = {
             "client": client,
             "features": n_features,
             "model": model_name,
             "model_only_eps": model_eps,
-            "transport_only_eps": transport_eps,
+            "river_only_eps": river_eps,
+            "bare_loop_eps": bare_eps,
             "worker_eps": worker_eps,
             "worker_us": 1e6 / worker_eps,
-            "overhead_ratio": ratio,
+            "ratio_to_bare": worker_eps / bare_eps,
         }
         logger.info("bench throughput %s", result)
         return result
 
-    def transport_only(self, client: ClientName, n_features: int) -> float:
-        topics = self._topics(f"{client}-{n_features}-transport", 1)
-        self._preload(topics, n_features, self.settings.events, client)
-        settings = self._worker_settings(topics, client, ModelSettings())
-        return self.drain(topics, settings, self.settings.events, model=NullModel())
+    def bare_loop(self, client: ClientName, n_features: int) -> float:
+        """Events/s of the client's bare per-record loop: consume, unpack, build and
+        pack a prediction, produce; flush and commit per batch (as the worker does)."""
+        import msgpack
+
+        s = self.settings
+        topics = self._topics(f"{client}-{n_features}-bare", 1)
+        self._preload(topics, n_features, s.events, client)
+        consumer = connect.consumer(
+            client,
+            self.kafka,
+            topics.features,
+            "bench-bare",
+            group_id=topics.group_id,
+            auto_offset_reset="earliest",
+            max_poll_records=1000,
+            **_GROUP,
+        )
+        producer = connect.producer(client, self.kafka, "bench-bare")
+        consumer.subscribe(lambda assigned: None, lambda revoked: None, lambda lost: None)
+        pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+        unpack = msgpack.unpackb
+        send, out = producer.send, topics.predictions
+        n, first, last = 0, 0.0, 0.0
+        deadline = time.monotonic() + 60 + s.events / 500
+        try:
+            while n < s.events and time.monotonic() < deadline:
+                batch = consumer.poll_batch(100, 1000)
+                if not batch:
+                    continue
+                first = first or time.perf_counter()
+                offsets = {}
+                for partition, records in batch.items():
+                    for offset, key, value, timestamp_ms in records:
+                        event = unpack(value)
+                        ts_record = timestamp_ms / 1000.0
+                        prediction = {
+                            "id": event["id"],
+                            "p": 0.5,
+                            "y_pred": 1,
+                            "model_version": 0,
+                            "worker": "bare",
+                            "partition": partition,
+                            "offset": offset,
+                            "ts_event": event.get("ts", ts_record),
+                            "ts_record": ts_record,
+                            "ts_scored": time.time(),
+                        }
+                        if "y" in event:
+                            prediction["y"] = event["y"]
+                        send(out, pack(prediction), key, None, partition)
+                    offsets[partition] = records[-1].offset + 1
+                    n += len(records)
+                producer.flush(30.0)
+                consumer.commit(offsets)
+                last = time.perf_counter()
+        finally:
+            consumer.close()
+            producer.close()
+        if n < s.events:
+            raise StreamError(f"bare loop consumed {n} of {s.events} events in time")
+        return n / (last - first)
 
     def scaling(self, client: ClientName, n_features: int, model_name: str, single_eps: float):
         s = self.settings
@@ -411,10 +636,10 @@ class Bench:
         result = self.result
         for client in s.clients:
             for n_features in s.features:
-                transport_eps = self.transport_only(client, n_features)
+                bare_eps = self.bare_loop(client, n_features)
                 for model_name in s.models:
                     result.throughput.append(
-                        self.throughput(client, n_features, model_name, transport_eps)
+                        self.throughput(client, n_features, model_name, bare_eps)
                     )
             first = next(r for r in result.throughput if r["client"] == client)
             if s.scale_workers > 1:
@@ -434,6 +659,15 @@ class Bench:
                     )
                 )
         self._drop_topics()
+        # In a fresh process each: this one's heap already holds every earlier run.
+        spawn = multiprocessing.get_context("spawn")
+        for model_name in s.models:
+            with spawn.Pool(1) as pool:
+                result.memory.append(pool.apply(memory_with_features, (model_name,)))
+        for n_features in (10, 1_000, 100_000):
+            result.merger.append(merger_capacity(n_features))
+        for n_features in s.features:
+            result.decoding.append(decoding_us(n_features))
         return result
 
 

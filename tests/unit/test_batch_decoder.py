@@ -1,0 +1,187 @@
+"""The batch decoder's verdict on every record is the general decoder's.
+
+Whatever the record (the usual msgpack map, JSON, odd types, NaN, repeated or
+non-UTF-8 names, truncated or padded bytes, tombstones, oversized), the batch
+decoder yields the same event (same id, same features in the same order, same
+label, timestamp and encoding) or the same dead-letter reason.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.config import EventLimits
+from stream.errors import BadEvent
+from stream.events.batch import BatchDecoder, packer
+from stream.events.codec import decode_event, encode
+
+LIMITS = EventLimits(max_event_bytes=2000)
+NAMES = ["a", "b", "c", "ü", "long_feature_name_" * 3]
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(width=32),
+    st.integers(-(2**64), 2**64 - 1),
+)
+odd = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.binary(max_size=3))
+names = st.one_of(
+    st.sampled_from(NAMES), st.text(max_size=5), st.integers(0, 3), st.binary(max_size=2)
+)
+features = st.one_of(
+    st.dictionaries(st.sampled_from(NAMES), st.floats(-1e300, 1e300), max_size=5),
+    st.dictionaries(st.sampled_from(NAMES), st.integers(-(2**63), 2**63 - 1), max_size=5),
+    st.dictionaries(names, st.one_of(numbers, odd), max_size=5),
+    odd,
+    st.lists(st.floats(), max_size=2),
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.integers(-(2**64), 2**64 - 1), st.text(max_size=6), odd, st.floats()),
+        "x": features,
+        "y": st.one_of(st.sampled_from([0, 1, True, False, 0.0, 1.0, 2, -1, None, "1"]), odd),
+        "ts": st.one_of(numbers, odd),
+        "extra": odd,
+    },
+)
+
+
+usual = st.fixed_dictionaries(
+    {
+        "id": st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=6)),
+        "x": st.dictionaries(
+            st.sampled_from(NAMES),
+            st.one_of(
+                st.floats(-1e300, 1e300),
+                st.integers(-(2**64), 2**64 - 1),
+                st.sampled_from([float("nan"), float("inf"), True, None]),
+            ),
+            max_size=5,
+        ),
+    },
+    optional={
+        "y": st.sampled_from([0, 1, True, False, None, 1.0]),
+        "ts": st.one_of(st.floats(), st.integers(-(2**63), 2**63), st.none()),
+    },
+)
+
+
+@st.composite
+def records(draw) -> bytes | None:
+    kind = draw(
+        st.sampled_from(["usual"] * 8 + ["msgpack"] * 4 + ["json", "bytes", "none", "mangled"])
+    )
+    if kind == "none":
+        return None
+    if kind == "bytes":
+        return draw(st.binary(max_size=40))
+    obj = draw(usual if kind == "usual" else fields)
+    keys = draw(st.permutations(list(obj)))
+    obj = {k: obj[k] for k in keys}
+    if kind == "json":
+        try:
+            return json.dumps(obj).encode()
+        except (TypeError, ValueError):
+            return b"{}"
+    single = draw(st.booleans())
+    try:
+        value = msgpack.packb(obj, use_bin_type=True, use_single_float=single)
+    except (OverflowError, TypeError, ValueError):
+        return b"\x80"
+    if kind == "mangled":
+        cut = draw(st.integers(0, len(value)))
+        value = value[:cut] + draw(st.binary(max_size=3))
+    return value
+
+
+def general_verdicts(values):
+    out = []
+    for value in values:
+        try:
+            e = decode_event(value, LIMITS)
+        except BadEvent as exc:
+            out.append(("dead", exc.reason))
+        else:
+            out.append(("event", e.id, list(e.x.items()), e.y, e.ts, e.encoding))
+    return out
+
+
+def batch_verdicts(decoder: BatchDecoder, names_of: list[str], values):
+    decoded = decoder.decode(values)
+    out: list = [None] * len(values)
+    for r, exc in decoded.errors:
+        out[r] = ("dead", exc.reason)
+    labels = decoded.labels.tolist()
+    for i, r in enumerate(decoded.positions):
+        a, b = decoded.offsets[i], decoded.offsets[i + 1]
+        x = [
+            (names_of[c], v)
+            for c, v in zip(
+                decoded.columns[a:b].tolist(), decoded.values[a:b].tolist(), strict=True
+            )
+        ]
+        y = None if labels[i] < 0 else bool(labels[i])
+        out[r] = ("event", decoded.ids[i], x, y, decoded.ts[i], decoded.encodings[i])
+    return out
+
+
+def new_decoder() -> tuple[BatchDecoder, list[str]]:
+    names_of: list[str] = []
+    columns: dict[str, int] = {}
+
+    def column(name: str) -> int:
+        if name not in columns:
+            columns[name] = len(names_of)
+            names_of.append(name)
+        return columns[name]
+
+    return BatchDecoder(column, LIMITS), names_of
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(records(), max_size=12))
+def test_any_batch_gets_the_general_decoders_verdicts(values) -> None:
+    decoder, names_of = new_decoder()
+    assert batch_verdicts(decoder, names_of, values) == general_verdicts(values)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(records(), max_size=6), max_size=4))
+def test_verdicts_hold_across_batches(batches) -> None:
+    """Layouts are remembered between batches; that changes no verdict."""
+    decoder, names_of = new_decoder()
+    for values in batches:
+        assert batch_verdicts(decoder, names_of, values) == general_verdicts(values)
+
+
+def test_usual_records_take_the_fast_path_and_equal_the_general_decoder() -> None:
+    rng = np.random.default_rng(0)
+    values = []
+    for i in range(500):
+        x = {f"f{j}": float(v) for j, v in enumerate(rng.normal(size=10))}
+        if i % 100 == 7:
+            x["new"] = 3  # a layout change, an int value
+        obj = {"id": f"e-{i}" if i % 2 else i, "x": x}
+        if i % 3:
+            obj["y"] = i % 2
+        if i % 5:
+            obj["ts"] = 1.7e9 + i
+        values.append(encode(obj, "msgpack"))
+    values[250] = b"\x81\xa2id\x01"  # missing x: dead-lettered by the general decoder
+    decoder, names_of = new_decoder()
+    assert batch_verdicts(decoder, names_of, values) == general_verdicts(values)
+    assert decoder.n_fast == 499
+    assert decoder.n_general == 1
+    assert names_of == [f"f{j}" for j in range(10)] + ["new"]
+
+
+def test_packer_bytes_equal_encode() -> None:
+    pack = packer()
+    obj = {"id": "e-1", "p": 0.25, "y_pred": 0, "model_version": 3, "worker": "w"}
+    assert pack(obj) == encode(obj, "msgpack")
+    assert pack(obj) == encode(obj, "msgpack")  # reused
