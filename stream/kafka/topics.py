@@ -70,6 +70,18 @@ class TopicSpec:
     required: tuple[str, ...] = ()
 
 
+def delete_topics(kafka: KafkaSettings, names: list[str]) -> None:
+    """Delete ``names`` (bench and test clean-up: the embedded broker keeps every
+    record in memory); a failure is logged, never raised."""
+    admin = clients.admin(kafka, client_id="learnstream-cleanup")
+    try:
+        admin.delete_topics(names)
+    except KafkaError as exc:
+        logger.warning("topics not deleted topics=%s error=%s", names, exc)
+    finally:
+        admin.close()
+
+
 def internal_specs(topics: TopicSettings) -> list[TopicSpec]:
     """The contributions and model topics: one partition each, room for a whole model."""
     size = str(INTERNAL_MAX_MESSAGE_BYTES)

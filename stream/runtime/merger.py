@@ -81,7 +81,10 @@ class Merger:
     def latest_known(self) -> Snapshot:
         """The version to continue from, under a new epoch: the newest (by epoch,
         then version) of the model topic's and the checkpoint directory's."""
-        published = published_model(self.settings.kafka, self.settings.topics, self.name)
+        settings = self.settings
+        published = published_model(
+            settings.kafka, settings.topics, self.name, client=settings.client
+        )
         stored = self.store.latest() if self.store else None
         candidates = [s for s in (published, stored) if s is not None]
         best = (

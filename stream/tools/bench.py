@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from kafka.errors import KafkaError
 
 from stream.config import (
     ClientName,
@@ -56,10 +55,10 @@ from stream.config import (
 from stream.errors import ConfigError, StreamError
 from stream.events.codec import decode_map, encode
 from stream.events.sources import SyntheticStream
-from stream.kafka import clients, connect
+from stream.kafka import connect
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
-from stream.kafka.topics import ensure_pipeline, pipeline_specs
+from stream.kafka.topics import delete_topics, ensure_pipeline, pipeline_specs
 from stream.model.factory import build_model
 from stream.model.merge import subtract
 from stream.model.online import OnlineModel
@@ -374,13 +373,7 @@ class Bench:
     def _drop_topics(self) -> None:
         if not self._created:
             return
-        admin = clients.admin(self.kafka, client_id="learnstream-bench")
-        try:
-            admin.delete_topics(self._created)
-        except KafkaError as exc:
-            logger.warning("bench topics not deleted topics=%s error=%s", self._created, exc)
-        finally:
-            admin.close()
+        delete_topics(self.kafka, self._created)
         self._created = []
 
     def _preload(self, topics: TopicSettings, n_features: int, n: int, client: ClientName) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
 
-from stream.config import TopicSettings
+from stream.config import MergerSettings, TopicSettings
+from stream.events.codec import encode, event_to_map
 from stream.kafka import connect
 from stream.kafka.topics import ensure_pipeline
+from stream.runtime.merger import Merger
 
-from .helpers import wait_for
+from .helpers import WorkerThread, create_topics, merging, wait_for, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +62,47 @@ def test_reader_of_a_missing_topic_says_so(kafka, client):
         assert reader.partitions() == []
     finally:
         reader.close()
+
+
+def test_with_the_confluent_client_no_kafka_python_consumer_or_producer_runs_the_pipeline(
+    kafka, topics, monkeypatch
+):
+    """--client confluent means confluent for every process on the hot path: the
+    worker, its model feed, the merger. (Topic administration at start still
+    uses kafka-python's admin client, which is not on the hot path.)"""
+    import kafka as kafka_python
+
+    created: list[str] = []
+    for cls in (kafka_python.KafkaConsumer, kafka_python.KafkaProducer):
+        original = cls.__init__
+
+        def init(self, *args, _original=original, _name=cls.__name__, **kwargs):
+            created.append(_name)
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", init)
+
+    create_topics(kafka, topics, partitions=2)
+    producer = connect.producer("confluent", kafka, "test-events")
+    for i in range(200):
+        x = {"a": float(i % 7), "b": float(i % 3)}
+        producer.send(topics.features, encode(event_to_map(i, x, i % 2 == 0, None), "msgpack"))
+    producer.flush(30)
+    producer.close()
+
+    settings = worker_settings(kafka, topics, client="confluent", merge=merging())
+    merger = Merger(MergerSettings.for_workers(settings), "test-merger")
+    merging_thread = threading.Thread(target=merger.run, daemon=True)
+    merging_thread.start()
+    try:
+        with WorkerThread(settings) as running:
+            wait_for(lambda: running.worker.n_scored >= 200, 60, "every event scored")
+            wait_for(
+                lambda: merger.snapshot is not None and merger.snapshot.n_learned == 200,
+                60,
+                "the global model to learn every event",
+            )
+    finally:
+        merger.stop()
+        merging_thread.join(30)
+    assert created == []

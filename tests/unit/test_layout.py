@@ -27,8 +27,6 @@ LAYERS: list[set[str]] = [
     {"stream.__main__"},
 ]
 KAFKA_LIBRARIES = {"kafka", "confluent_kafka"}
-# Still on kafka-python directly, being moved behind the transport.
-NOT_YET_ON_THE_TRANSPORT = {"stream.tools.bench"}
 
 
 def _modules() -> dict[str, Path]:
@@ -113,7 +111,6 @@ def test_only_the_kafka_package_imports_a_kafka_client_library():
         module
         for module, path in _modules().items()
         if not module.startswith("stream.kafka")
-        and module not in NOT_YET_ON_THE_TRANSPORT
         and {n.split(".")[0] for n in _imports(path, top_level_only=False)} & KAFKA_LIBRARIES
     )
     assert offenders == []
