@@ -138,13 +138,13 @@ def _add(group: argparse._ActionsContainer, option: Option) -> None:
         group.add_argument(option.flag, dest=option.dest, default=default, help=argparse.SUPPRESS)
         return
     if base is bool:
-        # The flag names the choice that is not the default.
+        # The flag names the choice that is not the default, so it is off by default.
         group.add_argument(
             option.flag,
             dest=option.dest,
             action="store_false" if option.default else "store_true",
             default=default,
-            help=f"{option.help} (default: {'on' if not option.default else 'off'}{env_note})",
+            help=f"{option.help} (default: off{env_note})",
         )
         return
     if typing.get_origin(base) is tuple or base is tuple:
@@ -279,7 +279,7 @@ def settings_table() -> str:
             seen.add(option.flag)
             base, choices = _base_and_choices(option.kind)
             if base is bool:
-                default = "off" if option.default else "on"
+                default = "off"  # the flag names the choice that is not the default
             elif option.default in (None, ()):
                 default = ""
             else:
