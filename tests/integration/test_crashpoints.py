@@ -129,7 +129,7 @@ def _settle(kafka, topics, work: list[subprocess.Popen]):
 def _assert_recovered_exactly(tmp_path, point: str, predictions, settled) -> None:
     log = (tmp_path / "work.log").read_text()
     assert f"crash point reached, dying point={point}" in log
-    assert "exitcode=-9; restarting" in log
+    assert "exitcode=-9; restart 1 of" in log
     assert {p["id"] for p in predictions} == {str(i) for i in range(N_EVENTS)}
     assert settled.n_learned == N_EVENTS
     assert sum(settled.offsets.values()) == N_EVENTS
