@@ -394,6 +394,15 @@ class MergeSettings:
             raise ConfigError(f"checkpoint_keep must be >= 1, got {self.checkpoint_keep}")
 
 
+def _crash_at() -> Any:
+    return setting(
+        None,
+        env=ENV_CRASH_AT,
+        hidden=True,
+        help="tests only: name[:count] of a crash point (stream.faults) to die at",
+    )
+
+
 def _client() -> Any:
     # confluent-kafka (librdkafka) moves records 4-6x faster than kafka-python;
     # kafka-python stays supported and tested.
@@ -475,12 +484,7 @@ class WorkerSettings:
         "none",
         help="reset: start the worker's model afresh when drift is detected (needs --no-merge)",
     )
-    crash_at: str | None = setting(
-        None,
-        env=ENV_CRASH_AT,
-        hidden=True,
-        help="tests only: name[:count] of a crash point (stream.faults) to die at",
-    )
+    crash_at: str | None = _crash_at()
 
     def __post_init__(self) -> None:
         if self.crash_at:
@@ -592,12 +596,7 @@ class MergerSettings:
     heartbeat_interval_ms: int = _heartbeat_interval_ms()
     max_poll_interval_ms: int = _max_poll_interval_ms()
     metrics_port: int = setting(0, cli_default=9399, help="Prometheus endpoint; 0: off")
-    crash_at: str | None = setting(
-        None,
-        env=ENV_CRASH_AT,
-        hidden=True,
-        help="tests only: name[:count] of a crash point (stream.faults) to die at",
-    )
+    crash_at: str | None = _crash_at()
 
     def __post_init__(self) -> None:
         if self.crash_at:
