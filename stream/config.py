@@ -111,6 +111,24 @@ PASSTHROUGH_OPTIONS = frozenset(
 )
 
 
+# The ones librdkafka has no equivalent for: refused up front with --client
+# confluent (else every process would fail on start, and be restarted).
+KAFKA_PYTHON_ONLY_OPTIONS = frozenset(
+    {"sasl_kerberos_domain_name", "client_dns_lookup", "api_version"}
+)
+
+
+def check_client_options(client: str, kafka: KafkaSettings) -> None:
+    """Refuse options the chosen client cannot take, naming them."""
+    if client == "confluent":
+        unsupported = sorted(set(kafka.options) & KAFKA_PYTHON_ONLY_OPTIONS)
+        if unsupported:
+            raise ConfigError(
+                f"Kafka options {unsupported} have no confluent-kafka equivalent; "
+                "use --client kafka-python or drop them"
+            )
+
+
 # Options that choose the rebalance protocol: refused with the reason.
 ASSIGNOR_OPTIONS = frozenset(
     {"partition_assignment_strategy", "group_protocol", "group_remote_assignor"}
@@ -146,8 +164,8 @@ class KafkaSettings:
     client_options: tuple[tuple[str, str | int | bool], ...] = setting(
         (),
         flag="--kafka-option",
-        help="any other kafka-python client option as NAME=VALUE, e.g. ssl_certfile=/path "
-        "(repeatable)",
+        help="another client option, by kafka-python's name, as NAME=VALUE, e.g. "
+        "ssl_certfile=/path (repeatable; translated for confluent)",
     )
 
     def __post_init__(self) -> None:
@@ -491,6 +509,7 @@ class WorkerSettings:
             CrashAt.parse(self.crash_at)
         if self.client not in ("kafka-python", "confluent"):
             raise ConfigError(f"client must be kafka-python or confluent, got {self.client!r}")
+        check_client_options(self.client, self.kafka)
         if self.model_impl not in ("auto", "kernel", "river"):
             raise ConfigError(f"model_impl must be auto, kernel or river, got {self.model_impl!r}")
         if self.output_encoding not in ("same", "msgpack", "json"):
@@ -601,6 +620,7 @@ class MergerSettings:
     def __post_init__(self) -> None:
         if self.crash_at:
             CrashAt.parse(self.crash_at)
+        check_client_options(self.client, self.kafka)
 
     @classmethod
     def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
@@ -671,6 +691,7 @@ class ServeSettings:
     )
 
     def __post_init__(self) -> None:
+        check_client_options(self.client, self.kafka)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, got {self.port}")
         if self.token is not None and not self.token.strip():

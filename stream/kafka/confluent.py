@@ -1,4 +1,4 @@
-"""The transport on confluent-kafka (librdkafka); ``pip install 'learnstream[confluent]'``."""
+"""The transport on confluent-kafka (librdkafka): the default client."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigError(
-        "--client confluent needs confluent-kafka: pip install 'learnstream[confluent]'"
+        "--client confluent needs confluent-kafka (a dependency of learnstream): "
+        "pip install confluent-kafka, or use --client kafka-python"
     ) from exc
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The transport on kafka-python (the default client)."""
+"""The transport on kafka-python (pure Python; ``--client kafka-python``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""The Kafka client interface the worker and producer use, and how to pick one.
+"""The Kafka client interface of every process on the hot path (worker, model
+feed, merger, serve, producer); :mod:`stream.kafka.connect` picks the client.
 
-Two implementations behave identically: kafka-python (:mod:`stream.kafka.kafka_python`,
-the default, pure Python) and confluent-kafka (:mod:`stream.kafka.confluent`, the
-``confluent`` extra, librdkafka underneath: about 3x the throughput).
+Two implementations behave identically: confluent-kafka
+(:mod:`stream.kafka.confluent`, librdkafka underneath, the default) and
+kafka-python (:mod:`stream.kafka.kafka_python`, pure Python, several times
+slower).
 
 The interface is batch-shaped on purpose: ``poll_batch`` hands back plain
 tuples grouped by partition, so the hot loop never touches a client object

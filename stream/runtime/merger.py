@@ -73,7 +73,7 @@ class Merger:
         # How often the supervisor restarted this merger before (set by it).
         self.restarts = 0
         self.checkpoint_written_at = 0.0
-        self._checkpointed: int | None = None
+        self._checkpointed: tuple[int, int] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -236,10 +236,10 @@ class Merger:
 
     def _checkpoint(self, snapshot: Snapshot | None, force: bool) -> None:
         """Write ``snapshot`` if the interval has passed (or ``force``) and it is new."""
-        if self.store is None or snapshot is None or snapshot.version == self._checkpointed:
+        if self.store is None or snapshot is None or snapshot.order == self._checkpointed:
             return
         interval = self.settings.merge.checkpoint_interval_s
         if force or time.time() - self.checkpoint_written_at >= interval:
             self.store.write(snapshot)
             self.checkpoint_written_at = time.time()
-            self._checkpointed = snapshot.version
+            self._checkpointed = snapshot.order

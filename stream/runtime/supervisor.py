@@ -1,7 +1,7 @@
 """Worker processes: the entry of one, and a supervisor that runs N on this machine.
 
-Each worker is its own OS process (river and the Kafka client are pure Python;
-threads would share one core). More machines means starting more supervisors
+Each worker is its own OS process (the hot loop is Python code that holds the
+GIL; threads would share one core). More machines means starting more supervisors
 with the same group id: Kafka spreads the partitions, there is no cluster of ours.
 """
 

@@ -296,7 +296,8 @@ class Worker:
     def _score_records(
         self, partition: int, records: list[Record], replay_below: int, tally: _Tally
     ) -> None:
-        """One partition's records, one at a time (the general decoder; river or the kernel)."""
+        """One partition's records, one at a time: the general decoder, then the model's
+        ``predict_proba`` and ``learn`` per event (the path of the river model)."""
         s = self.settings
         send = self._producer.send
         predictions_topic = s.topics.predictions
@@ -497,6 +498,10 @@ class Worker:
                 )
             except Exception as exc:
                 self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
+                if labels_list[i] >= 0 and not 0.0 <= p <= 1.0:
+                    # Counted as a dead letter, as the river path does (its
+                    # predict raises before it learns), not as a refused step.
+                    refused -= 1
                 continue
             latencies.append(now - ts_record)
             if y >= 0:
@@ -667,7 +672,9 @@ class Worker:
         to read each (None: its beginning). A partition the model never learned
         from starts where this worker first read it; failing that, at its
         beginning, or, with ``--from latest``, where the group's offset (or
-        the reset policy) puts it: such a partition is left out."""
+        the reset policy) puts it: such a partition is left out. (A takeover
+        re-assigns the ledger, so there the first read is the model's offset or
+        the policy's.)"""
         starts: dict[int, int | None] = {}
         for p in partitions:
             start = self.ledger.restart(p, snapshot.offsets.get(p))

@@ -39,7 +39,7 @@ class ModelFeed:
         kafka: KafkaSettings,
         topics: TopicSettings,
         client_id: str,
-        client: ClientName = "kafka-python",
+        client: ClientName = "confluent",
     ) -> None:
         self.topics = topics
         self.latest: Snapshot | None = None
@@ -120,7 +120,7 @@ def published_model(
     topics: TopicSettings,
     client_id: str,
     timeout_s: float = 10.0,
-    client: ClientName = "kafka-python",
+    client: ClientName = "confluent",
 ) -> Snapshot | None:
     """The newest version on the model topic right now (None: there is none)."""
     feed = ModelFeed(kafka, topics, client_id, client)

@@ -1,1 +1,1 @@
-"""User-facing tools built on the library: produce, demo, bench."""
+"""User-facing tools built on the library: produce, demo, bench, servebench."""

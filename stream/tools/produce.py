@@ -38,7 +38,7 @@ class ProduceSettings:
     limit: int | None = None
     key: KeyMode = "id"
     timestamp: bool = True
-    client: ClientName = "kafka-python"
+    client: ClientName = "confluent"
 
     def __post_init__(self) -> None:
         if self.rate is not None and self.rate <= 0:

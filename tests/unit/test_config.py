@@ -36,6 +36,12 @@ def test_dead_letter_topic_follows_features_topic():
         (lambda: WorkerSettings(output_encoding="xml"), "'xml'"),
         (lambda: KafkaSettings(client_options=(("sasl_pasword", "x"),)), "'sasl_pasword'"),
         (lambda: KafkaSettings(bootstrap_servers=" "), "bootstrap_servers is empty"),
+        (
+            lambda: WorkerSettings(
+                client="confluent", kafka=KafkaSettings(client_options=(("api_version", "2.0"),))
+            ),
+            "Kafka options \\['api_version'\\] have no confluent-kafka equivalent",
+        ),
     ],
 )
 def test_invalid_settings_are_refused(build, message):
