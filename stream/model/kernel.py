@@ -332,6 +332,7 @@ class KernelModel:
         """
         n_events = offsets.shape[0] - 1
         out = np.empty(n_events)
+        self.last_learned = 0
         if n_events <= 0:
             return out
         widest = int(np.max(np.diff(offsets)))

@@ -238,3 +238,11 @@ def test_the_kernel_refuses_the_same_absurd_steps_as_river_and_stays_finite():
     # Unscaled, SGD's steps on the huge features would push weights past the
     # bound: refused (FTRL's weights stay small by construction).
     assert refused[(False, "sgd")] > 0
+
+
+def test_a_batch_without_events_learns_nothing():
+    model = KernelModel(ModelSettings())
+    assert model.learn({"a": 1.0}, True)
+    empty = np.zeros(0, np.int64)
+    model.score_and_learn(empty, np.zeros(0), np.zeros(1, np.int64), np.zeros(0, np.int8))
+    assert model.last_learned == 0 and model.n_learned == 1
