@@ -260,7 +260,7 @@ def decoding_us(n_features: int, n: int = 10_000, repeats: int = 5) -> dict:
 
     return {
         "features": n_features,
-        "general_us": best(lambda: [decode_event(v, 100_000) for v in records]),
+        "general_us": best(lambda: [decode_event(v) for v in records]),
         "batch_us": best(
             lambda: [decoder.decode(records[i : i + 1000]) for i in range(0, n, 1000)]
         ),
