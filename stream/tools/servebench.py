@@ -32,8 +32,9 @@ from pathlib import Path
 
 from stream.config import KafkaSettings, ModelSettings, TopicSettings
 from stream.errors import StreamError
-from stream.kafka import clients
+from stream.kafka import connect
 from stream.kafka.embedded import EmbeddedBroker
+from stream.kafka.topics import ensure_pipeline
 from stream.model.online import OnlineModel
 from stream.serve.holder import serving
 from stream.sync.checkpoint import CheckpointStore, Snapshot
@@ -192,7 +193,8 @@ def _events(n: int, seed: int = 1) -> list[dict]:
 
 
 def _publish(producer, topic: str, snapshot: Snapshot) -> None:
-    producer.send(topic, key=b"global", value=snapshot.to_bytes(), partition=0).get(timeout=30)
+    producer.send(topic, snapshot.to_bytes(), b"global", None, 0)
+    producer.flush(30)
 
 
 _WRK_LUA = """wrk.method = "POST"
@@ -372,11 +374,11 @@ def run_serve_bench(settings: ServeBenchSettings, out: Path | None = None) -> Se
     expected = {
         s.version: [serving(s).predict_proba(e["x"]) for e in checker_events] for s in versions
     }
-    producer = clients.producer(kafka, client_id="servebench", linger_ms=0)
+    producer = connect.producer("confluent", kafka, "servebench", linger_ms=0)
     work = Path(tempfile.mkdtemp(prefix="learnstream-servebench-"))
     server = None
     try:
-        clients.create_pipeline_topics(kafka, topics, partitions=1)
+        ensure_pipeline(kafka, topics, partitions=1)
         _publish(producer, topics.model, versions[0])
         port = settings.port or _free_port()
         base = f"http://127.0.0.1:{port}"
