@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from stream.config import KafkaSettings, MergeSettings, TopicSettings, WorkerSettings
 from stream.events.codec import decode_map
@@ -13,6 +13,7 @@ from stream.kafka import clients
 from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline
 from stream.runtime.worker import Worker
+from tests.waiting import wait_for  # noqa: F401 - re-exported for the integration tests
 
 # Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
 FAST_GROUP = {
@@ -89,15 +90,6 @@ def read_predictions(
         raise AssertionError(f"{len(missing)} events have no prediction after {timeout_s}s")
     # Read again from the start until the topic has been quiet for settle_s.
     return [decode_map(r.value)[0] for r in records(kafka, topic, idle_timeout_s=settle_s)]
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def read_dead_letters(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 import pytest
 
@@ -14,7 +13,14 @@ from stream.events.sources import SyntheticStream
 from stream.runtime.merger import Merger
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import WorkerThread, create_topics, merging, read_predictions, worker_settings
+from .helpers import (
+    WorkerThread,
+    create_topics,
+    merging,
+    read_predictions,
+    wait_for,
+    worker_settings,
+)
 from .test_crashpoints import wait_for_learned
 
 pytestmark = pytest.mark.integration
@@ -43,10 +49,9 @@ def test_from_latest_the_model_learns_only_what_arrives_after_the_start(kafka, t
     merger_thread.start()
     try:
         with WorkerThread(settings) as running:
-            deadline = time.monotonic() + 60
-            while len(running.worker.ledger.partitions) < 4:
-                assert time.monotonic() < deadline, "worker never got its partitions"
-                time.sleep(0.05)
+            wait_for(
+                lambda: len(running.worker.ledger.partitions) == 4, 60, "the worker's partitions"
+            )
             produce(rows[500:], ProduceSettings(kafka=kafka, topic=topics.features))
             predictions = read_predictions(
                 kafka, topics.predictions, {r[0] for r in rows[500:]}, settle_s=0.5

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ from stream.kafka.embedded import free_port
 from stream.model.online import OnlineModel
 from stream.model.state import non_finite
 from stream.sync.feed import published_model
+from tests.waiting import wait_for
 
 from .helpers import (
     FAST_GROUP_FLAGS,
@@ -61,16 +61,6 @@ def _free_ports(count: int) -> int:
         except OSError:
             continue
     raise RuntimeError("no run of free ports")
-
-
-def _wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def _settled(log: Path, partitions: int) -> bool:
@@ -121,7 +111,7 @@ def test_hostile_records_never_stop_a_worker_nor_poison_the_model(kafka, topics,
         )
     try:
         # Produce once the group has settled, so no rebalance re-delivers a batch.
-        _wait_for(lambda: _settled(log, 4), 120, "both workers to hold partitions")
+        wait_for(lambda: _settled(log, 4), 120, "both workers to hold partitions")
         good = good_events(N_GOOD)
         records = list(mixed(good, N_HOSTILE))
         assert len(records) >= 100_000
@@ -157,7 +147,7 @@ def test_hostile_records_never_stop_a_worker_nor_poison_the_model(kafka, topics,
             snapshot = published_model(kafka, topics, "test-hostile")
             return snapshot if snapshot and snapshot.n_learned == N_GOOD else None
 
-        snapshot = _wait_for(model_complete, 120, f"the global model to learn {N_GOOD} events")
+        snapshot = wait_for(model_complete, 120, f"the global model to learn {N_GOOD} events")
         assert non_finite(snapshot.state) is None
         assert all(math.isfinite(w) for w in snapshot.state.weights.values())
         assert set(snapshot.state.weights) == {f"f{i}" for i in range(10)}

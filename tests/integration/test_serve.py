@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import threading
-import time
 
 import pytest
 from starlette.testclient import TestClient
@@ -23,21 +22,12 @@ from stream.serve.holder import ModelHolder
 from stream.serve.quality import RollingQuality
 from stream.serve.runtime import ServeRuntime
 from stream.sync.feed import published_model
+from tests.waiting import wait_for
 
 from .helpers import WorkerThread, create_topics, merging, read_predictions, send_raw
 from .helpers import worker_settings as make_worker_settings
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class MergerThread:
@@ -90,14 +80,17 @@ def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, t
                     and m.n_learned == len(rows)
                     and m
                 ),
+                timeout_s=60,
                 what="all events learned",
             )
             wait_for(
                 lambda: holder.current and holder.current.version == latest.version,
+                timeout_s=60,
                 what="serve swapped in the newest version",
             )
             wait_for(
                 lambda: worker.worker.model_version == latest.version,
+                timeout_s=60,
                 what="worker synced to the newest version",
             )
             assert holder.swaps >= 1
@@ -155,6 +148,7 @@ def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, t
             # The live page's rolling quality comes from the predictions topic.
             status = wait_for(
                 lambda: (s := http.get("/v1/status").json())["quality"]["n"] > 0 and s,
+                timeout_s=60,
                 what="rolling quality from the predictions topic",
             )
             assert status["model_version"] >= latest.version

@@ -4,7 +4,6 @@ that anyone takes for newer: versions are ordered by (epoch, version)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ from stream.runtime.merger import Merger
 from stream.sync.checkpoint import Snapshot
 from stream.sync.feed import published_model
 
-from .helpers import FAST_GROUP, merging
+from .helpers import FAST_GROUP, merging, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +23,7 @@ def _start(settings: MergerSettings, name: str) -> tuple[Merger, threading.Threa
     merger = Merger(settings, name)
     thread = threading.Thread(target=merger.run, name=name, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
-    while not (merger.active and merger.snapshot is not None):
-        assert time.monotonic() < deadline, f"{name} never became active"
-        time.sleep(0.05)
+    wait_for(lambda: merger.active and merger.snapshot is not None, 60, f"{name} to be active")
     return merger, thread
 
 

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from stream.serve.app import Backend, create_app
 from stream.serve.holder import ModelHolder
 from stream.serve.quality import RollingQuality
 from tests.unit.serve_fixtures import snapshot
+from tests.waiting import wait_for
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 BROWSER = next((found for name in BROWSERS if (found := shutil.which(name))), None)
@@ -38,16 +38,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 class _Server:
     def __init__(self, app, port: int) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
@@ -56,7 +46,7 @@ class _Server:
 
     def __enter__(self) -> _Server:
         self.thread.start()
-        _wait_for(lambda: self.server.started, 20, "uvicorn to start")
+        wait_for(lambda: self.server.started, 20, "uvicorn to start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -92,7 +82,7 @@ class _Browser:
 
     def __enter__(self) -> _Browser:
         active = self.profile / "DevToolsActivePort"
-        _wait_for(lambda: active.exists() and active.read_text().strip(), 30, "DevTools port")
+        wait_for(lambda: active.exists() and active.read_text().strip(), 30, "DevTools port")
         port = int(active.read_text().split()[0])
 
         def page_target():
@@ -102,7 +92,7 @@ class _Browser:
 
         from websockets.sync.client import connect
 
-        self._connection = connect(_wait_for(page_target, 30, "the page target"), max_size=None)
+        self._connection = connect(wait_for(page_target, 30, "the page target"), max_size=None)
         self.ws = self._connection.__enter__()
         return self
 
@@ -148,7 +138,7 @@ def test_live_page_shows_the_values_and_refreshes(tmp_path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}/?access_token={TOKEN}"
     with _Server(app, port), _Browser(url, tmp_path / "profile") as browser:
-        _wait_for(lambda: browser.text("version") == "1", 30, "version 1 on the page")
+        wait_for(lambda: browser.text("version") == "1", 30, "version 1 on the page")
         assert browser.text("n_learned") == str(snapshot(1).n_learned)
         expected = quality.summary()
         assert browser.text("accuracy") == f"{expected['accuracy']:.4f}"
@@ -159,7 +149,7 @@ def test_live_page_shows_the_values_and_refreshes(tmp_path):
         # A new global version arrives: the page shows it without being reloaded.
         browser.evaluate("window.loadedOnce = 'yes'")
         holder.offer(snapshot(2, seed=3))
-        _wait_for(lambda: browser.text("version") == "2", 30, "version 2 on the page")
+        wait_for(lambda: browser.text("version") == "2", 30, "version 2 on the page")
         assert browser.text("swaps") == "1"
         refreshes = int(browser.evaluate("document.getElementById('state').dataset.refreshes"))
         assert refreshes >= 2

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from stream.config import KafkaSettings, ServeSettings
 from stream.serve.holder import ModelHolder
 from stream.serve.quality import RateMeter, RollingQuality
 from stream.serve.runtime import ServeRuntime
 from stream.sync.checkpoint import CheckpointStore
 from tests.unit.serve_fixtures import snapshot
-
-
-def _wait_for(condition, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from tests.waiting import wait_for
 
 
 def test_newest_checkpoint_is_served_before_the_broker_answers(tmp_path):
@@ -44,7 +36,7 @@ def test_offline_picks_up_new_checkpoint_files(tmp_path):
     try:
         assert holder.current.version == 1
         store.write(snapshot(2, seed=4))
-        _wait_for(lambda: holder.current.version == 2)
+        wait_for(lambda: holder.current.version == 2, 20, "version 2 to be served")
         assert holder.swaps == 1
     finally:
         runtime.stop()
