@@ -22,7 +22,7 @@ from stream.events.codec import decode_map
 from stream.kafka.reader import records
 
 from ..cli_choices import FLAG, as_args, choices
-from .helpers import FAST_GROUP_FLAGS, create_topics
+from .helpers import FAST_GROUP_FLAGS, create_topics, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -130,12 +130,14 @@ def test_every_choice_runs(kafka, topics, tmp_path, index):
         )
     try:
         if work_run["--from"] == "latest":
-            deadline = time.monotonic() + 60
-            while not re.search(
-                r"partitions assigned worker=\S+ partitions=[0-9]", log.read_text()
-            ):
-                assert time.monotonic() < deadline and work.poll() is None, log.read_text()
-                time.sleep(0.2)
+
+            def assigned() -> bool:
+                assert work.poll() is None, log.read_text()
+                return bool(
+                    re.search(r"partitions assigned worker=\S+ partitions=[0-9]", log.read_text())
+                )
+
+            wait_for(assigned, 60, "the worker to hold partitions")
         produced = subprocess.run(
             [
                 sys.executable,
