@@ -37,9 +37,7 @@ def _merger(directory, monkeypatch) -> Merger:
     settings = MergerSettings(
         merge=MergeSettings(checkpoint_dir=directory, checkpoint_interval_s=0)
     )
-    merger = Merger(settings, "m1")
-    merger.store = merger.store.scoped(PIPELINE)
-    return merger
+    return Merger(settings, "m1")
 
 
 def test_an_unwritable_directory_is_said_once_counted_and_survived(blocked, monkeypatch, caplog):
@@ -67,7 +65,7 @@ def test_writing_resumes_when_the_directory_becomes_writable(blocked, monkeypatc
         merger._checkpoint(_snapshot(3), force=False)
     (recovered,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "written again" in recovered.getMessage() and "failures=2" in recovered.getMessage()
-    assert CheckpointStore(blocked / "ckpt", pipeline=PIPELINE).latest().version == 3
+    assert CheckpointStore(blocked / "ckpt").latest().version == 3
     # A later failure is a new episode, said once again.
     caplog.clear()
     merger.store = CheckpointStore(blocked / "ckpt" / "model-x" / "sub", pipeline=PIPELINE)
