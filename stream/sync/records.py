@@ -64,7 +64,7 @@ class Fields:
 
     def fail(self, name: str, problem: str, value: object = _MISSING) -> NoReturn:
         shown = "" if value is _MISSING else f": {show(value)}"
-        raise self.error(f"{self.what} field {name!r}: {problem}{shown}")
+        raise self.error(f"{self.what} field {name}: {problem}{shown}")
 
     def raw(self, name: str, default: object = _MISSING) -> object:
         if name in self.data:
@@ -146,11 +146,11 @@ class Fields:
         try:
             state = unpack_state(self.raw(name))
         except ValueError as exc:
-            raise self.error(f"{self.what} field {name!r}: {exc}") from exc
+            raise self.error(f"{self.what} field {name}: {exc}") from exc
         return self.possible(name, state)
 
     def possible(self, name: str, state: ModelState) -> ModelState:
         bad = impossible(state)
         if bad is not None:
-            raise self.error(f"{self.what} field {name!r}: impossible model state: {bad}")
+            raise self.error(f"{self.what} field {name}: impossible model state: {bad}")
         return state
