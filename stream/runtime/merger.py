@@ -268,12 +268,13 @@ class Merger:
         """
         if self.active and self.snapshot is not None and 0 in self._consumer.assignment():
             self._consumer.seek({0: self.snapshot.contributions_offset})
-        logger.info(
-            "rebalance while polling: %d records dropped, read again merger=%s active=%s",
-            len(records),
-            self.name,
-            self.active,
-        )
+        if records:
+            logger.info(
+                "rebalance while polling: %d records dropped, read again merger=%s active=%s",
+                len(records),
+                self.name,
+                self.active,
+            )
         return bool(records)
 
     def _merge(self, records: list[Record]) -> None:

@@ -39,13 +39,15 @@ class ModelFeed:
         topics: TopicSettings,
         client_id: str,
         client: ClientName = "confluent",
+        reader: Reader | None = None,
     ) -> None:
+        """``reader``: of the model topic (tests pass a fake); made from ``kafka`` if None."""
         self.topics = topics
         self.latest: Snapshot | None = None
         # Model records skipped as malformed or impossible.
         self.n_invalid = 0
         self._kafka, self._client, self._client_id = kafka, client, client_id
-        self._reader = connect.reader(client, kafka, topics.model, f"{client_id}-feed")
+        self._reader = reader or connect.reader(client, kafka, topics.model, f"{client_id}-feed")
         end = self._reader.end_offset(0)
         self._reader.assign({0: max(0, end - TAIL)})
         self._end_at_start = end
