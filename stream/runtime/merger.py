@@ -53,9 +53,9 @@ DRAIN_TIMEOUT_S = 10.0
 
 # How long to wait for the features topic's high watermark to reach a
 # contribution's range end before taking the range as impossible. A worker read
-# the events it contributes, so the broker has them; only the fetch that
-# reports it may lag.
-HIGHWATER_WAIT_S = 5.0
+# the events it contributes, so the broker has them; only the fetch response
+# that reports it may lag (a fetch waits at most ~100 ms at the end of a partition).
+HIGHWATER_WAIT_S = 2.0
 
 
 class FeatureWatermarks:
@@ -65,31 +65,45 @@ class FeatureWatermarks:
     embedded broker answers wrongly when the last batch holds several records.
     The reader sits at the end of every partition, so its fetches carry little
     data; it is read again only when a range ends past the high watermark last
-    seen (or names a partition not seen yet).
+    seen (or names a partition not seen yet). A burst of impossible ranges costs
+    one wait of :data:`HIGHWATER_WAIT_S`, not one each: after a wait times out,
+    the next ones within that time get a single read.
     """
 
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
         self._partitions: list[int] = []
         self._highs: dict[int, int] = {}
+        self._timed_out_at = -HIGHWATER_WAIT_S
 
     def highwater(self, partition: int, at_least: int) -> int | None:
-        deadline = time.monotonic() + HIGHWATER_WAIT_S
-        while self._highs.get(partition, -1) < at_least:
-            partitions = self._reader.partitions()
-            if partitions != self._partitions:
-                self._reader.assign({p: self._reader.end_offset(p) for p in partitions})
-                self._partitions = partitions
-            if partition not in partitions:
+        if self._highs.get(partition, -1) >= at_least:
+            return self._highs[partition]
+        recently = time.monotonic() - self._timed_out_at < HIGHWATER_WAIT_S
+        deadline = time.monotonic() + (0.0 if recently else HIGHWATER_WAIT_S)
+        while True:
+            if partition not in self._refresh():
                 return None
-            self._reader.poll(100, 10_000)  # what it returns is not needed
-            for p in partitions:
-                high = self._reader.highwater(p)
-                if high is not None:
-                    self._highs[p] = high
+            if self._highs.get(partition, -1) >= at_least:
+                break
             if time.monotonic() >= deadline:
+                if not recently:
+                    self._timed_out_at = time.monotonic()
                 break
         return self._highs.get(partition, 0)
+
+    def _refresh(self) -> list[int]:
+        partitions = self._reader.partitions()
+        if partitions != self._partitions:
+            self._reader.assign({p: self._reader.end_offset(p) for p in partitions})
+            self._partitions = partitions
+        if partitions:
+            self._reader.poll(100, 10_000)  # what it returns is not needed
+        for p in partitions:
+            high = self._reader.highwater(p)
+            if high is not None:
+                self._highs[p] = high
+        return partitions
 
     def close(self) -> None:
         self._reader.close()

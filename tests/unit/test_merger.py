@@ -160,3 +160,43 @@ def test_compaction_keeps_the_active_mergers_newest_version(zombie_writes_last):
         merger._publish(snapshot)
     newest = max(_compacted(producer.sent), key=lambda s: s.order)
     assert newest.order == active[-1].order
+
+
+class FakeFeaturesReader:
+    """Two partitions; each poll is a fetch whose response raises partition 0's
+    high watermark by 10 (events keep arriving), up to ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.high, self.limit, self.polls = 0, limit, 0
+
+    def partitions(self, wait_s: float = 0.0) -> list[int]:
+        return [0, 1]
+
+    def assign(self, starts: dict[int, int | None]) -> None:
+        pass
+
+    def end_offset(self, partition: int) -> int:
+        return 0
+
+    def poll(self, timeout_ms: int, max_records: int) -> list:
+        self.polls += 1
+        self.high = min(self.high + 10, self.limit)
+        return []
+
+    def highwater(self, partition: int) -> int | None:
+        return self.high if partition == 0 else 0
+
+    def close(self) -> None:
+        pass
+
+
+def test_feature_watermarks_wait_for_a_reachable_end_and_once_for_impossible_ones(monkeypatch):
+    monkeypatch.setattr(merger_module, "HIGHWATER_WAIT_S", 0.2)
+    reader = FakeFeaturesReader(limit=50)
+    watermarks = merger_module.FeatureWatermarks(reader)
+    assert watermarks.highwater(0, 30) == 30  # three fetches
+    assert watermarks.highwater(0, 20) == 30 and reader.polls == 3  # known: no fetch
+    assert watermarks.highwater(7, 1) is None  # no such partition
+    assert watermarks.highwater(0, 10**18) == 50  # waited, then gave up
+    polls = reader.polls
+    assert watermarks.highwater(0, 10**18) == 50 and reader.polls == polls + 1  # no new wait
