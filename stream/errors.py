@@ -43,8 +43,19 @@ class BrokerError(StreamError):
     retriable = True
 
 
-class CheckpointError(StreamError):
-    """A checkpoint file is torn, corrupt or of an unknown schema."""
+class RecordError(StreamError):
+    """An internal record (a contribution, a model version, a checkpoint file) is
+    malformed or impossible. Its reader skips it, counts it and logs it: trusted
+    no more than an event, and never a reason to stop."""
+
+
+class ContributionError(RecordError):
+    """A contribution record is malformed or impossible (the message names the field)."""
+
+
+class CheckpointError(RecordError):
+    """A model version (model topic record or checkpoint file) is torn, corrupt, of an
+    unknown schema, malformed or impossible (the message names the field)."""
 
 
 class TopicError(StreamError):

@@ -19,10 +19,13 @@ Worker metrics (label ``worker``):
 - ``learnstream_drifts_total``, ``learnstream_drift_last_timestamp_seconds``
 - ``learnstream_learning_refused_total``: learning steps refused by the numeric guard
 - ``learnstream_restarts_total``: times the supervisor restarted this worker
+- ``learnstream_model_records_invalid_total``: model topic records skipped as
+  malformed or impossible
 
 Merger metrics (label ``merger``): ``learnstream_merger_active``,
 ``learnstream_merger_model_version``, ``learnstream_merger_learned_events``,
-``learnstream_merger_contributions_total{outcome}``,
+``learnstream_merger_contributions_total{outcome}`` (``applied``, ``rejected`` by
+the fence, ``invalid``: malformed or impossible records skipped),
 ``learnstream_merger_last_merge_timestamp_seconds``,
 ``learnstream_checkpoint_age_seconds``, ``learnstream_merger_restarts_total``.
 """
@@ -103,6 +106,12 @@ class WorkerCollector(Collector):
         )
         yield _counter(
             "learnstream_restarts", "Times the supervisor restarted this worker.", who, w.restarts
+        )
+        yield _counter(
+            "learnstream_model_records_invalid",
+            "Model topic records skipped as malformed or impossible.",
+            who,
+            w.model_records_invalid,
         )
         dead = CounterMetricFamily(
             "learnstream_dead_letters",
@@ -198,6 +207,7 @@ class MergerCollector(Collector):
         )
         outcomes.add_metric([m.name, "applied"], m.n_applied)
         outcomes.add_metric([m.name, "rejected"], m.n_rejected)
+        outcomes.add_metric([m.name, "invalid"], m.n_invalid)
         yield outcomes
         yield _gauge(
             "learnstream_merger_last_merge_timestamp_seconds",

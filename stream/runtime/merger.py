@@ -31,18 +31,19 @@ from stream.errors import CheckpointError
 from stream.faults import CrashPoints
 from stream.kafka import connect
 from stream.kafka.topics import ensure_internal, known_topic_id
-from stream.kafka.transport import Record
+from stream.kafka.transport import Reader, Record
 from stream.model.merge import ftrl_params
 from stream.observe.metrics import MergerCollector, serve
 from stream.sync.checkpoint import CheckpointStore, Snapshot
-from stream.sync.contribution import Contribution
 from stream.sync.feed import published_model
 from stream.sync.fence import (
     TOPIC_ROLES,
-    apply_contributions,
     check_compatible,
     current_topic_ids,
     initial_snapshot,
+    merge_records,
+    model_key,
+    next_epoch,
     rebind_topics,
 )
 from stream.sync.globalmodel import pipeline_of
@@ -54,6 +55,64 @@ DRAIN_TIMEOUT_S = 10.0
 # A checkpoint write that failed is not tried again sooner: each try writes a
 # whole model, and a full disk should not cost that on every version.
 CHECKPOINT_RETRY_S = 5.0
+
+
+# How long to wait for the features topic's high watermark to reach a
+# contribution's range end before taking the range as impossible. A worker read
+# the events it contributes, so the broker has them; only the fetch response
+# that reports it may lag (a fetch waits at most ~100 ms at the end of a partition).
+HIGHWATER_WAIT_S = 2.0
+
+
+class FeatureWatermarks:
+    """The features topic's high watermarks, for checking contributions' ranges.
+
+    From fetch responses (:meth:`Reader.highwater`), not ListOffsets, which the
+    embedded broker answers wrongly when the last batch holds several records.
+    The reader sits at the end of every partition, so its fetches carry little
+    data; it is read again only when a range ends past the high watermark last
+    seen (or names a partition not seen yet). A burst of impossible ranges costs
+    one wait of :data:`HIGHWATER_WAIT_S`, not one each: after a wait times out,
+    the next ones within that time get a single read.
+    """
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._partitions: list[int] = []
+        self._highs: dict[int, int] = {}
+        self._timed_out_at = -HIGHWATER_WAIT_S
+
+    def highwater(self, partition: int, at_least: int) -> int | None:
+        if self._highs.get(partition, -1) >= at_least:
+            return self._highs[partition]
+        recently = time.monotonic() - self._timed_out_at < HIGHWATER_WAIT_S
+        deadline = time.monotonic() + (0.0 if recently else HIGHWATER_WAIT_S)
+        while True:
+            if partition not in self._refresh():
+                return None
+            if self._highs.get(partition, -1) >= at_least:
+                break
+            if time.monotonic() >= deadline:
+                if not recently:
+                    self._timed_out_at = time.monotonic()
+                break
+        return self._highs.get(partition, 0)
+
+    def _refresh(self) -> list[int]:
+        partitions = self._reader.partitions()
+        if partitions != self._partitions:
+            self._reader.assign({p: self._reader.end_offset(p) for p in partitions})
+            self._partitions = partitions
+        if partitions:
+            self._reader.poll(100, 10_000)  # what it returns is not needed
+        for p in partitions:
+            high = self._reader.highwater(p)
+            if high is not None:
+                self._highs[p] = high
+        return partitions
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 class Merger:
@@ -76,6 +135,11 @@ class Merger:
         self.active = False
         self.n_applied = 0
         self.n_rejected = 0
+        # Contributions skipped as malformed or impossible.
+        self.n_invalid = 0
+        # Bumped by every rebalance callback: records polled before one are stale.
+        self._rebalances = 0
+        self._watermarks: FeatureWatermarks | None = None
         # How often the supervisor restarted this merger before (set by it).
         self.restarts = 0
         self.checkpoint_written_at = 0.0
@@ -108,7 +172,7 @@ class Merger:
         if any(role not in ids for role in recorded):
             ids = current_topic_ids(s.kafka, s.topics, required=recorded)
         rebound = rebind_topics(best, ids)
-        epoch = max(c.epoch for c in (best, *candidates)) + 1
+        epoch = next_epoch(c.epoch for c in (best, *candidates))
         return replace(rebound, epoch=epoch, created_at=time.time(), pipeline=pipeline)
 
     def run(self) -> None:
@@ -128,6 +192,9 @@ class Merger:
         # gzip: a model record is mostly feature names, which compress well.
         producer = connect.producer(s.client, s.kafka, self.name, linger_ms=0, compression="gzip")
         self._consumer, self._producer = consumer, producer
+        self._watermarks = FeatureWatermarks(
+            connect.reader(s.client, s.kafka, s.topics.features, f"{self.name}-watermarks")
+        )
         if s.metrics_port:
             serve(
                 s.metrics_port,
@@ -150,11 +217,13 @@ class Merger:
         finally:
             producer.close(10)
             consumer.close()
+            self._watermarks.close()
             logger.info("merger stopped merger=%s", self.name)
 
     # -- the merger group: one member holds the contributions partition --------
 
     def _on_assigned(self, assigned: list[int]) -> dict[int, int | None] | None:
+        self._rebalances += 1
         if 0 not in assigned:
             return None
         self.snapshot = self.latest_known()
@@ -172,6 +241,7 @@ class Merger:
         return {0: self.snapshot.contributions_offset}
 
     def _on_revoked(self, revoked: list[int]) -> None:
+        self._rebalances += 1
         if revoked and self.active:
             self._checkpoint(self.snapshot, force=True)
             logger.info("merger standing by merger=%s", self.name)
@@ -179,19 +249,23 @@ class Merger:
 
     def _on_lost(self, lost: list[int]) -> None:
         """Another merger may be active already: stop publishing, write nothing."""
+        self._rebalances += 1
         if lost and self.active:
             logger.warning("merger lost its partition; standing by merger=%s", self.name)
         self.active = False
 
     def _poll_and_merge(self, timeout_ms: int = 200) -> bool:
         consumer = self._consumer
+        rebalances = self._rebalances
         records = consumer.poll_batch(timeout_ms, 5000).get(0, [])
         if records:
             # Gather what else arrives within the linger: one version for many
             # contributions (each version is a full model on the model topic).
             deadline = time.monotonic() + self.settings.merge.version_linger_s
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and self._rebalances == rebalances:
                 records.extend(consumer.poll_batch(20, 5000).get(0, []))
+        if self._rebalances != rebalances:
+            return self._drop_stale(records)
         if records and self.active and self.snapshot is not None:
             if 0 not in consumer.assignment():
                 # Lost the partition without a revocation callback yet: a zombie.
@@ -206,34 +280,49 @@ class Merger:
             return True
         return False
 
+    def _drop_stale(self, records: list[Record]) -> bool:
+        """A rebalance happened during the polls: drop what they returned.
+
+        A takeover seeks to its snapshot's contributions offset, so the records
+        polled before it would come again, and be merged twice in one version.
+        The fence would keep that from learning anything twice (the second copy
+        starts where the first left the model, not where the model was), but it
+        would record the second copy as *rejected*, and its worker, seeing its
+        own applied contribution rejected, would throw away its un-merged
+        learning and re-learn it; and ``contributions_offset`` would come from
+        whichever copy was last. Records polled after the seek may sit in the
+        same list, indistinguishable, so all are dropped and, if this merger is
+        still the active one, read again from the snapshot's offset.
+        """
+        if self.active and self.snapshot is not None and 0 in self._consumer.assignment():
+            self._consumer.seek({0: self.snapshot.contributions_offset})
+        if records:
+            logger.info(
+                "rebalance while polling: %d records dropped, read again merger=%s active=%s",
+                len(records),
+                self.name,
+                self.active,
+            )
+        return bool(records)
+
     def _merge(self, records: list[Record]) -> None:
         assert self.snapshot is not None
-        readable = []
-        for record in records:
-            try:
-                readable.append((record.offset, Contribution.from_bytes(record.value)))
-            except (ValueError, KeyError, TypeError) as exc:
-                # Corrupt: skipping it loses nothing. Its events stay unlearned, the
-                # sender's next contribution is fenced out, and it re-learns them.
-                logger.warning("contribution unreadable offset=%d error=%r", record.offset, exc)
-        snapshot, n_applied, n_rejected = apply_contributions(
-            self.snapshot,
-            readable,
-            self.settings.merge.rule,
-            next_offset=records[-1].offset + 1,
-            ftrl=self._ftrl,
+        snapshot, n_applied, n_rejected, n_invalid = merge_records(
+            self.snapshot, records, self.settings.merge.rule, self._ftrl, self._watermarks
         )
         self._crash.hit("merger.after_merge_before_publish")
         self._publish(snapshot)
         self.snapshot = snapshot
         self.n_applied += n_applied
         self.n_rejected += n_rejected
+        self.n_invalid += n_invalid
         logger.info(
-            "merged to version=%d epoch=%d applied=%d rejected=%d n_learned=%d",
+            "merged to version=%d epoch=%d applied=%d rejected=%d invalid=%d n_learned=%d",
             snapshot.version,
             snapshot.epoch,
             n_applied,
             n_rejected,
+            n_invalid,
             snapshot.n_learned,
         )
 
@@ -242,8 +331,11 @@ class Merger:
 
         Each version is its own acknowledged request (raises DeliveryError if
         not acknowledged), so ListOffsets on the model topic is exact on every broker.
+        Keyed by epoch (:func:`model_key`), so compaction keeps each merger's newest.
         """
-        self._producer.send(self.settings.topics.model, snapshot.to_bytes(), b"global", None, 0)
+        self._producer.send(
+            self.settings.topics.model, snapshot.to_bytes(), model_key(snapshot), None, 0
+        )
         self._producer.flush(30)
         self._crash.hit("merger.after_publish_before_checkpoint")
         self._checkpoint(snapshot, force=False)

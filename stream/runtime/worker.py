@@ -189,6 +189,11 @@ class Worker:
     def merging(self) -> bool:
         return self.settings.merge.enabled
 
+    @property
+    def model_records_invalid(self) -> int:
+        """Model topic records its feed skipped as malformed or impossible."""
+        return self._feed.n_invalid if self._feed is not None else 0
+
     def run(self) -> None:
         s = self.settings
         # Before anything reads or writes them: missing topics are created right,

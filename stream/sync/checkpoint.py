@@ -28,10 +28,12 @@ from pathlib import Path
 
 import msgpack
 
-from stream.errors import CheckpointError
+from stream.config import ModelSettings
+from stream.errors import CheckpointError, StreamError
 from stream.faults import NO_CRASH, CrashPoints
 from stream.model.merge import state_from_dict
-from stream.model.state import ModelState, non_finite, pack_state, unpack_state
+from stream.model.state import ModelState, non_finite, pack_state
+from stream.sync.records import MAX_OFFSET, Fields
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ READABLE_SCHEMAS = (1, 2)
 _HEADER = struct.Struct(">6sIIQ")
 HEADER_SIZE = _HEADER.size
 _PATTERN = "model-*.ckpt"
+_STATE_MAPS = ("weights", "scaler_counts", "scaler_means", "scaler_vars", "ftrl_z", "ftrl_n")
 
 
 @dataclass(frozen=True)
@@ -109,29 +112,73 @@ class Snapshot:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Snapshot:
+        """The model version in ``payload``, checked field by field; raises
+        :class:`~stream.errors.CheckpointError` (naming the field and value) on
+        anything malformed or impossible, and nothing else: every reader of the
+        model topic and of checkpoint files (workers, the merger's takeover,
+        ``serve``, ``status``, ``export``) skips such a version instead of
+        loading it, or crashing on it for ever."""
         try:
             data = msgpack.unpackb(payload, raw=False)
-            schema = data.get("schema")
-            if schema not in READABLE_SCHEMAS:
-                raise CheckpointError(f"unknown snapshot schema {schema!r}")
-            state = state_from_dict(data["state"]) if schema == 1 else unpack_state(data["state"])
-            return cls(
-                version=int(data["version"]),
-                epoch=int(data.get("epoch", 0)),
-                state=state,
-                offsets={int(p): int(o) for p, o in data["offsets"].items()},
-                contributions_offset=int(data["contributions_offset"]),
-                applied=dict(data["applied"]),
-                rejected=dict(data["rejected"]),
-                model_config=dict(data["model_config"]),
-                topic_ids=dict(data.get("topic_ids", {})),
-                created_at=float(data["created_at"]),
-                pipeline={str(k): str(v) for k, v in dict(data.get("pipeline", {})).items()},
-            )
-        except CheckpointError:
-            raise
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
-            raise CheckpointError(f"malformed snapshot: {exc!r}") from exc
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
+            raise CheckpointError(f"model version: not msgpack: {exc!r}") from exc
+        fields = Fields(data, "model version", CheckpointError)
+        schema = fields.raw("schema", None)
+        if schema not in READABLE_SCHEMAS:
+            fields.fail("schema", f"not one of {READABLE_SCHEMAS}", schema)
+        state = _legacy_state(fields) if schema == 1 else fields.state("state")
+        n_learned = fields.integer("n_learned", default=state.n_learned)
+        if n_learned != state.n_learned:
+            fields.fail("n_learned", f"differs from the state's {state.n_learned}", n_learned)
+        return cls(
+            version=fields.integer("version"),
+            epoch=fields.integer("epoch", default=0),
+            state=state,
+            offsets=fields.offset_map("offsets"),
+            contributions_offset=fields.integer("contributions_offset", MAX_OFFSET),
+            applied=fields.seq_map("applied"),
+            rejected=fields.seq_map("rejected"),
+            model_config=_model_config(fields),
+            topic_ids=fields.text_map("topic_ids", default={}),
+            created_at=fields.number("created_at"),
+            pipeline=fields.text_map("pipeline", default={}),
+        )
+
+
+def _legacy_state(fields: Fields) -> ModelState:
+    """Schema 1: the state as plain maps."""
+    try:
+        state = state_from_dict(fields.mapping("state"))
+    except (TypeError, ValueError) as exc:
+        fields.fail("state", f"not a model state ({exc})")
+    for name in _STATE_MAPS:
+        values = getattr(state, name)
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in values.items()
+        ):
+            fields.fail(f"state.{name}", "not a map of names to numbers", values)
+    intercept = state.intercept
+    if isinstance(intercept, bool) or not isinstance(intercept, (int, float)):
+        fields.fail("state.intercept", "not a number", intercept)
+    fields.check_integer("state.n_learned", state.n_learned)
+    plain = replace(
+        state,
+        intercept=float(intercept),
+        **{name: {k: float(v) for k, v in getattr(state, name).items()} for name in _STATE_MAPS},
+    )
+    return fields.possible("state", plain)
+
+
+def _model_config(fields: Fields) -> dict:
+    """The settings the model was learned with: empty, or valid model settings."""
+    config = fields.mapping("model_config")
+    if config:
+        try:
+            ModelSettings(**config)
+        except (TypeError, ValueError, StreamError) as exc:
+            fields.fail("model_config", f"not valid model settings ({exc})", config)
+    return dict(config)
 
 
 def pipeline_tag(pipeline: Mapping[str, str]) -> str:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import msgpack
 
-from stream.model.state import ModelState, pack_state, unpack_state
+from stream.errors import ContributionError
+from stream.model.state import ModelState, pack_state
+from stream.sync.records import MAX_OFFSET, Fields, Watermarks
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,61 @@ class Contribution:
         )
 
     @classmethod
-    def from_bytes(cls, payload: bytes) -> Contribution:
-        data = msgpack.unpackb(payload, raw=False)
+    def from_bytes(cls, payload: bytes, watermarks: Watermarks | None = None) -> Contribution:
+        """The contribution in ``payload``, checked field by field; raises
+        :class:`~stream.errors.ContributionError` (naming the field and value) on
+        anything malformed or impossible, and nothing else.
+
+        Impossible, beyond the types: no range, or one ending before it starts; a delta
+        that is not a possible learning state, or that counts more labeled events
+        than its ranges hold. With ``watermarks`` (the merger's view of the
+        features topic), a range of a partition that does not exist or ending
+        past its high watermark: an event a worker learned was read, so it is
+        below the high watermark; a range end beyond it would stop that
+        partition's learning for ever.
+        """
+        try:
+            data = msgpack.unpackb(payload, raw=False)
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
+            raise ContributionError(f"contribution: not msgpack: {exc!r}") from exc
+        head = Fields(data, "contribution", ContributionError)
+        worker = head.text("worker")
+        fields = Fields(data, f"contribution from worker {worker!r}", ContributionError)
+        ranges = _ranges(fields, watermarks)
+        delta = fields.state("delta")
+        span = sum(end - start for start, end in ranges.values())
+        if delta.n_learned > span:
+            fields.fail("delta", f"learned {delta.n_learned} events from ranges of {span} offsets")
         return cls(
-            worker=data["worker"],
-            seq=int(data["seq"]),
-            base_version=int(data["base_version"]),
-            ranges={int(p): (int(a), int(b)) for p, (a, b) in data["ranges"].items()},
-            delta=unpack_state(data["delta"]),
-            created_at=float(data["created_at"]),
+            worker=worker,
+            seq=fields.integer("seq"),
+            base_version=fields.integer("base_version"),
+            ranges=ranges,
+            delta=delta,
+            created_at=fields.number("created_at"),
         )
+
+
+def _ranges(fields: Fields, watermarks: Watermarks | None) -> dict[int, tuple[int, int]]:
+    out = {}
+    for key, value in fields.mapping("ranges").items():
+        partition = fields.partition("ranges", key)
+        name = f"ranges[{key}]"
+        if not isinstance(value, list) or len(value) != 2:
+            fields.fail(name, "not a [start, end] pair", value)
+        start = fields.check_integer(name, value[0], MAX_OFFSET)
+        end = fields.check_integer(name, value[1], MAX_OFFSET)
+        if end < start:
+            fields.fail(name, "ends before it starts", value)
+        if watermarks is not None:
+            high = watermarks.highwater(partition, end)
+            if high is None:
+                fields.fail(name, "the features topic has no such partition", partition)
+            if end > high:
+                fields.fail(name, f"ends past the high watermark {high}", value)
+        out[partition] = (start, end)
+    if not out:
+        # A worker contributes only when it has read something; a delta from no
+        # range would be learning from no event that the fence could ever check.
+        fields.fail("ranges", "empty")
+    return out

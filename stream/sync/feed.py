@@ -9,7 +9,6 @@ from stream.config import ClientName, KafkaSettings, TopicSettings
 from stream.errors import CheckpointError
 from stream.kafka import connect
 from stream.kafka.transport import Reader
-from stream.model.state import non_finite
 from stream.sync.checkpoint import Snapshot
 
 logger = logging.getLogger(__name__)
@@ -40,33 +39,39 @@ class ModelFeed:
         topics: TopicSettings,
         client_id: str,
         client: ClientName = "confluent",
+        reader: Reader | None = None,
     ) -> None:
+        """``reader``: of the model topic (tests pass a fake); made from ``kafka`` if None."""
         self.topics = topics
         self.latest: Snapshot | None = None
+        # Model records skipped as malformed or impossible.
+        self.n_invalid = 0
         self._kafka, self._client, self._client_id = kafka, client, client_id
-        self._reader = connect.reader(client, kafka, topics.model, f"{client_id}-feed")
+        self._reader = reader or connect.reader(client, kafka, topics.model, f"{client_id}-feed")
         end = self._reader.end_offset(0)
         self._reader.assign({0: max(0, end - TAIL)})
         self._end_at_start = end
         self._contributions: Reader | None = None
 
     def poll(self, timeout_ms: int = 0) -> Snapshot | None:
-        """Read what has arrived; return the newest snapshot known (or None)."""
+        """Read what has arrived; return the newest snapshot known (or None).
+
+        A record that is not a possible model version (malformed, impossible,
+        not finite: see :meth:`Snapshot.from_bytes`) is skipped, counted in
+        :attr:`n_invalid` and logged with its offset; it never replaces the
+        version held, so one bad record cannot wedge a worker, ``serve`` or a
+        takeover, nor make every prediction NaN.
+        """
         for record in self._reader.poll(timeout_ms, 1000):
             try:
                 snapshot = Snapshot.from_bytes(record.value)
             except CheckpointError as exc:
-                logger.warning("model record skipped offset=%d error=%s", record.offset, exc)
-                continue
-            bad = non_finite(snapshot.state)
-            if bad is not None:
-                # Never load a poisoned model (one published before the merger
-                # refused them): it would make every prediction NaN.
+                self.n_invalid += 1
                 logger.error(
-                    "model version refused: not finite version=%d offset=%d value=%s",
-                    snapshot.version,
+                    "model record skipped topic=%s offset=%d error=%s",
+                    self.topics.model,
                     record.offset,
-                    bad,
+                    exc,
                 )
                 continue
             if self.latest is None or snapshot.order > self.latest.order:

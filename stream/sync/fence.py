@@ -8,17 +8,21 @@ there; anything else is rejected, so no labeled event is learned twice.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from typing import NamedTuple
 
 from stream.config import KafkaSettings, MergeRule, ModelSettings, TopicSettings
-from stream.errors import ConfigError, TopicError
+from stream.errors import ConfigError, ContributionError, TopicError
 from stream.kafka import topics as kafka_topics
+from stream.kafka.transport import Record
 from stream.model.merge import FtrlParams, merge
 from stream.model.state import ModelState, non_finite
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
+from stream.sync.records import Watermarks, show
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +55,19 @@ def apply_contributions(
 ) -> tuple[Snapshot, int, int]:
     """Pure: the next snapshot after these (contributions-topic offset, contribution)
     pairs, read up to ``next_offset``; plus how many were applied and rejected.
-    The new version keeps the snapshot's epoch (the merger that computes it)."""
+    The new version keeps the snapshot's epoch (the merger that computes it).
+
+    Each contribution is applied or rejected on its own, in order, against the
+    model as the ones before it left it: fenced out, not finite, or making the
+    model not finite (finite deltas whose sum overflows). So whether a
+    contribution is learned does not depend on which others the merger happened
+    to gather into the same version.
+    """
     offsets = dict(snapshot.offsets)
     applied = dict(snapshot.applied)
     rejected = dict(snapshot.rejected)
-    deltas: list[ModelState] = []
-    n_rejected = 0
+    state = snapshot.state
+    n_applied = n_rejected = 0
     for offset, contribution in contributions:
         reason = fence(offsets, contribution)
         if reason is None:
@@ -65,6 +76,13 @@ def apply_contributions(
                 # Its offsets do not advance: the sender sees the rejection,
                 # drops its learning and re-learns those events.
                 reason = f"non-finite learning state from worker {contribution.worker}: {bad}"
+        if reason is None:
+            merged = merge(state, [contribution.delta], rule, ftrl)
+            bad = non_finite(merged)
+            if bad is not None:
+                # A finite delta whose sum with the model overflows: keep the model
+                # as it was rather than publish a poisoned one; the sender re-learns.
+                reason = f"merge refused: the merged model would not be finite ({bad})"
         if reason is not None:
             _touch(rejected, contribution.worker, contribution.seq)
             n_rejected += 1
@@ -76,26 +94,11 @@ def apply_contributions(
                 reason,
             )
             continue
-        deltas.append(contribution.delta)
+        state = merged
         for partition, (_, end) in contribution.ranges.items():
             offsets[partition] = end
         _touch(applied, contribution.worker, contribution.seq)
-    state = merge(snapshot.state, deltas, rule, ftrl) if deltas else snapshot.state
-    bad = non_finite(state)
-    if bad is not None:
-        # Finite deltas whose sum overflows: keep the model as it was and reject
-        # them all (their senders re-learn), rather than publish a poisoned model.
-        workers = sorted({c.worker for _, c in contributions})
-        logger.error(
-            "merge refused: the merged model would not be finite (%s); "
-            "rejecting contributions of workers=%s",
-            bad,
-            ",".join(workers),
-        )
-        state, offsets, applied = snapshot.state, dict(snapshot.offsets), dict(snapshot.applied)
-        for _, contribution in contributions:
-            _touch(rejected, contribution.worker, contribution.seq)
-        n_rejected, deltas = len(contributions), []
+        n_applied += 1
     next_snapshot = Snapshot(
         epoch=snapshot.epoch,
         version=snapshot.version + 1,
@@ -107,8 +110,54 @@ def apply_contributions(
         model_config=snapshot.model_config,
         topic_ids=snapshot.topic_ids,
         created_at=time.time(),
+        pipeline=snapshot.pipeline,
     )
-    return next_snapshot, len(deltas), n_rejected
+    return next_snapshot, n_applied, n_rejected
+
+
+class Merged(NamedTuple):
+    """One merge step's outcome: the next version and what became of the records."""
+
+    snapshot: Snapshot
+    applied: int
+    rejected: int
+    invalid: int
+
+
+def merge_records(
+    snapshot: Snapshot,
+    records: list[Record],
+    rule: MergeRule,
+    ftrl: FtrlParams | None,
+    watermarks: Watermarks | None,
+) -> Merged:
+    """Pure but for ``watermarks``: decode the contributions-topic records, skip the
+    invalid ones, apply the rest. ``records`` are consecutive, so the next
+    version has read up to the last one.
+
+    An invalid record (malformed or impossible, see
+    :meth:`Contribution.from_bytes`) is skipped, counted and logged with its
+    offset and the worker its key names; it is not recorded as rejected (its
+    fields cannot be trusted to say whose it is). Skipping it loses nothing: its
+    events stay unlearned, its sender's next contribution is fenced out, and the
+    sender re-learns them from the model's offsets.
+    """
+    readable = []
+    for record in records:
+        try:
+            readable.append((record.offset, Contribution.from_bytes(record.value, watermarks)))
+        except ContributionError as exc:
+            logger.error(
+                "contribution skipped offset=%d worker=%s error=%s",
+                record.offset,
+                show(record.key.decode("utf-8", "replace")) if record.key else None,
+                exc,
+            )
+    n_invalid = len(records) - len(readable)
+    next_snapshot, n_applied, n_rejected = apply_contributions(
+        snapshot, readable, rule, next_offset=records[-1].offset + 1, ftrl=ftrl
+    )
+    return Merged(next_snapshot, n_applied, n_rejected, n_invalid)
 
 
 def _touch(seqs: dict[str, int], worker: str, seq: int) -> None:
@@ -253,3 +302,45 @@ def check_compatible(snapshot: Snapshot, model: ModelSettings) -> None:
             f"global model version {snapshot.version} was learned with {snapshot.model_config}, "
             f"not {model.as_dict()}; use the same model settings or another checkpoint dir/topic"
         )
+
+
+# An epoch is ``(counter << EPOCH_TIE_BITS) | tie``. The counter orders the
+# takeovers; the random tie keeps two mergers that took over at about the same
+# moment (each before it could read the other's first version) from sharing an
+# epoch, whose versions readers would then mix up. 20 bits: two such mergers
+# collide once in a million; a counter of whole seconds (below 2**32 until 2106)
+# keeps epochs below 2**52, exact in a float64 and in JSON.
+EPOCH_TIE_BITS = 20
+
+
+def next_epoch(
+    seen: Iterable[int], now_s: float | None = None, rng: random.Random | None = None
+) -> int:
+    """The epoch for a merger taking over: above every epoch in ``seen``, and
+    unique to this takeover.
+
+    The counter is the highest seen plus one, and at least the current time in
+    whole seconds: a merger that takes over after another, but read the model
+    topic before that one published, still takes a greater epoch as long as
+    the takeovers are more than a second (plus the machines' clock skew)
+    apart. Epochs from before this scheme (small integers, counter 0) are all
+    older than any new one. Ordering stays ``(epoch, version)`` for every reader.
+    """
+    highest = max(seen, default=0) >> EPOCH_TIE_BITS
+    now = int(time.time() if now_s is None else now_s)
+    counter = max(highest + 1, now)
+    tie = (rng or random.SystemRandom()).getrandbits(EPOCH_TIE_BITS)
+    return (counter << EPOCH_TIE_BITS) | tie
+
+
+def model_key(snapshot: Snapshot) -> bytes:
+    """The model topic record key: one per epoch.
+
+    The topic is compacted, and compaction keeps the last record *written* per
+    key, not the newest by (epoch, version). Under one shared key, a zombie's
+    older-epoch version written after the active merger's would be the only one
+    left. Keyed by epoch, each merger's newest version survives, and readers
+    pick the greatest (epoch, version) among them. The price: one whole model
+    per epoch stays on the topic (epochs change only on takeovers).
+    """
+    return b"epoch-%d" % snapshot.epoch

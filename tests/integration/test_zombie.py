@@ -50,7 +50,7 @@ def test_a_zombies_higher_version_is_ignored_by_readers_and_by_the_next_merger(k
     thread.join(30)
     second, thread = _start(settings, "merger-b")
     try:
-        assert second.snapshot.epoch == active_epoch + 1
+        assert second.snapshot.epoch > active_epoch
         assert second.snapshot.n_learned == 0  # continued from the active history
         assert published_model(kafka, topics, "test-reader").order == second.snapshot.order
     finally:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
+import msgpack
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.kafka.transport import Record
 from stream.model.state import ModelState
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
-from stream.sync.fence import apply_contributions
+from stream.sync.fence import apply_contributions, merge_records, model_key, next_epoch
 
 
 def _contribution(worker: str, seq: int, ranges: dict, n: int) -> Contribution:
@@ -116,3 +124,75 @@ def test_versions_order_by_epoch_first_so_a_zombies_higher_version_is_older():
     active = Snapshot(version=5, epoch=2, state=ModelState())
     zombie = Snapshot(version=50, epoch=1, state=ModelState())
     assert max([zombie, active], key=lambda s: s.order) is active
+
+
+def test_a_good_contribution_is_not_rejected_for_the_overflow_of_another_in_its_round():
+    start = Snapshot(version=1, state=ModelState(weights={"a": 1e308}), offsets={0: 0, 1: 0})
+    good = Contribution("good", 0, 1, {0: (0, 5)}, ModelState(weights={"b": 1.0}, n_learned=5), 0)
+    big = Contribution("big", 0, 1, {1: (0, 5)}, ModelState(weights={"a": 1e308}, n_learned=5), 0)
+    snapshot, applied, rejected = apply_contributions(
+        start, [(0, good), (1, big)], "sum", next_offset=2
+    )
+    assert (applied, rejected) == (1, 1)
+    assert snapshot.state.weights == {"a": 1e308, "b": 1.0}
+    assert snapshot.offsets == {0: 5, 1: 0} and snapshot.n_learned == 5
+    assert snapshot.applied == {"good": 0} and snapshot.rejected == {"big": 0}
+
+
+@given(
+    st.lists(st.sampled_from([1e308, -1e308, 5e307, 1.0]), min_size=1, max_size=6),
+    st.integers(1, 6),
+)
+def test_the_outcome_does_not_depend_on_how_contributions_are_grouped(deltas, size):
+    start = Snapshot(version=0, state=ModelState(weights={"a": 1e308}))
+    contributions = [
+        (i, Contribution(f"w{i}", 0, 0, {i: (0, 1)}, ModelState(weights={"a": d}, n_learned=1), 0))
+        for i, d in enumerate(deltas)
+    ]
+    once, _, _ = apply_contributions(start, contributions, "sum", len(contributions))
+    grouped = start
+    for first in range(0, len(contributions), size):
+        group = contributions[first : first + size]
+        grouped, _, _ = apply_contributions(grouped, group, "sum", group[-1][0] + 1)
+    assert (grouped.state, grouped.offsets) == (once.state, once.offsets)
+    assert (grouped.applied, grouped.rejected) == (once.applied, once.rejected)
+
+
+def test_epochs_are_unique_and_order_takeovers():
+    seen = [3]  # an epoch from before epochs carried a tie-break
+    first = next_epoch(seen, now_s=1_800_000_000, rng=random.Random(1))
+    twin = next_epoch(seen, now_s=1_800_000_000, rng=random.Random(2))
+    assert first != twin and min(first, twin) > 3
+    # A later takeover that did not see either still orders after both.
+    later = next_epoch(seen, now_s=1_800_000_001, rng=random.Random(3))
+    assert later > max(first, twin)
+    # One that saw them orders after them whatever its clock says.
+    assert next_epoch([first, twin], now_s=0) > max(first, twin)
+    assert max(first, twin, later) < 2**53
+
+
+class _Highs:
+    def highwater(self, partition: int, at_least: int) -> int | None:
+        return {0: 100}.get(partition)
+
+
+def test_the_merge_step_skips_invalid_records_and_applies_the_rest():
+    good = [
+        Contribution("w", s, 0, {0: (10 * s, 10 * s + 10)}, ModelState(n_learned=10), 1.0)
+        for s in range(2)
+    ]
+    records = [
+        Record(0, b"w", good[0].to_bytes(), 0),
+        Record(1, b"x", b"not msgpack \xc1", 0),
+        Record(2, b"y", msgpack.packb({"worker": "y", "ranges": [[0, 1]]}), 0),
+        Record(3, b"z", replace(good[1], ranges={5: (0, 1)}).to_bytes(), 0),
+        Record(4, b"w", good[1].to_bytes(), 0),
+    ]
+    merged = merge_records(Snapshot(version=0, state=ModelState()), records, "sum", None, _Highs())
+    assert (merged.applied, merged.rejected, merged.invalid) == (2, 0, 3)
+    assert merged.snapshot.n_learned == 20 and merged.snapshot.offsets == {0: 20}
+    assert merged.snapshot.contributions_offset == 5
+
+
+def test_model_records_are_keyed_by_epoch():
+    assert model_key(Snapshot(version=4, epoch=7, state=ModelState())) == b"epoch-7"

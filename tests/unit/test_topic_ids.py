@@ -135,3 +135,26 @@ def test_a_required_id_that_never_comes_is_a_clear_error_not_a_recreated_topic()
             broker.read, NAMES, required=["features"], wait_s=0.0, sleep=broker.sleeps.append
         )
     assert broker.requests == 1
+
+
+def test_a_takeover_asks_again_for_the_ids_its_version_records(monkeypatch):
+    """The merger's takeover: ids not reported at first are asked for again
+    (required), and the version continues with its offsets and its pipeline."""
+    from stream.config import MergerSettings
+    from stream.runtime import merger as merger_module
+
+    seen = _snapshot(RECORDED)
+    asked: list[tuple[str, ...]] = []
+
+    def ids(kafka, topics, required=()):
+        asked.append(tuple(required))
+        return dict(RECORDED) if required else {}
+
+    pipeline = {"features": "events", "cluster": "c1"}
+    monkeypatch.setattr(merger_module, "published_model", lambda *a, **k: seen)
+    monkeypatch.setattr(merger_module, "current_topic_ids", ids)
+    monkeypatch.setattr(merger_module, "pipeline_of", lambda *a: pipeline)
+    start = merger_module.Merger(MergerSettings(), "m1").latest_known()
+    assert asked == [(), ("features", "contributions")]
+    assert (start.offsets, start.contributions_offset) == ({0: 25, 1: 15}, 12)
+    assert (start.n_learned, start.topic_ids, start.pipeline) == (40, RECORDED, pipeline)
