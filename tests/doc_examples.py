@@ -1,8 +1,9 @@
 """The shell examples of the README and the docs pages, and what becomes of each.
 
 Every ``sh``, ``bash`` or ``console`` code block is an example a reader may
-paste. Each one is named here by its first line and is either run by a test
-(``RUN_WITHOUT_BROKER`` by tests/unit/test_docs.py, ``RUN_ON_BROKER`` by
+paste. Each one is named here by its first line (comment dropped) and is
+either run by a test (``RUN_WITHOUT_BROKER`` and ``RUN_ON_SERVE`` by
+tests/unit/test_docs.py, ``RUN_ON_BROKER`` by
 tests/integration/test_doc_examples.py) or listed in ``NOT_RUN`` with the
 reason. tests/unit/test_docs.py fails on a block that is in none of them, so a
 new example has to be run or explained.
@@ -34,6 +35,14 @@ RUN_ON_BROKER = {
     "learnstream model export --format json > model.json",
 }
 
+# Run in this order against `learnstream serve --offline` on the checkpoint the
+# docs' answers came from (version 7 of tests/unit/serve_fixtures.py); each
+# answer a block shows is compared with the real one.
+RUN_ON_SERVE = [
+    "curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\",
+    "curl -s 'localhost:8000/v1/model?top=2'",
+]
+
 _SERVE_TESTS = "the same requests are made by tests/unit/test_serve_app.py"
 NOT_RUN = {
     "make demo": (
@@ -60,12 +69,6 @@ NOT_RUN = {
     "docker compose up -d kafka topics": "needs Docker",
     "learnstream serve": (
         f"long-running servers; {_SERVE_TESTS} and tests/unit/test_serve_runtime.py"
-    ),
-    "curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\": (
-        f"needs a running `learnstream serve` (and shows its answers inline); {_SERVE_TESTS}"
-    ),
-    "curl -s 'localhost:8000/v1/model?top=2'": (
-        f"needs a running `learnstream serve` (and shows its answers inline); {_SERVE_TESTS}"
     ),
     'curl -s localhost:8000/v1/events -d \'{"id": "e-9", "x": {"f1": 4.2}, "y": 1}\'': (
         f"needs a running `learnstream serve` and broker; {_SERVE_TESTS}"
@@ -134,3 +137,33 @@ def run_example(example: Example, cwd: Path, env: dict[str, str] | None = None):
         text=True,
         timeout=240,
     )
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of a block, with the answer the block shows for it."""
+
+    text: str
+    answer: tuple[str, ...]
+
+
+def commands_and_answers(example: Example, starts: tuple[str, ...] = ("curl ",)) -> list[Command]:
+    """Split a block that shows commands and their answers: a line starting
+    with one of ``starts`` (or continuing one that ends in a backslash) is a
+    command; the other non-empty lines are its answer."""
+    commands: list[Command] = []
+    text: list[str] = []
+    answer: list[str] = []
+    continued = False
+    for line in example.text.splitlines():
+        if continued or line.startswith(starts):
+            if not continued and text:
+                commands.append(Command("\n".join(text), tuple(answer)))
+                text, answer = [], []
+            text.append(line)
+            continued = line.rstrip().endswith("\\")
+        elif line.strip():
+            answer.append(line)
+    if text:
+        commands.append(Command("\n".join(text), tuple(answer)))
+    return commands

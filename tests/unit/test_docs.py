@@ -10,24 +10,34 @@ together.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from markdown.extensions.toc import slugify
 
+from stream.kafka.embedded import free_port
+from stream.sync.checkpoint import CheckpointStore
 from tests.doc_examples import (
     NOT_RUN,
     ROOT,
     RUN_ON_BROKER,
+    RUN_ON_SERVE,
     RUN_WITHOUT_BROKER,
+    Example,
+    commands_and_answers,
     doc_files,
     run_example,
     shell_examples,
 )
+from tests.unit.serve_fixtures import snapshot
+from tests.waiting import wait_for
 
 CLAIM = re.compile(r"\btested\b|\ba test checks\b|\bbit-identical\b", re.IGNORECASE)
 TEST_REFERENCE = re.compile(r"\btests/(?:unit|integration)/[\w/]+\.py(?:::\w+)?")
@@ -161,7 +171,7 @@ def test_every_claim_names_an_existing_test(page):
 def test_every_shell_example_is_run_or_says_why_not():
     examples = shell_examples()
     assert examples, "no shell examples found"
-    known = RUN_WITHOUT_BROKER | RUN_ON_BROKER | set(NOT_RUN)
+    known = RUN_WITHOUT_BROKER | RUN_ON_BROKER | set(RUN_ON_SERVE) | set(NOT_RUN)
     unknown = sorted({f"{e.path}: {e.first_line}" for e in examples if e.first_line not in known})
     assert unknown == [], "add each to tests/doc_examples.py: run it, or say why not"
     stale = known - {e.first_line for e in examples}
@@ -177,3 +187,81 @@ def test_shell_example_without_a_broker_runs(example, tmp_path):
     done = run_example(example, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout
+
+
+# Answers that depend on when the example ran, not on the model.
+TIME_DEPENDENT = {"created_at", "age_s", "loaded_at"}
+
+
+def _as_shown(shown, actual) -> bool:
+    """Whether ``actual`` is what the docs show: the keys shown (``...`` stands
+    for the rest), numbers to the digits shown, time-dependent values aside."""
+    if isinstance(shown, dict):
+        return isinstance(actual, dict) and all(
+            key in TIME_DEPENDENT or (key in actual and _as_shown(value, actual[key]))
+            for key, value in shown.items()
+        )
+    if isinstance(shown, list):
+        return (
+            isinstance(actual, list)
+            and len(shown) == len(actual)
+            and all(map(_as_shown, shown, actual))
+        )
+    if isinstance(shown, float) and isinstance(actual, float) and shown != actual:
+        digits = len(repr(shown).split(".")[1]) if "." in repr(shown) else 0
+        return round(actual, digits) == shown
+    return shown == actual
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def test_serve_examples_answer_as_the_docs_show(tmp_path):
+    """The curl examples, against `learnstream serve --offline` on the checkpoint
+    their answers came from, in the order the page shows them (the metrics
+    counts shown are those of the requests before)."""
+    CheckpointStore(tmp_path / "ckpt").write(snapshot(7))
+    port = free_port()
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "serve",
+            "--offline",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        wait_for(lambda: _healthy(port), 60, "learnstream serve to load the checkpoint")
+        examples = {e.first_line: e for e in shell_examples() if e.first_line in RUN_ON_SERVE}
+        assert sorted(examples) == sorted(RUN_ON_SERVE)
+        for first_line in RUN_ON_SERVE:
+            example = examples[first_line]
+            for command in commands_and_answers(example):
+                text = command.text.replace("localhost:8000", f"localhost:{port}")
+                done = run_example(Example(example.path, example.language, text), tmp_path)
+                assert done.returncode == 0, (command.text, done.stderr)
+                shown = "\n".join(command.answer)
+                if not shown:
+                    continue
+                if shown.startswith(("{", "[")):
+                    expected = json.loads(shown.replace(",...", ""))
+                    actual = json.loads(done.stdout)
+                    assert _as_shown(expected, actual), (command.text, shown, done.stdout)
+                else:
+                    assert set(done.stdout.splitlines()) == set(command.answer), command.text
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
