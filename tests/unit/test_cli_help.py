@@ -43,10 +43,10 @@ def test_every_option_of_every_command_has_help_showing_its_default():
 
 
 def test_readme_configuration_table_is_generated_from_the_settings():
-    readme = CONFIGURATION_PAGE.read_text()
-    start = readme.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
-    end = readme.index("<!-- settings-table:end -->")
-    assert readme[start:end] == settings_table(), (
+    page = CONFIGURATION_PAGE.read_text()
+    start = page.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
+    end = page.index("<!-- settings-table:end -->")
+    assert page[start:end] == settings_table(), (
         "docs/configuration.md's table is stale: regenerate it with `learnstream settings`"
     )
 
