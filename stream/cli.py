@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings",
         help="every setting of the worker and merger: flag, env var, default, meaning",
         description="Print the configuration table (Markdown), generated from the settings "
-        "declarations; the README's table is this output.",
+        "declarations; docs/configuration.md's table is this output.",
     )
     p.set_defaults(func=_settings)
     return parser

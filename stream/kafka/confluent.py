@@ -7,7 +7,7 @@ import time
 import uuid
 
 from stream.config import KafkaSettings
-from stream.errors import ConfigError, DeliveryError, StreamError
+from stream.errors import BrokerError, ConfigError, DeliveryError, StreamError
 from stream.kafka import clients
 from stream.kafka.transport import (
     AssignHook,
@@ -286,7 +286,14 @@ class ConfluentReader:
         return low
 
     def end_offset(self, partition: int) -> int:
-        _, high = self._consumer.get_watermark_offsets(self._tp(partition), timeout=10)
+        try:
+            _, high = self._consumer.get_watermark_offsets(self._tp(partition), timeout=10)
+        except KafkaException as exc:
+            # A missing topic answers _UNKNOWN_PARTITION: the caller's error, not a traceback.
+            raise BrokerError(
+                f"end offset of topic {self.topic!r} partition {partition} not known: "
+                f"{exc.args[0] if exc.args else exc}"
+            ) from exc
         return high
 
     def highwater(self, partition: int) -> int | None:
