@@ -304,6 +304,8 @@ class Worker:
         ledger = self.ledger
         tally = _Tally()
         score = self._score_compiled if self._compiled() else self._score_records
+        if self._from_latest:
+            self._place(batch)
         for partition, records in batch.items():
             if partition not in ledger.partitions:
                 # Revoked during this poll: the next owner reads these.
@@ -311,6 +313,36 @@ class Worker:
             score(partition, records, ledger.replay_below(partition), tally)
             ledger.read(partition, records[0].offset, records[-1].offset + 1)
         self._finish(batch, tally)
+
+    @property
+    def _from_latest(self) -> bool:
+        """Merging with ``--from latest``: a partition nobody has placed yet is read
+        from its end, so this worker must record where it began, durably, before
+        a successor could need it (:meth:`_place`, :meth:`_announce`)."""
+        return self.merging and self.settings.auto_offset_reset == "latest"
+
+    def _place(self, batch: Batch) -> None:
+        """Commit where reading starts, before predicting anything, in partitions
+        that neither the group nor the global model place: a successor then starts
+        there (and learns from there), not at the partition's end, past the
+        events this worker predicted."""
+        unplaced = set(self.ledger.unplaced())
+        offsets = {p: records[0].offset for p, records in batch.items() if p in unplaced}
+        if not offsets:
+            return
+        logger.info("placing where learning begins worker=%s offsets=%s", self.name, offsets)
+        if self._consumer.commit(offsets):
+            self.ledger.committed(offsets)
+
+    def _announce(self, offsets: dict[int, int]) -> None:
+        """Before the first commit past where learning of a partition began (the
+        global model not knowing the partition): contribute and flush, so that a
+        successor finds the origin in the model's offsets once the merger has
+        applied it, rather than only the committed offset past it."""
+        if not set(self.ledger.unannounced()) & set(offsets):
+            return
+        if self._cut(sync=False):
+            self._producer.flush(self.settings.delivery_timeout_s)
 
     def _score_records(
         self, partition: int, records: list[Record], replay_below: int, tally: _Tally
@@ -405,6 +437,8 @@ class Worker:
         self.n_replayed += tally.replayed
         self.n_refused += tally.refused
         self._labeled_since_cut += tally.learned
+        if offsets and self._from_latest:
+            self._announce(offsets)
         self._crash.hit("worker.after_flush_before_commit")
         if offsets:
             self._commit(offsets)
