@@ -50,7 +50,7 @@ CASES = {
 }
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("which", sorted(CASES))
 def test_a_record_that_makes_the_compiled_path_raise_costs_only_itself(
     kafka, topics, tmp_path, which
@@ -100,9 +100,11 @@ def test_a_record_that_makes_the_compiled_path_raise_costs_only_itself(
         )
     try:
         good_ids = {key.decode() for key, _ in good}
-        predictions = read_predictions(kafka, topics.predictions, good_ids, settle_s=0.5)
-        letters = read_dead_letters(kafka, topics.dead_letter, 1)
-        settled = wait_for_learned(kafka, topics, N_GOOD)
+        predictions = read_predictions(
+            kafka, topics.predictions, good_ids, timeout_s=300, settle_s=0.5
+        )
+        letters = read_dead_letters(kafka, topics.dead_letter, 1, timeout_s=120)
+        settled = wait_for_learned(kafka, topics, N_GOOD, timeout_s=300)
     finally:
         work.send_signal(signal.SIGTERM)
         work.wait(timeout=60)
