@@ -94,6 +94,13 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
+        """Terminate the broker (SIGKILL after 5 s) and reap it.
+
+        Not from a signal handler while the main thread is in :meth:`wait`:
+        that ``Popen.wait`` holds the lock this one needs, so it would hang.
+        Let the signal unwind :meth:`wait` and stop afterwards (``learnstream
+        broker`` does: SIGTERM raises KeyboardInterrupt there).
+        """
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
