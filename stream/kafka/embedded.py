@@ -58,6 +58,13 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The broker process's id (tests freeze it with SIGSTOP)."""
+        if self._process is None:
+            raise BrokerError("the embedded broker is not running")
+        return self._process.pid
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if _listening(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use")
