@@ -202,6 +202,14 @@ def test_worker_frozen_until_evicted_then_resumed_as_a_zombie(kafka, topics, tmp
                 60,
                 "the other worker to take every partition",
             )
+            # Frozen on until the group has moved on without it: its partitions are
+            # learned further by the other worker and merged.
+            merges = work.text().count("merged to version")
+            wait_for(
+                lambda: work.text().count("merged to version") >= merges + 2,
+                60,
+                "two merges without the frozen worker",
+            )
         finally:
             os.kill(frozen, signal.SIGCONT)
         _finish(kafka, topics, work, producer)
