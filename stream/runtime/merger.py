@@ -47,8 +47,11 @@ from stream.sync.fence import (
 
 logger = logging.getLogger(__name__)
 
-# On stop, how long to keep merging the contributions of workers stopping too.
-DRAIN_TIMEOUT_S = 10.0
+# On stop, how long to keep merging the contributions of workers stopping too
+# (a worker sends its last one within about a second of its SIGTERM). Short:
+# `merge` must exit within 10 s of SIGTERM, and with workers running elsewhere
+# contributions never pause; what is left is merged by the next active merger.
+DRAIN_TIMEOUT_S = 3.0
 
 
 # How long to wait for the features topic's high watermark to reach a
