@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 
 from stream import cliargs
@@ -10,6 +11,8 @@ from stream.config import MergerSettings
 from stream.kafka.topics import ensure_internal
 from stream.runtime.merger import Merger
 from stream.runtime.supervisor import merger_name
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +34,14 @@ def settings_from(args: argparse.Namespace) -> MergerSettings:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ensure_internal(settings.kafka, settings.topics)
-    merger = Merger(settings, merger_name())
-    signal.signal(signal.SIGTERM, lambda *_: merger.stop())
-    signal.signal(signal.SIGINT, lambda *_: merger.stop())
+    name = merger_name()
+    merger = Merger(settings, name)
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("stop requested merger=%s signal=%s", name, signal.Signals(signum).name)
+        merger.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     merger.run()
     return 0

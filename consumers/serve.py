@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve the live global model over HTTP (predict, model, events, metrics, page)",
         description="Answer POST /v1/predict with the newest global model: it starts from the "
         "newest checkpoint and swaps in each version published on the model topic. "
-        "README, 'Serving', documents the API.",
+        "docs/serving.md documents the API.",
     )
     cliargs.add_settings(parser, ServeSettings, skip=("topics.group_id",))
     cliargs.add_logging(parser)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,14 +22,23 @@ logger = logging.getLogger(__name__)
 
 
 def _broker(args: argparse.Namespace) -> int:
-    broker = EmbeddedBroker(host=args.host, port=args.port, log_path=args.log_file).start()
-    print(f"learnstream broker ready at {broker.bootstrap_servers}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    """Run until the broker exits or SIGTERM/Ctrl-C (then stop it and return 0).
+
+    The stop happens here, never in a signal handler: the handler runs on top
+    of the main thread's ``Popen.wait``, which holds the lock that ``stop()``'s
+    own wait needs (it hung until SIGKILL). SIGTERM raises KeyboardInterrupt
+    (see :func:`_sigterm_as_interrupt`), which unwinds that wait first.
+    """
+    broker = EmbeddedBroker(host=args.host, port=args.port, log_path=args.log_file)
     try:
+        broker.start()
+        print(f"learnstream broker ready at {broker.bootstrap_servers}", flush=True)
         return broker.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second SIGTERM must not interrupt the stop and orphan the broker.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         broker.stop()
 
 
@@ -278,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings",
         help="every setting of the worker and merger: flag, env var, default, meaning",
         description="Print the configuration table (Markdown), generated from the settings "
-        "declarations; the README's table is this output.",
+        "declarations; docs/configuration.md's table is this output.",
     )
     p.set_defaults(func=_settings)
     return parser
@@ -289,10 +299,25 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (what ``docker stop``, systemd and ``kill`` send) ends a command the
+    way Ctrl-C does: KeyboardInterrupt unwinds it through its ``finally`` clauses
+    (close the consumer, flush, stop the broker) and :func:`main` returns 0.
+
+    Commands with a loop of their own (``work``, ``merge``) replace it with a
+    handler that sets their stop flag; uvicorn (``serve``) replaces it while it
+    runs, then restores it and raises the signal again after its graceful
+    shutdown, which lands here.
+    """
+    if threading.current_thread() is threading.main_thread():  # else signal() refuses
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "text"))
+    _sigterm_as_interrupt()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
 Every user-facing setting is declared once, as a field of a frozen settings
 dataclass with :func:`stream.config.setting` (default, help, flag, env var).
 This module turns those declarations into argparse options and back into
-settings objects, and renders the README's configuration table, so the CLI,
+settings objects, and renders the configuration table (docs/configuration.md), so the CLI,
 the environment fallbacks and the documentation cannot drift apart.
 
 Environment variables are fallbacks for flags (shown in ``--help``); they are
@@ -55,7 +55,7 @@ class Option(typing.NamedTuple):
     help: str
     env: str | None
     owner: type  # the settings class that declares it
-    hidden: bool = False  # accepted, but not in --help or the README
+    hidden: bool = False  # accepted, but not in --help or the docs
 
 
 def options(cls: type, prefix: str = "", skip: Collection[str] = ()) -> Iterator[Option]:
@@ -267,7 +267,7 @@ def add_logging(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_table() -> str:
-    """The README's configuration table: every declared setting of the worker, the
+    """The configuration table of docs/configuration.md: every declared setting of the worker, the
     merger, the supervisor's restarts and the HTTP server, with its flag, env var,
     default and help (a flag shared by several commands is listed once)."""
     rows = ["| flag | env | default | what |", "|---|---|---|---|"]

@@ -64,12 +64,12 @@ def setting(
     This is the only place a setting is described. :mod:`stream.cliargs` turns
     these declarations into command-line options (help showing the default and
     the env var) and back into settings objects, and ``learnstream settings``
-    prints the README's configuration table from them. ``flag`` defaults to
+    prints the configuration table of docs/configuration.md from them. ``flag`` defaults to
     ``--field-name``; a boolean's flag names the non-default choice
     (``--no-merge``). ``cli_default``: the command line's default where it
     differs from the library's (checkpoints and metrics are on for a user, off
     for code that builds settings itself). ``hidden``: accepted but left out of
-    ``--help`` and the README (test-only switches). A field declared with plain
+    ``--help`` and the docs (test-only switches). A field declared with plain
     ``field()`` is internal: not on the command line.
     """
     metadata = {

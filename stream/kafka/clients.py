@@ -37,6 +37,11 @@ def producer(kafka: KafkaSettings, client_id: str, **overrides: object) -> Kafka
         "linger_ms": 2,
         "batch_size": 256 * 1024,
         "retries": 5,
+        # A retried send (an acknowledgement lost, a broker that paused) is
+        # written once, not twice. Set explicitly: an option that conflicts with
+        # it then raises instead of silently turning it off. Apache Kafka >= 0.11
+        # and the embedded broker accept it (tests/integration/test_idempotence.py).
+        "enable_idempotence": True,
         # A contribution or a whole model is one record; the internal topics are
         # created to accept this much (see stream.kafka.topics).
         "max_request_size": MAX_RECORD_BYTES,

@@ -7,7 +7,7 @@ import time
 import uuid
 
 from stream.config import KafkaSettings
-from stream.errors import ConfigError, DeliveryError, StreamError
+from stream.errors import BrokerError, ConfigError, DeliveryError, StreamError
 from stream.kafka import clients
 from stream.kafka.transport import (
     AssignHook,
@@ -286,7 +286,14 @@ class ConfluentReader:
         return low
 
     def end_offset(self, partition: int) -> int:
-        _, high = self._consumer.get_watermark_offsets(self._tp(partition), timeout=10)
+        try:
+            _, high = self._consumer.get_watermark_offsets(self._tp(partition), timeout=10)
+        except KafkaException as exc:
+            # A missing topic answers _UNKNOWN_PARTITION: the caller's error, not a traceback.
+            raise BrokerError(
+                f"end offset of topic {self.topic!r} partition {partition} not known: "
+                f"{exc.args[0] if exc.args else exc}"
+            ) from exc
         return high
 
     def highwater(self, partition: int) -> int | None:
@@ -297,6 +304,28 @@ class ConfluentReader:
         self._consumer.close()
 
 
+def producer_config(
+    kafka: KafkaSettings, client_id: str, linger_ms: int = 2, compression: Compression = "none"
+) -> dict[str, object]:
+    """librdkafka's producer options (without the delivery callback)."""
+    config = _base_config(kafka, client_id)
+    config.update(
+        {
+            "compression.type": compression,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            # A contribution is one record (see clients.MAX_RECORD_BYTES).
+            "message.max.bytes": clients.MAX_RECORD_BYTES,
+            # A retried send (an acknowledgement lost, a broker that paused) is
+            # written once, not twice, and in order. Apache Kafka >= 0.11 and the
+            # embedded broker accept it (tests/integration/test_idempotence.py).
+            "enable.idempotence": True,
+            "delivery.report.only.error": True,
+        }
+    )
+    return config
+
+
 class ConfluentProducer:
     def __init__(
         self,
@@ -305,23 +334,10 @@ class ConfluentProducer:
         linger_ms: int = 2,
         compression: Compression = "none",
     ) -> None:
-        config = _base_config(kafka, client_id)
-        config.update(
-            {
-                "compression.type": compression,
-                "acks": "all",
-                "linger.ms": linger_ms,
-                # A contribution is one record (see clients.MAX_RECORD_BYTES).
-                "message.max.bytes": clients.MAX_RECORD_BYTES,
-                # The embedded broker accepts idempotent producers, but we commit
-                # only after acknowledgement anyway; keep it simple and portable.
-                "enable.idempotence": False,
-                # Report failures only: a Python callback per acknowledged record
-                # is work for nothing (flush still waits for every acknowledgement).
-                "delivery.report.only.error": True,
-                "on_delivery": self._delivered,
-            }
-        )
+        config = producer_config(kafka, client_id, linger_ms, compression)
+        # Report failures only: a Python callback per acknowledged record
+        # is work for nothing (flush still waits for every acknowledgement).
+        config["on_delivery"] = self._delivered
         self._producer = Producer(config)
         self._failures: list = []
         self._sent = 0

@@ -58,6 +58,13 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The broker process's id (tests freeze it with SIGSTOP)."""
+        if self._process is None:
+            raise BrokerError("the embedded broker is not running")
+        return self._process.pid
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if _listening(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use")
@@ -94,6 +101,13 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
+        """Terminate the broker (SIGKILL after 5 s) and reap it.
+
+        Not from a signal handler while the main thread is in :meth:`wait`:
+        that ``Popen.wait`` holds the lock this one needs, so it would hang.
+        Let the signal unwind :meth:`wait` and stop afterwards (``learnstream
+        broker`` does: SIGTERM raises KeyboardInterrupt there).
+        """
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return

@@ -236,10 +236,24 @@ def _run(
     return learned
 
 
+def _save(idx, w, cnt, mean, var, fz, fn, has, saved, saved_has):
+    """Copy the learning state of columns ``idx`` (repeats allowed) into ``saved``."""
+    for t in range(idx.shape[0]):
+        j = idx[t]
+        saved[t, 0] = w[j]
+        saved[t, 1] = cnt[j]
+        saved[t, 2] = mean[j]
+        saved[t, 3] = var[j]
+        saved[t, 4] = fz[j]
+        saved[t, 5] = fn[j]
+        saved_has[t] = has[j]
+
+
 if numba is not None:
     # cache=True: compiled once per machine into __pycache__ (or NUMBA_CACHE_DIR);
     # fastmath off: it would reorder sums and change results.
     _run = numba.njit(cache=True, nogil=True, fastmath=False)(_run)
+    _save = numba.njit(cache=True, nogil=True)(_save)
 
 
 class KernelModel:
@@ -292,6 +306,8 @@ class KernelModel:
         self._scratch = np.zeros(16)
         self._saved = np.zeros((16, 6))
         self._saved_has = np.zeros(16, dtype=np.uint8)
+        self._undo = np.zeros((_INITIAL_CAPACITY, 6))
+        self._undo_has = np.zeros(_INITIAL_CAPACITY, dtype=np.uint8)
 
     def column(self, name: str) -> int:
         """The column of ``name``, given one if it is new."""
@@ -329,6 +345,12 @@ class KernelModel:
         Event ``e`` is ``columns[offsets[e]:offsets[e+1]]`` (int64, from
         :meth:`column`) with ``values`` (float64, finite) and ``labels[e]``
         (int8: -1 unlabeled, 0 or 1). Names must be unique within an event.
+
+        All or nothing: if the call raises, the learning state is what it was
+        before it (the kernel learns in place, event after event, so a raise
+        mid-batch would otherwise leave the events before it learned and the
+        one it raised on half learned). The caller can then score the events
+        again, one by one, without learning any of them twice.
         """
         n_events = offsets.shape[0] - 1
         out = np.empty(n_events)
@@ -341,25 +363,30 @@ class KernelModel:
             self._scratch = np.zeros(size)
             self._saved = np.zeros((size, 6))
             self._saved_has = np.zeros(size, dtype=np.uint8)
-        learned = _run(
-            columns,
-            values,
-            offsets,
-            labels,
-            out,
-            self._w,
-            self._cnt,
-            self._mean,
-            self._var,
-            self._z,
-            self._n,
-            self._has,
-            self._intercept,
-            self._scratch,
-            self._saved,
-            self._saved_has,
-            *self._params,
-        )
+        undo = self._save(columns)
+        try:
+            learned = _run(
+                columns,
+                values,
+                offsets,
+                labels,
+                out,
+                self._w,
+                self._cnt,
+                self._mean,
+                self._var,
+                self._z,
+                self._n,
+                self._has,
+                self._intercept,
+                self._scratch,
+                self._saved,
+                self._saved_has,
+                *self._params,
+            )
+        except BaseException:
+            self._restore(columns, undo)
+            raise
         self.n_learned += learned
         refused = int(np.count_nonzero(labels >= 0)) - learned
         if refused:
@@ -367,6 +394,26 @@ class KernelModel:
                                   "or a weight absurd")  # fmt: skip
         self.last_learned = learned
         return out
+
+    def _save(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """What :meth:`_restore` needs to undo a batch over ``columns``: their
+        learning state and the intercept (about a tenth of the kernel's time)."""
+        n = columns.shape[0]
+        if n > self._undo.shape[0]:
+            self._undo = np.zeros((max(n, 2 * self._undo.shape[0]), 6))
+            self._undo_has = np.zeros(self._undo.shape[0], dtype=np.uint8)
+        _save(columns, self._w, self._cnt, self._mean, self._var, self._z, self._n, self._has,
+              self._undo, self._undo_has)  # fmt: skip
+        return self._undo[:n], self._undo_has[:n], float(self._intercept[0])
+
+    def _restore(self, columns: np.ndarray, undo: tuple[np.ndarray, np.ndarray, float]) -> None:
+        """Put back the state :meth:`_save` copied (a repeated column was saved
+        with the same value each time, so the order does not matter)."""
+        saved, saved_has, intercept = undo
+        for i, attr in enumerate(("_w", "_cnt", "_mean", "_var", "_z", "_n")):
+            getattr(self, attr)[columns] = saved[:, i]
+        self._has[columns] = saved_has
+        self._intercept[0] = intercept
 
     def score_and_learn_dicts(
         self, xs: Sequence[dict[str, float]], ys: Sequence[bool | None]

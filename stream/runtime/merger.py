@@ -50,8 +50,11 @@ from stream.sync.globalmodel import pipeline_of
 
 logger = logging.getLogger(__name__)
 
-# On stop, how long to keep merging the contributions of workers stopping too.
-DRAIN_TIMEOUT_S = 10.0
+# On stop, how long to keep merging the contributions of workers stopping too
+# (a worker sends its last one within about a second of its SIGTERM). Short:
+# `merge` must exit within 10 s of SIGTERM, and with workers running elsewhere
+# contributions never pause; what is left is merged by the next active merger.
+DRAIN_TIMEOUT_S = 3.0
 # A checkpoint write that failed is not tried again sooner: each try writes a
 # whole model, and a full disk should not cost that on every version.
 CHECKPOINT_RETRY_S = 5.0

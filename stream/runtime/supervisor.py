@@ -119,7 +119,7 @@ class Supervisor:
         log_level: str = "INFO",
         log_format: LogFormat = "text",
         restart: RestartSettings | None = None,
-        stop_timeout_s: float = 30.0,
+        stop_timeout_s: float = 9.0,
     ) -> None:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
@@ -270,19 +270,25 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM the workers, wait for their final commit, then the merger (so it
-        merges their last contributions); SIGKILL stragglers."""
+        merges their last contributions); SIGKILL what still runs after
+        ``stop_timeout_s`` in all.
+
+        One deadline for both steps: ``learnstream work`` ends within 10 s of its
+        SIGTERM (``docker stop`` kills at 10 s anyway). A SIGKILLed straggler
+        loses nothing: the protocol recovers from SIGKILL at any point.
+        """
         self._stopping = True
-        self._terminate(self.workers)
-        self._terminate({k: p for k, p in self.processes.items() if k == "merger"})
+        deadline = time.monotonic() + self.stop_timeout_s
+        self._terminate(self.workers, deadline)
+        self._terminate({k: p for k, p in self.processes.items() if k == "merger"}, deadline)
         logger.info(
             "processes stopped exitcodes=%s", {k: p.exitcode for k, p in self.processes.items()}
         )
 
-    def _terminate(self, processes: dict[str, SpawnProcess]) -> None:
+    def _terminate(self, processes: dict[str, SpawnProcess], deadline: float) -> None:
         for process in processes.values():
             if process.exitcode is None and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
         for key, process in processes.items():
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:

@@ -33,8 +33,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,6 +54,7 @@ from stream.model.online import OnlineModel
 from stream.model.state import ModelState
 from stream.observe.metrics import WorkerCollector, serve
 from stream.observe.monitor import Monitor
+from stream.runtime.isolation import whole_or_each
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.feed import ModelFeed
@@ -60,11 +62,16 @@ from stream.sync.fence import check_compatible
 from stream.sync.ledger import Ledger
 
 if TYPE_CHECKING:
+    from stream.events.batch import DecodedBatch
     from stream.model.kernel import KernelModel
 
 logger = logging.getLogger(__name__)
 
 AssignmentCallback = Callable[[str, list[int]], None]
+
+# The stage named in the dead letter of an event whose prediction could not be
+# encoded or sent: the event itself was valid, and it is learned.
+PUBLISHING = "publishing the prediction"
 
 
 def _bad(exc: Exception, stage: str) -> BadEvent:
@@ -97,8 +104,19 @@ class _Tally:
         self.refused += refused
 
 
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """What the batch decoder and the kernel made of some records of a partition."""
+
+    decoded: DecodedBatch
+    probabilities: list[float]
+    learned: int
+    refused: int
+    replayed: int
+
+
 def _subset(decoded, keep: list[int]):
-    """The events ``keep`` (indices, in order) of a DecodedBatch."""
+    """The events ``keep`` (indices, in order) of a DecodedBatch, and all its errors."""
     from stream.events.batch import DecodedBatch
 
     starts = decoded.offsets[keep]
@@ -115,6 +133,7 @@ def _subset(decoded, keep: list[int]):
         columns=decoded.columns[index],
         values=decoded.values[index],
         offsets=offsets,
+        errors=decoded.errors,
     )
 
 
@@ -290,6 +309,8 @@ class Worker:
         ledger = self.ledger
         tally = _Tally()
         score = self._score_compiled if self._compiled() else self._score_records
+        if self._from_latest:
+            self._place(batch)
         for partition, records in batch.items():
             if partition not in ledger.partitions:
                 # Revoked during this poll: the next owner reads these.
@@ -297,6 +318,36 @@ class Worker:
             score(partition, records, ledger.replay_below(partition), tally)
             ledger.read(partition, records[0].offset, records[-1].offset + 1)
         self._finish(batch, tally)
+
+    @property
+    def _from_latest(self) -> bool:
+        """Merging with ``--from latest``: a partition nobody has placed yet is read
+        from its end, so this worker must record where it began, durably, before
+        a successor could need it (:meth:`_place`, :meth:`_announce`)."""
+        return self.merging and self.settings.auto_offset_reset == "latest"
+
+    def _place(self, batch: Batch) -> None:
+        """Commit where reading starts, before predicting anything, in partitions
+        that neither the group nor the global model place: a successor then starts
+        there (and learns from there), not at the partition's end, past the
+        events this worker predicted."""
+        unplaced = set(self.ledger.unplaced())
+        offsets = {p: records[0].offset for p, records in batch.items() if p in unplaced}
+        if not offsets:
+            return
+        logger.info("placing where learning begins worker=%s offsets=%s", self.name, offsets)
+        if self._consumer.commit(offsets):
+            self.ledger.committed(offsets)
+
+    def _announce(self, offsets: dict[int, int]) -> None:
+        """Before the first commit past where learning of a partition began (the
+        global model not knowing the partition): contribute and flush, so that a
+        successor finds the origin in the model's offsets once the merger has
+        applied it, rather than only the committed offset past it."""
+        if not set(self.ledger.unannounced()) & set(offsets):
+            return
+        if self._cut(sync=False):
+            self._producer.flush(self.settings.delivery_timeout_s)
 
     def _score_records(
         self, partition: int, records: list[Record], replay_below: int, tally: _Tally
@@ -318,13 +369,23 @@ class Worker:
             # Already predicted (and dead-lettered) before: learn only.
             replay = offset < replay_below
             # Isolation: whatever one record makes raise, it becomes a dead
-            # letter and the batch goes on (publishing is outside: a failing
-            # send is the broker's problem, not the record's).
+            # letter and the batch goes on. An event that cannot be decoded or
+            # scored is not learned; one whose prediction cannot be encoded or
+            # sent is (as on the compiled path, where the kernel has learned it).
             try:
                 event = decode_event(value, limits)
                 y = event.y
                 if not replay:
                     p = predict(event.x)
+            except Exception as exc:
+                if not replay:
+                    self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
+                continue
+            published = False
+            if replay:
+                replayed += 1
+            else:
+                try:
                     ts_record = timestamp_ms / 1000.0
                     prediction = {
                         "id": event.id,
@@ -342,18 +403,17 @@ class Worker:
                         prediction["y"] = 1 if y else 0
                     encoding = event.encoding if output_encoding == "same" else output_encoding
                     payload = encode(prediction, encoding)
-            except Exception as exc:
-                if not replay:
-                    self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
-                continue
-            if replay:
-                replayed += 1
-            else:
-                latencies.append(prediction["ts_scored"] - ts_record)
-                if y is not None:
-                    labeled.append((y, p))
-                send(predictions_topic, payload, key, None, partition if co_partitioned else None)
-                scored += 1
+                    send(
+                        predictions_topic, payload, key, None, partition if co_partitioned else None
+                    )
+                except Exception as exc:
+                    self._dead_letter(_bad(exc, PUBLISHING), partition, offset, key, value)
+                else:
+                    published = True
+                    latencies.append(prediction["ts_scored"] - ts_record)
+                    if y is not None:
+                        labeled.append((y, p))
+                    scored += 1
             if y is not None:
                 try:
                     if learn(event.x, y):
@@ -361,7 +421,8 @@ class Worker:
                     else:
                         refused += 1
                 except Exception as exc:
-                    if not replay:
+                    # One dead letter per record: an unpublished one has its own.
+                    if published:
                         error = _bad(exc, "learning (the prediction was published)")
                         self._dead_letter(error, partition, offset, key, value)
         tally.add(scored, learned, replayed, refused)
@@ -381,6 +442,8 @@ class Worker:
         self.n_replayed += tally.replayed
         self.n_refused += tally.refused
         self._labeled_since_cut += tally.learned
+        if offsets and self._from_latest:
+            self._announce(offsets)
         self._crash.hit("worker.after_flush_before_commit")
         if offsets:
             self._commit(offsets)
@@ -437,16 +500,26 @@ class Worker:
     def _score_compiled(
         self, partition: int, records: list[Record], replay_below: int, tally: _Tally
     ) -> None:
-        s = self.settings
-        send, pack = self._producer.send, self._pack
-        predictions_topic = s.topics.predictions
-        output_encoding = s.output_encoding
-        model, clock = self.model, self._clock
-        name, version = self.name, self.model_version
-        co_partitioned = self._co_partitioned
-        decoded = self._decoder.decode([r.value for r in records])
-        # Dead letters go out in record order, between the predictions.
-        errors = decoded.errors[::-1]
+        """One partition's records through the batch decoder and the kernel in one
+        call each, then published; if either call raises, record by record, and a
+        record that raises alone is a ``processing_error`` dead letter
+        (:mod:`stream.runtime.isolation`)."""
+        run = partial(self._decode_and_score, replay_below=replay_below)
+        for part, outcome in whole_or_each(records, run, f"partition={partition} batch"):
+            if not isinstance(outcome, Exception):
+                self._publish_compiled(partition, part, outcome, replay_below, tally)
+                continue
+            offset, key, value, _ = part[0]
+            if offset >= replay_below:  # below: dead-lettered before the handover
+                self._dead_letter(_bad(outcome, "the compiled path"), partition, offset, key, value)
+
+    def _decode_and_score(self, records: Sequence[Record], replay_below: int) -> _Scored:
+        """Decode, predict and learn; raises a BadEvent naming the stage that raised,
+        having changed nothing (the kernel is all or nothing)."""
+        try:
+            decoded = self._decoder.decode([r.value for r in records])
+        except Exception as exc:
+            raise _bad(exc, "the batch decoder") from exc
         positions, labels = decoded.positions, decoded.labels
         replayed = 0
         if replay_below > records[0].offset:
@@ -459,27 +532,57 @@ class Worker:
                 if records[r].offset >= replay_below or labels[i] >= 0
             ]
             decoded = _subset(decoded, keep)
-            positions, labels = decoded.positions, decoded.labels
-        probabilities = model.score_and_learn(
-            decoded.columns, decoded.values, decoded.offsets, labels
-        ).tolist()
+            labels = decoded.labels
+        model = self.model
+        try:
+            probabilities = model.score_and_learn(
+                decoded.columns, decoded.values, decoded.offsets, labels
+            ).tolist()
+        except Exception as exc:
+            raise _bad(exc, "the kernel") from exc
         learned = model.last_learned
         refused = int((labels >= 0).sum()) - learned
-        now = clock()
-        labels_list = labels.tolist()
+        return _Scored(decoded, probabilities, learned, refused, replayed)
+
+    def _publish_compiled(
+        self,
+        partition: int,
+        records: Sequence[Record],
+        scored: _Scored,
+        replay_below: int,
+        tally: _Tally,
+    ) -> None:
+        """Send each scored event's prediction, and dead letters in record order."""
+        s = self.settings
+        send, pack = self._producer.send, self._pack
+        predictions_topic = s.topics.predictions
+        output_encoding = s.output_encoding
+        name, version = self.name, self.model_version
+        co_partitioned = self._co_partitioned
+        decoded, probabilities, refused = scored.decoded, scored.probabilities, scored.refused
+        # Dead letters go out in record order, between the predictions.
+        errors = decoded.errors[::-1]
+        now = self._clock()
+        labels_list = decoded.labels.tolist()
         ids, ts_events, encodings = decoded.ids, decoded.ts, decoded.encodings
         labeled, latencies = tally.labeled, tally.latencies
-        scored = 0
-        for i, r in enumerate(positions):
+        n_scored = 0
+        for i, r in enumerate(decoded.positions):
             while errors and errors[-1][0] < r:
                 self._dead_letter_at(errors.pop(), records, partition, replay_below)
             offset, key, value, timestamp_ms = records[r]
             if offset < replay_below:
                 continue
             p = probabilities[i]
+            if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
+                error = NumericError(f"prediction is p={p!r}, not a probability")
+                self._dead_letter(_bad(error, "scoring"), partition, offset, key, value)
+                if labels_list[i] >= 0:
+                    # Counted as a dead letter, as the river path does (its
+                    # predict raises before it learns), not as a refused step.
+                    refused -= 1
+                continue
             try:
-                if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
-                    raise NumericError(f"prediction is p={p!r}, not a probability")
                 ts_record = timestamp_ms / 1000.0
                 ts_event = ts_events[i]
                 prediction = {
@@ -501,21 +604,18 @@ class Worker:
                 payload = (
                     pack(prediction) if encoding == "msgpack" else encode(prediction, encoding)
                 )
+                send(predictions_topic, payload, key, None, partition if co_partitioned else None)
             except Exception as exc:
-                self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
-                if labels_list[i] >= 0 and not 0.0 <= p <= 1.0:
-                    # Counted as a dead letter, as the river path does (its
-                    # predict raises before it learns), not as a refused step.
-                    refused -= 1
+                # The event was learned: only its prediction is missing.
+                self._dead_letter(_bad(exc, PUBLISHING), partition, offset, key, value)
                 continue
             latencies.append(now - ts_record)
             if y >= 0:
                 labeled.append((y == 1, p))
-            send(predictions_topic, payload, key, None, partition if co_partitioned else None)
-            scored += 1
+            n_scored += 1
         while errors:
             self._dead_letter_at(errors.pop(), records, partition, replay_below)
-        tally.add(scored, learned, replayed, refused)
+        tally.add(n_scored, scored.learned, scored.replayed, refused)
 
     def _dead_letter_at(self, error, records, partition: int, replay_below: int) -> None:
         r, exc = error

@@ -1,6 +1,6 @@
 """The HTTP API: a Starlette app around a :class:`~stream.serve.holder.ModelHolder`.
 
-Endpoints (README, "Serving"): ``POST /v1/predict``, ``GET /v1/model``,
+Endpoints (docs/serving.md): ``POST /v1/predict``, ``GET /v1/model``,
 ``GET /v1/status``, ``POST /v1/events``, ``GET /healthz``, ``GET /metrics``,
 ``GET /`` (the live page). Nothing a client sends can make it answer 500:
 bodies are bounded and parsed by code that turns every failure into 400, 413

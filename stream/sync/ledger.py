@@ -190,6 +190,30 @@ class Ledger:
                 )
             part.contributed = end
 
+    def unplaced(self) -> list[int]:
+        """Partitions that neither the group (no committed offset) nor the global
+        model (no offset) place anywhere yet: with ``--from latest``, a successor
+        would start at the end of such a partition."""
+        return [
+            p
+            for p, part in self.partitions.items()
+            if part.committed is None and part.contributed is None
+        ]
+
+    def unannounced(self) -> list[int]:
+        """Partitions whose learning began at an origin the global model does not
+        know (it had not learned from them) with acknowledged learning past it that
+        no contribution covers yet: a successor that found only the committed
+        offset would start there, and never learn the events from the origin on."""
+        return [
+            p
+            for p, part in self.partitions.items()
+            if part.origin is not None
+            and part.contributed == part.origin
+            and part.acknowledged is not None
+            and part.acknowledged > part.origin
+        ]
+
     def positions(self) -> dict[int, int]:
         """Per partition, the next offset to read (what was learned), for lag."""
         return {p: part.learned for p, part in self.partitions.items() if part.learned is not None}

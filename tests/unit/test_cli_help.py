@@ -1,4 +1,4 @@
-"""Every command documents every option, with its default; the README's
+"""Every command documents every option, with its default; the docs'
 configuration table is the one the settings declarations produce."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from stream.cli import build_parser
 from stream.cliargs import settings_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def _commands(parser: argparse.ArgumentParser, path: str = "learnstream"):
@@ -43,11 +43,11 @@ def test_every_option_of_every_command_has_help_showing_its_default():
 
 
 def test_readme_configuration_table_is_generated_from_the_settings():
-    readme = README.read_text()
-    start = readme.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
-    end = readme.index("<!-- settings-table:end -->")
-    assert readme[start:end] == settings_table(), (
-        "README's configuration table is stale: regenerate it with `learnstream settings`"
+    page = CONFIGURATION_PAGE.read_text()
+    start = page.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
+    end = page.index("<!-- settings-table:end -->")
+    assert page[start:end] == settings_table(), (
+        "docs/configuration.md's table is stale: regenerate it with `learnstream settings`"
     )
 
 
