@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream.config import KafkaSettings, TopicSettings
-from stream.errors import TopicError
+from stream.errors import BrokerError, TopicError
 from stream.kafka import clients
 
 logger = logging.getLogger(__name__)
@@ -279,3 +281,70 @@ def parse_configs(responses: dict) -> dict[str, dict[str, str]]:
                 values[key] = str(value)
         out[name] = values
     return out
+
+
+# What a topic id looks like when the broker did not report one: Kafka sends the
+# all-zero UUID with a metadata error (UNKNOWN_TOPIC_OR_PARTITION while a topic
+# propagates, TOPIC_AUTHORIZATION_FAILED, ...). kafka-python decodes it as None;
+# confluent-kafka keeps it, printed in Kafka's base64 form.
+_NO_TOPIC_IDS = frozenset({"", str(uuid.UUID(int=0)), "AAAAAAAAAAAAAAAAAAAAAA"})
+
+
+def known_topic_id(value: object) -> str | None:
+    """``value`` as a topic id string, or None when it says "no id reported"
+    (None, empty, the zero UUID in either client's form)."""
+    if value is None:
+        return None
+    text = str(value)
+    return None if text in _NO_TOPIC_IDS else text
+
+
+@dataclass(frozen=True)
+class TopicIds:
+    """The broker's answer about some topics: each one's id where it reported a
+    known one, and the metadata error code of each one it did not."""
+
+    ids: dict[str, str]
+    errors: dict[str, int]
+
+
+def topic_ids(kafka: KafkaSettings, names: Iterable[str]) -> TopicIds:
+    """One metadata request: the ids of ``names`` (kafka-python's admin, whichever
+    client the pipeline uses: it gives ids as UUID strings, None on an error)."""
+    names = list(names)
+    admin = clients.admin(kafka, client_id="learnstream-topic-ids")
+    try:
+        described = admin.describe_topics(names)
+    except KafkaError as exc:
+        raise TopicError(f"cannot describe topics {names}: {exc!r}") from exc
+    finally:
+        admin.close()
+    ids: dict[str, str] = {}
+    errors: dict[str, int] = {name: -1 for name in names}  # -1: not in the answer at all
+    for topic in described:
+        name = topic.get("name")
+        if name not in errors:
+            continue
+        known = known_topic_id(topic.get("topic_id"))
+        if known is not None and topic.get("error_code", 0) == 0:
+            ids[name] = known
+            del errors[name]
+        else:
+            errors[name] = int(topic.get("error_code", -1))
+    return TopicIds(ids, errors)
+
+
+def cluster_id(kafka: KafkaSettings) -> str | None:
+    """The cluster's id as the broker reports it (None: a broker too old to say).
+
+    It tells two clusters apart where topic names collide; a restarted embedded
+    broker keeps its id, but its topics get new ids.
+    """
+    admin = clients.admin(kafka, client_id="learnstream-cluster-id")
+    try:
+        found = admin.describe_cluster().get("cluster_id")
+    except KafkaError as exc:
+        raise BrokerError(f"cannot describe the cluster: {exc!r}") from exc
+    finally:
+        admin.close()
+    return str(found) if found else None

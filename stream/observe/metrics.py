@@ -215,6 +215,13 @@ class MergerCollector(Collector):
             who,
             snapshot.created_at if snapshot else 0.0,
         )
+        yield _counter(
+            "learnstream_merger_checkpoint_failures",
+            "Checkpoint writes that failed (the directory not writable); versions "
+            "are still published on the model topic.",
+            who,
+            m.checkpoint_failures,
+        )
         written = self.checkpoint_written_at()
         yield _gauge(
             "learnstream_checkpoint_age_seconds",

@@ -27,15 +27,17 @@ import time
 from dataclasses import replace
 
 from stream.config import MergerSettings
+from stream.errors import CheckpointError
 from stream.faults import CrashPoints
 from stream.kafka import connect
-from stream.kafka.topics import ensure_internal
+from stream.kafka.topics import ensure_internal, known_topic_id
 from stream.kafka.transport import Reader, Record
 from stream.model.merge import ftrl_params
 from stream.observe.metrics import MergerCollector, serve
 from stream.sync.checkpoint import CheckpointStore, Snapshot
 from stream.sync.feed import published_model
 from stream.sync.fence import (
+    TOPIC_ROLES,
     check_compatible,
     current_topic_ids,
     initial_snapshot,
@@ -44,6 +46,7 @@ from stream.sync.fence import (
     next_epoch,
     rebind_topics,
 )
+from stream.sync.globalmodel import pipeline_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ logger = logging.getLogger(__name__)
 # `merge` must exit within 10 s of SIGTERM, and with workers running elsewhere
 # contributions never pause; what is left is merged by the next active merger.
 DRAIN_TIMEOUT_S = 3.0
+# A checkpoint write that failed is not tried again sooner: each try writes a
+# whole model, and a full disk should not cost that on every version.
+CHECKPOINT_RETRY_S = 5.0
 
 
 # How long to wait for the features topic's high watermark to reach a
@@ -141,28 +147,36 @@ class Merger:
         self.restarts = 0
         self.checkpoint_written_at = 0.0
         self._checkpointed: tuple[int, int] | None = None
+        self.checkpoint_failures = 0
+        self._checkpoint_failing = False
+        self._checkpoint_retry_at = 0.0
 
     def stop(self) -> None:
         self._stop.set()
 
     def latest_known(self) -> Snapshot:
         """The version to continue from, under a new epoch: the newest (by epoch,
-        then version) of the model topic's and the checkpoint directory's."""
-        settings = self.settings
-        published = published_model(
-            settings.kafka, settings.topics, self.name, client=settings.client
-        )
-        stored = self.store.latest() if self.store else None
-        candidates = [s for s in (published, stored) if s is not None]
-        best = (
-            max(candidates, key=lambda s: s.order)
-            if candidates
-            else initial_snapshot(self.settings.model)
-        )
-        check_compatible(best, self.settings.model)
-        rebound = rebind_topics(best, current_topic_ids(self.settings.kafka, self.settings.topics))
-        epoch = next_epoch(s.epoch for s in (best, *candidates))
-        return replace(rebound, epoch=epoch, created_at=time.time())
+        then version) of the model topic's and this pipeline's checkpoints.
+
+        Topic ids the chosen version records are asked of the broker until it
+        reports them (an unreported id is never taken for a recreated topic).
+        """
+        s = self.settings
+        published = published_model(s.kafka, s.topics, self.name, client=s.client)
+        pipeline = pipeline_of(s.kafka, s.topics)
+        ids = current_topic_ids(s.kafka, s.topics)
+        if self.store is not None:
+            self.store = self.store.scoped(pipeline)
+        stored = self.store.latest(ids.get("features")) if self.store else None
+        candidates = [c for c in (published, stored) if c is not None]
+        best = max(candidates, key=lambda c: c.order) if candidates else initial_snapshot(s.model)
+        check_compatible(best, s.model)
+        recorded = [r for r in TOPIC_ROLES if known_topic_id(best.topic_ids.get(r)) is not None]
+        if any(role not in ids for role in recorded):
+            ids = current_topic_ids(s.kafka, s.topics, required=recorded)
+        rebound = rebind_topics(best, ids)
+        epoch = next_epoch(c.epoch for c in (best, *candidates))
+        return replace(rebound, epoch=epoch, created_at=time.time(), pipeline=pipeline)
 
     def run(self) -> None:
         s = self.settings
@@ -330,11 +344,47 @@ class Merger:
         self._checkpoint(snapshot, force=False)
 
     def _checkpoint(self, snapshot: Snapshot | None, force: bool) -> None:
-        """Write ``snapshot`` if the interval has passed (or ``force``) and it is new."""
+        """Write ``snapshot`` if the interval has passed (or ``force``) and it is new.
+
+        A directory that cannot be written (permissions, a full disk, a path
+        under a file) does not stop the merger: the model topic has every
+        version, files only matter when the broker loses it. The failure is
+        said once per episode, counted (``checkpoint_failures``), retried at
+        most every ``CHECKPOINT_RETRY_S`` (or the interval), and its end is said too.
+        """
         if self.store is None or snapshot is None or snapshot.order == self._checkpointed:
             return
+        now = time.time()
         interval = self.settings.merge.checkpoint_interval_s
-        if force or time.time() - self.checkpoint_written_at >= interval:
+        if not force and (
+            now - self.checkpoint_written_at < interval or now < self._checkpoint_retry_at
+        ):
+            return
+        try:
             self.store.write(snapshot)
-            self.checkpoint_written_at = time.time()
-            self._checkpointed = snapshot.order
+        except (OSError, CheckpointError) as exc:
+            self.checkpoint_failures += 1
+            self._checkpoint_retry_at = now + max(interval, CHECKPOINT_RETRY_S)
+            if self._checkpoint_failing:
+                logger.debug("checkpoint still not written version=%d: %s", snapshot.version, exc)
+            else:
+                self._checkpoint_failing = True
+                logger.error(
+                    "checkpoint not written; the merger keeps publishing versions on the "
+                    "model topic and retries every %.0f s dir=%s version=%d error=%s",
+                    max(interval, CHECKPOINT_RETRY_S),
+                    self.store.directory,
+                    snapshot.version,
+                    exc,
+                )
+            return
+        if self._checkpoint_failing:
+            self._checkpoint_failing = False
+            logger.warning(
+                "checkpoints written again dir=%s version=%d failures=%d",
+                self.store.directory,
+                snapshot.version,
+                self.checkpoint_failures,
+            )
+        self.checkpoint_written_at = time.time()
+        self._checkpointed = snapshot.order

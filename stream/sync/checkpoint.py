@@ -4,9 +4,11 @@ A :class:`Snapshot` is immutable and says exactly what the global model
 reflects: for every features partition, the next offset it has *not* learned
 (``offsets``), and how far into the contributions topic the merger has read.
 
-On disk: ``model-<version>.ckpt`` in the checkpoint directory, written to a
-temporary file, fsynced, renamed, then the directory fsynced, so a crash leaves
-either the old file set or the new one. The file is ``MAGIC``, a 4-byte schema
+On disk: ``model-<features>@<cluster>-<epoch>-<version>.ckpt`` in the
+checkpoint directory (its pipeline's scope in the name and in the content, so
+pipelines can share a directory), written to a temporary file
+(``...tmp-<pid>``), fsynced, renamed, then the directory fsynced, so a crash
+leaves either the old file set or the new one. The file is ``MAGIC``, a 4-byte schema
 version, a 4-byte CRC32 and an 8-byte length (all big-endian), then a msgpack
 map. A torn or corrupt file fails its length or CRC check and is skipped with
 a warning; the newest good one wins. Never pickle: any language can read these.
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +59,8 @@ class Snapshot:
     is never loaded into a differently configured model. ``topic_ids``: the
     broker's ids of the features and contributions topics the offsets refer to,
     so offsets are not applied to a topic that was recreated (or to a new broker).
+    ``pipeline``: the features topic and cluster id it was learned from, so a
+    checkpoint directory shared by several pipelines never gives one another's model.
     """
 
     version: int
@@ -71,6 +77,9 @@ class Snapshot:
     model_config: dict = field(default_factory=dict)
     topic_ids: dict[str, str] = field(default_factory=dict)
     created_at: float = 0.0
+    # Which pipeline it belongs to: {"features": topic, "cluster": cluster id}.
+    # Empty in checkpoints written before scopes existed.
+    pipeline: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_learned(self) -> int:
@@ -96,6 +105,7 @@ class Snapshot:
                 "rejected": self.rejected,
                 "model_config": self.model_config,
                 "topic_ids": self.topic_ids,
+                "pipeline": self.pipeline,
             },
             use_bin_type=True,
         )
@@ -120,9 +130,6 @@ class Snapshot:
         n_learned = fields.integer("n_learned", default=state.n_learned)
         if n_learned != state.n_learned:
             fields.fail("n_learned", f"differs from the state's {state.n_learned}", n_learned)
-        # Validated here so every reader refuses a foreign-looking version; the
-        # pipeline identity itself is the checkpoint scope's business.
-        fields.text_map("pipeline", default={})
         return cls(
             version=fields.integer("version"),
             epoch=fields.integer("epoch", default=0),
@@ -134,6 +141,7 @@ class Snapshot:
             model_config=_model_config(fields),
             topic_ids=fields.text_map("topic_ids", default={}),
             created_at=fields.number("created_at"),
+            pipeline=fields.text_map("pipeline", default={}),
         )
 
 
@@ -173,33 +181,103 @@ def _model_config(fields: Fields) -> dict:
     return dict(config)
 
 
-class CheckpointStore:
-    """A directory of snapshots; keeps the newest ``keep``."""
+def pipeline_tag(pipeline: Mapping[str, str]) -> str:
+    """The file-name form of a pipeline scope: ``<features>@<cluster>``.
 
-    def __init__(self, directory: Path, keep: int = 5, crash: CrashPoints = NO_CRASH) -> None:
+    Kafka topic names are ``[a-zA-Z0-9._-]``, so the features part ends at the
+    first ``@``; the cluster id's other characters become ``_`` (the file's
+    content holds the exact scope, the name only sorts files by pipeline).
+    """
+    cluster = re.sub(r"[^A-Za-z0-9._-]", "_", pipeline.get("cluster", ""))
+    return f"{pipeline['features']}@{cluster}"
+
+
+def scope_conflict(found: Mapping[str, str], wanted: Mapping[str, str]) -> str | None:
+    """Why a snapshot of pipeline ``found`` is not one of ``wanted``, or None.
+    Keys that only one side knows (a reader without a broker has no cluster id)
+    are not compared."""
+    for key in sorted(set(found) & set(wanted)):
+        if found[key] != wanted[key]:
+            return f"{key} is {found[key]!r}, not {wanted[key]!r}"
+    return None
+
+
+# A temporary file whose writer died is removed once it is this old: a write
+# takes well under a second, and the age spares a live writer on another host
+# sharing the directory (whose pid means nothing here).
+STALE_TMP_S = 60.0
+
+_NAME = re.compile(
+    r"^model-(?:(?P<tag>[^/]*@[^/]*)-)?(?P<epoch>\d+)-(?P<version>\d+)"
+    r"\.(?:ckpt|tmp-(?P<pid>\d+))$"
+)
+
+
+class CheckpointStore:
+    """A directory of snapshots; keeps the newest ``keep`` of its pipeline.
+
+    ``pipeline``: the scope this store reads and writes ({"features": topic,
+    "cluster": id}). Its files are named ``model-<features>@<cluster>-...``, so
+    several pipelines can share a directory: :meth:`latest` refuses another
+    pipeline's snapshot and pruning only touches the store's own files. Without
+    a scope (tools, offline readers) every snapshot is read and files are named
+    as before scopes existed (``model-<epoch>-<version>.ckpt``).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        keep: int = 5,
+        crash: CrashPoints = NO_CRASH,
+        pipeline: Mapping[str, str] | None = None,
+    ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
+        if pipeline and not pipeline.get("features"):
+            raise ValueError(f"a pipeline scope needs its features topic, got {dict(pipeline)}")
         self.directory = Path(directory)
         self.keep = keep
         self.crash = crash
+        self.pipeline: dict[str, str] = dict(pipeline or {})
+        self._tag = pipeline_tag(self.pipeline) if self.pipeline else None
+
+    def scoped(self, pipeline: Mapping[str, str]) -> CheckpointStore:
+        """The same directory and settings, for ``pipeline``."""
+        return CheckpointStore(self.directory, self.keep, self.crash, pipeline)
 
     def path_for(self, version: int, epoch: int = 0) -> Path:
-        """Names sort as snapshots order: by epoch, then version."""
-        return self.directory / f"model-{epoch:06d}-{version:012d}.ckpt"
+        """Names sort as snapshots order within a pipeline: by epoch, then version."""
+        prefix = f"model-{self._tag}-" if self._tag else "model-"
+        return self.directory / f"{prefix}{epoch:06d}-{version:012d}.ckpt"
 
     def write(self, snapshot: Snapshot) -> Path:
+        """Write ``snapshot`` (stamped with this store's pipeline) durably; raises
+        OSError when the directory is not writable, leaving no temporary file."""
+        if self.pipeline:
+            conflict = scope_conflict(snapshot.pipeline, self.pipeline)
+            if conflict is not None:
+                raise CheckpointError(
+                    f"snapshot version {snapshot.version} belongs to another pipeline "
+                    f"({conflict}); not written to {self.directory}"
+                )
+            if snapshot.pipeline != self.pipeline:
+                snapshot = replace(snapshot, pipeline=dict(self.pipeline))
         self.directory.mkdir(parents=True, exist_ok=True)
         payload = snapshot.to_bytes()
         header = _HEADER.pack(MAGIC, SCHEMA_VERSION, zlib.crc32(payload), len(payload))
         final = self.path_for(snapshot.version, snapshot.epoch)
         tmp = final.with_suffix(f".tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.crash.hit("merger.during_checkpoint_write")
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.crash.hit("merger.during_checkpoint_write")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -214,9 +292,35 @@ class CheckpointStore:
         )
         return final
 
+    def _own(self) -> tuple[list[tuple[int, int, Path]], list[tuple[int, Path]]]:
+        """This store's files by name: (epoch, version, path) of its checkpoints
+        and (pid, path) of its temporary files."""
+        checkpoints, temporary = [], []
+        for path in self.directory.glob("model-*"):
+            match = _NAME.match(path.name)
+            if match is None or match["tag"] != self._tag:
+                continue
+            if match["pid"] is None:
+                checkpoints.append((int(match["epoch"]), int(match["version"]), path))
+            else:
+                temporary.append((int(match["pid"]), path))
+        return sorted(checkpoints), temporary
+
     def _prune(self) -> None:
-        for old in sorted(self.directory.glob(_PATTERN))[: -self.keep]:
+        """Only this pipeline's files: all but the newest ``keep`` checkpoints, and
+        temporary files left by a writer that died."""
+        checkpoints, temporary = self._own()
+        for _, _, old in checkpoints[: -self.keep]:
             old.unlink(missing_ok=True)
+        now = time.time()
+        for pid, path in temporary:
+            try:
+                stale = not _alive(pid) and now - path.stat().st_mtime > STALE_TMP_S
+            except FileNotFoundError:
+                continue
+            if stale:
+                logger.info("stale temporary checkpoint removed path=%s pid=%d", path, pid)
+                path.unlink(missing_ok=True)
 
     @staticmethod
     def read(path: Path) -> Snapshot:
@@ -235,15 +339,32 @@ class CheckpointStore:
             raise CheckpointError(f"{path}: corrupt (CRC mismatch)")
         return Snapshot.from_bytes(payload)
 
-    def latest(self) -> Snapshot | None:
-        """The newest readable, finite snapshot by (epoch, version). Unreadable ones
-        are skipped with a warning, non-finite ones (NaN or infinite numbers) with
-        an error. Every file is read (there are ``keep`` of them): the order is
-        the snapshots', not their names'."""
+    def latest(self, features_id: str | None = None) -> Snapshot | None:
+        """The newest readable, finite snapshot of this store's pipeline by (epoch,
+        version). Unreadable ones are skipped with a warning, non-finite ones (NaN
+        or infinite numbers) with an error. Every candidate file is read (there
+        are ``keep`` per pipeline): the order is the snapshots', not their names'.
+
+        Another pipeline's snapshot is refused and logged with its path and
+        scope. One written before scopes existed (no ``pipeline``) is adopted
+        when its features topic id is ``features_id`` (the topic's current id,
+        so it cannot be another pipeline's); without that id (no broker, or the
+        topic not reported), only when the pipeline has no scoped checkpoint yet.
+        """
         if not self.directory.is_dir():
             return None
-        found = []
+        found, unscoped = [], []
         for path in sorted(self.directory.glob(_PATTERN)):
+            match = _NAME.match(path.name)
+            tag = match["tag"] if match else None
+            if self.pipeline and tag is not None and not self._maybe_mine(tag):
+                logger.info(
+                    "checkpoint of another pipeline not loaded path=%s pipeline=%s want=%s",
+                    path,
+                    tag,
+                    self._tag,
+                )
+                continue
             try:
                 snapshot = self.read(path)
             except (CheckpointError, OSError) as exc:
@@ -253,5 +374,64 @@ class CheckpointStore:
             if bad is not None:
                 logger.error("checkpoint refused: not finite path=%s value=%s", path, bad)
                 continue
-            found.append(snapshot)
+            if not self.pipeline:
+                found.append(snapshot)
+            elif not snapshot.pipeline:
+                unscoped.append((path, snapshot))
+            elif (conflict := scope_conflict(snapshot.pipeline, self.pipeline)) is not None:
+                logger.warning(
+                    "checkpoint of another pipeline refused path=%s pipeline=%s want=%s (%s)",
+                    path,
+                    snapshot.pipeline,
+                    self.pipeline,
+                    conflict,
+                )
+            else:
+                found.append(snapshot)
+        found.extend(self._adoptable(unscoped, features_id, scoped=bool(found)))
         return max(found, key=lambda s: s.order, default=None)
+
+    def _adoptable(
+        self, unscoped: list[tuple[Path, Snapshot]], features_id: str | None, scoped: bool
+    ) -> list[Snapshot]:
+        """Which snapshots written before scopes existed can be this pipeline's."""
+        adopted = []
+        for path, snapshot in unscoped:
+            recorded = snapshot.topic_ids.get("features")
+            if features_id is not None:
+                ok = recorded == features_id
+                why = f"its features topic id {recorded} is not the current {features_id}"
+            else:
+                ok = not scoped
+                why = "the pipeline has scoped checkpoints, and the features topic id is unknown"
+            if ok:
+                logger.info("checkpoint without a pipeline scope adopted path=%s", path)
+                adopted.append(snapshot)
+            else:
+                logger.warning(
+                    "checkpoint without a pipeline scope refused path=%s want=%s: %s",
+                    path,
+                    self.pipeline,
+                    why,
+                )
+        return adopted
+
+    def _maybe_mine(self, tag: str) -> bool:
+        """Whether a file named with ``tag`` can be this pipeline's (a reader that
+        knows no cluster id matches the features topic only)."""
+        if "cluster" in self.pipeline:
+            return tag == self._tag
+        return tag.split("@", 1)[0] == self.pipeline["features"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True

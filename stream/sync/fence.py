@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import NamedTuple
 
 from stream.config import KafkaSettings, MergeRule, ModelSettings, TopicSettings
-from stream.errors import ConfigError, ContributionError
-from stream.kafka import clients
+from stream.errors import ConfigError, ContributionError, TopicError
+from stream.kafka import topics as kafka_topics
 from stream.kafka.transport import Record
 from stream.model.merge import FtrlParams, merge
 from stream.model.state import ModelState, non_finite
@@ -110,6 +110,7 @@ def apply_contributions(
         model_config=snapshot.model_config,
         topic_ids=snapshot.topic_ids,
         created_at=time.time(),
+        pipeline=snapshot.pipeline,
     )
     return next_snapshot, n_applied, n_rejected
 
@@ -180,48 +181,118 @@ def initial_snapshot(model: ModelSettings) -> Snapshot:
     )
 
 
-def current_topic_ids(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, str]:
-    """The broker's ids of the topics a snapshot's offsets refer to."""
-    admin = clients.admin(kafka, client_id="learnstream-merger-admin")
-    try:
-        described = admin.describe_topics([topics.features, topics.contributions])
-    finally:
-        admin.close()
-    names = {topics.features: "features", topics.contributions: "contributions"}
-    return {names[t["name"]]: str(t["topic_id"]) for t in described if t.get("topic_id")}
+# How long a takeover waits for the broker to report a topic's id that the
+# model records: ids are missing only briefly while metadata propagates (well
+# under a second) or during a controller failover; longer means the topic is
+# gone or not authorized, which an operator must look at.
+TOPIC_ID_WAIT_S = 30.0
+_TOPIC_ID_RETRY_S = 0.5
+
+# The topics whose ids a snapshot records, by role.
+TOPIC_ROLES = ("features", "contributions")
 
 
-def rebind_topics(snapshot: Snapshot, topic_ids: dict[str, str]) -> Snapshot:
+def current_topic_ids(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    required: Iterable[str] = (),
+    wait_s: float = TOPIC_ID_WAIT_S,
+) -> dict[str, str]:
+    """The broker's known ids of the topics a snapshot's offsets refer to, by role.
+
+    A topic the broker reports no id for (a metadata error) is left out: it is
+    unknown, not recreated. The ``required`` roles (those the model records an
+    id for) are asked again until known, for at most ``wait_s`` seconds; then
+    :class:`~stream.errors.TopicError` says which topic and why.
+    """
+    names = {"features": topics.features, "contributions": topics.contributions}
+    return resolve_topic_ids(
+        lambda: kafka_topics.topic_ids(kafka, names.values()), names, required, wait_s
+    )
+
+
+def resolve_topic_ids(
+    read: Callable[[], kafka_topics.TopicIds],
+    names: dict[str, str],
+    required: Iterable[str] = (),
+    wait_s: float = TOPIC_ID_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, str]:
+    """:func:`current_topic_ids` with the broker's answer given by ``read``."""
+    required = [role for role in TOPIC_ROLES if role in set(required)]
+    deadline = time.monotonic() + wait_s
+    attempt = 0
+    while True:
+        attempt += 1
+        answer = read()
+        ids = {role: answer.ids[name] for role, name in names.items() if name in answer.ids}
+        missing = [role for role in required if role not in ids]
+        if not missing:
+            return ids
+        if time.monotonic() >= deadline:
+            detail = ", ".join(
+                f"{role} topic {names[role]!r} (error code {answer.errors.get(names[role], -1)})"
+                for role in missing
+            )
+            raise TopicError(
+                f"the broker reported no id for the {detail} in {attempt} attempts over "
+                f"{wait_s:.0f} s; the global model's offsets refer to a known id, so it is "
+                "not taken as recreated. Check that the topic exists and that this client may "
+                "describe it"
+            )
+        if attempt == 1:
+            logger.info(
+                "topic ids not reported yet; asking again for up to %.0f s topics=%s",
+                wait_s,
+                ",".join(names[role] for role in missing),
+            )
+        sleep(_TOPIC_ID_RETRY_S)
+
+
+def rebind_topics(snapshot: Snapshot, topic_ids: Mapping[str, object]) -> Snapshot:
     """The snapshot, with offsets kept only for topics that are still the same.
 
-    A recreated topic (or a new broker, such as a restarted embedded one that
-    lost everything) starts at offset 0 again: the model keeps what it learned,
-    but learning of the new topic starts from its beginning.
+    Only a known id that differs from the recorded one means the topic was
+    recreated (or the broker is a new one, such as a restarted embedded one that
+    lost everything): that topic starts at offset 0 again, so the model keeps
+    what it learned but learns the new topic from its beginning. An id the
+    broker did not report (missing, None, the zero UUID of a metadata error)
+    changes nothing: taking it as "recreated" would re-learn every event.
+    A topic the snapshot records no id for adopts the broker's (first time).
     """
     offsets, contributions_offset = snapshot.offsets, snapshot.contributions_offset
-    known = snapshot.topic_ids
-    if known.get("features") not in (None, topic_ids.get("features")):
-        logger.warning(
-            "features topic was recreated; learning restarts at its beginning "
-            "version=%d old_id=%s new_id=%s",
-            snapshot.version,
-            known.get("features"),
-            topic_ids.get("features"),
-        )
-        offsets = {}
-    if known.get("contributions") not in (None, topic_ids.get("contributions")):
-        logger.warning(
-            "contributions topic was recreated; reading it from 0 version=%d", snapshot.version
-        )
-        contributions_offset = 0
-    if (offsets, contributions_offset, known) == (
-        snapshot.offsets,
-        snapshot.contributions_offset,
-        topic_ids,
-    ):
+    recorded = snapshot.topic_ids
+    ids = dict(recorded)
+    for role in TOPIC_ROLES:
+        old = kafka_topics.known_topic_id(recorded.get(role))
+        new = kafka_topics.known_topic_id(topic_ids.get(role))
+        if new is None or new == old:
+            continue
+        ids[role] = new
+        if old is None:
+            continue
+        if role == "features":
+            logger.warning(
+                "features topic was recreated; learning restarts at its beginning "
+                "version=%d old_id=%s new_id=%s",
+                snapshot.version,
+                old,
+                new,
+            )
+            offsets = {}
+        else:
+            logger.warning(
+                "contributions topic was recreated; reading it from 0 version=%d "
+                "old_id=%s new_id=%s",
+                snapshot.version,
+                old,
+                new,
+            )
+            contributions_offset = 0
+    if ids == recorded:
         return snapshot
     return replace(
-        snapshot, offsets=offsets, contributions_offset=contributions_offset, topic_ids=topic_ids
+        snapshot, offsets=offsets, contributions_offset=contributions_offset, topic_ids=ids
     )
 
 

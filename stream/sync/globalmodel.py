@@ -7,21 +7,45 @@ from pathlib import Path
 
 from stream.config import KafkaSettings, ModelSettings, TopicSettings
 from stream.errors import StreamError
+from stream.kafka import topics as kafka_topics
 from stream.model.online import OnlineModel
 from stream.sync.checkpoint import CheckpointStore, Snapshot
 from stream.sync.feed import published_model
+from stream.sync.fence import current_topic_ids
 
 logger = logging.getLogger(__name__)
+
+
+def pipeline_of(kafka: KafkaSettings, topics: TopicSettings) -> dict[str, str]:
+    """This pipeline's checkpoint scope: its features topic and the cluster's id
+    (left out when the broker is too old to report one)."""
+    scope = {"features": topics.features}
+    cluster = kafka_topics.cluster_id(kafka)
+    if cluster:
+        scope["cluster"] = cluster
+    return scope
 
 
 def load_latest(
     kafka: KafkaSettings | None, topics: TopicSettings, checkpoint_dir: Path | None
 ) -> Snapshot:
     """The newest of the model topic's last version (if ``kafka`` is given and
-    answers) and the checkpoint directory's newest readable file."""
+    answers) and the checkpoint directory's newest readable file of this
+    pipeline (another pipeline's checkpoints in the same directory are refused;
+    without a broker, the features topic alone tells them apart)."""
     candidates = []
     if checkpoint_dir is not None:
-        stored = CheckpointStore(checkpoint_dir).latest()
+        scope, features_id = {"features": topics.features}, None
+        if kafka is not None:
+            try:
+                scope = pipeline_of(kafka, topics)
+                features_id = current_topic_ids(kafka, topics).get("features")
+            except StreamError as exc:
+                logger.warning(
+                    "cluster id not readable; checkpoints matched by features topic only: %s",
+                    exc,
+                )
+        stored = CheckpointStore(checkpoint_dir, pipeline=scope).latest(features_id)
         if stored is not None:
             candidates.append(stored)
     if kafka is not None:

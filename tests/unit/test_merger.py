@@ -138,7 +138,8 @@ def test_records_polled_before_a_rebalance_are_not_merged_with_their_re_read_cop
 def test_two_mergers_that_take_over_from_the_same_versions_take_different_epochs(monkeypatch):
     seen = Snapshot(version=9, epoch=5, state=ModelState())
     monkeypatch.setattr(merger_module, "published_model", lambda *a, **k: seen)
-    monkeypatch.setattr(merger_module, "current_topic_ids", lambda *a: {})
+    monkeypatch.setattr(merger_module, "current_topic_ids", lambda *a, **k: {})
+    monkeypatch.setattr(merger_module, "pipeline_of", lambda *a: {"features": "features"})
     epochs = {Merger(MergerSettings(), f"m{i}").latest_known().epoch for i in range(20)}
     assert len(epochs) == 20
     assert min(epochs) > seen.epoch
