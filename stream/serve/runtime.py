@@ -46,7 +46,7 @@ class ServeRuntime:
         """Serve the newest checkpoint at once, then follow the broker (or the directory)."""
         s = self.settings
         if s.checkpoint_dir is not None:
-            stored = CheckpointStore(s.checkpoint_dir).latest()
+            stored = self._store().latest()
             if stored is not None:
                 self.holder.offer(stored)
             else:
@@ -100,14 +100,25 @@ class ServeRuntime:
         if feed is not None:
             _close_quietly(feed)
 
+    def _store(self) -> CheckpointStore:
+        """The checkpoints of this pipeline only: a directory shared with another
+        pipeline never makes ``serve`` answer with that pipeline's model."""
+        s = self.settings
+        return CheckpointStore(
+            Path(s.checkpoint_dir),  # type: ignore[arg-type]
+            pipeline={"features": s.topics.features},
+        )
+
     def _follow_directory(self) -> None:
         directory = Path(self.settings.checkpoint_dir)  # type: ignore[arg-type]
-        store = CheckpointStore(directory)
-        newest_seen = None
+        store = self._store()
+        seen: frozenset[str] = frozenset()
         while not self._stop.wait(self.settings.checkpoint_poll_s):
-            names = sorted(p.name for p in directory.glob("model-*.ckpt"))
-            if names and names[-1] != newest_seen:
-                newest_seen = names[-1]
+            # Any new file, not only the newest name: the newest may be another
+            # pipeline's, and the store decides which are this pipeline's.
+            names = frozenset(p.name for p in directory.glob("model-*.ckpt"))
+            if names and names != seen:
+                seen = names
                 stored = store.latest()
                 if stored is not None:
                     self.holder.offer(stored)

@@ -417,11 +417,13 @@ class CheckpointStore:
         return adopted
 
     def _maybe_mine(self, tag: str) -> bool:
-        """Whether a file named with ``tag`` can be this pipeline's (a reader that
-        knows no cluster id matches the features topic only)."""
-        if "cluster" in self.pipeline:
-            return tag == self._tag
-        return tag.split("@", 1)[0] == self.pipeline["features"]
+        """Whether a file named with ``tag`` can be this pipeline's. As in
+        :func:`scope_conflict`, a cluster id that only one side knows (a reader
+        or a writer without a broker) is not compared: the features topic is."""
+        features, _, cluster = tag.partition("@")
+        if features != self.pipeline["features"]:
+            return False
+        return not cluster or "cluster" not in self.pipeline or tag == self._tag
 
 
 def _alive(pid: int) -> bool:

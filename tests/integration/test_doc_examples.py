@@ -28,8 +28,10 @@ VERSION = 7
 HOLDOUT_ROWS = 50
 
 
-def _prepare(directory) -> None:
-    CheckpointStore(directory / "checkpoints").write(snapshot(VERSION))
+def _prepare(directory, features: str) -> None:
+    """A checkpoint of the test's pipeline (one of another pipeline is never loaded)."""
+    store = CheckpointStore(directory / "checkpoints", pipeline={"features": features})
+    store.write(snapshot(VERSION))
     rng = random.Random(3)
     with (directory / "holdout.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*FEATURES, "y"])
@@ -46,7 +48,7 @@ def _prepare(directory) -> None:
 )
 def test_shell_example_on_the_test_broker_runs(example, kafka, topics, tmp_path):
     create_topics(kafka, topics, partitions=2)
-    _prepare(tmp_path)
+    _prepare(tmp_path, topics.features)
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "LEARNSTREAM_FEATURES_TOPIC": topics.features,

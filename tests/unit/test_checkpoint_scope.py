@@ -55,6 +55,15 @@ def test_a_pipeline_never_adopts_another_pipelines_newer_checkpoint(tmp_path, ca
     )
 
 
+def test_a_checkpoint_written_without_a_cluster_id_is_read_by_its_features_topic(tmp_path):
+    """A writer without a broker knows no cluster id; as in the content check, a key
+    only one side knows is not compared, in the file name either."""
+    CheckpointStore(tmp_path, pipeline={"features": "events"}).write(_snapshot(4))
+    found = CheckpointStore(tmp_path, pipeline=A).latest()
+    assert found is not None and found.version == 4
+    assert CheckpointStore(tmp_path, pipeline=B).latest() is None
+
+
 def test_the_same_topic_on_another_cluster_is_another_pipeline(tmp_path):
     CheckpointStore(tmp_path, pipeline=A_ELSEWHERE).write(_snapshot(9, epoch=9))
     assert CheckpointStore(tmp_path, pipeline=A).latest() is None
