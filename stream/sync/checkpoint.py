@@ -339,6 +339,14 @@ class CheckpointStore:
             raise CheckpointError(f"{path}: corrupt (CRC mismatch)")
         return Snapshot.from_bytes(payload)
 
+    def features_topics(self) -> list[str]:
+        """The features topics whose pipelines wrote checkpoints here, by file name:
+        what to name in an error when none of them is this store's pipeline."""
+        if not self.directory.is_dir():
+            return []
+        tags = (_NAME.match(path.name) for path in self.directory.glob(_PATTERN))
+        return sorted({m["tag"].partition("@")[0] for m in tags if m and m["tag"]})
+
     def latest(self, features_id: str | None = None) -> Snapshot | None:
         """The newest readable, finite snapshot of this store's pipeline by (epoch,
         version). Unreadable ones are skipped with a warning, non-finite ones (NaN

@@ -33,7 +33,7 @@ def load_latest(
     answers) and the checkpoint directory's newest readable file of this
     pipeline (another pipeline's checkpoints in the same directory are refused;
     without a broker, the features topic alone tells them apart)."""
-    candidates = []
+    candidates, elsewhere = [], []
     if checkpoint_dir is not None:
         scope, features_id = {"features": topics.features}, None
         if kafka is not None:
@@ -45,9 +45,12 @@ def load_latest(
                     "cluster id not readable; checkpoints matched by features topic only: %s",
                     exc,
                 )
-        stored = CheckpointStore(checkpoint_dir, pipeline=scope).latest(features_id)
+        store = CheckpointStore(checkpoint_dir, pipeline=scope)
+        stored = store.latest(features_id)
         if stored is not None:
             candidates.append(stored)
+        else:
+            elsewhere = [t for t in store.features_topics() if t != topics.features]
     if kafka is not None:
         try:
             published = published_model(kafka, topics, "learnstream-model", timeout_s=5)
@@ -56,8 +59,15 @@ def load_latest(
         except StreamError as exc:
             logger.warning("model topic not readable, using checkpoints only: %s", exc)
     if not candidates:
+        hint = (
+            f"; the directory holds checkpoints of features topic(s) {', '.join(elsewhere)}:"
+            " name yours with --features-topic"
+            if elsewhere
+            else ""
+        )
         raise StreamError(
-            f"no global model found (model topic {topics.model!r}, checkpoint dir {checkpoint_dir})"
+            f"no global model found for features topic {topics.features!r} (model topic"
+            f" {topics.model!r}, checkpoint dir {checkpoint_dir}){hint}"
         )
     return max(candidates, key=lambda s: s.order)
 

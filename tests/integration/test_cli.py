@@ -158,14 +158,16 @@ def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp
     assert model["n_learned"] == 3000 and model["version"] >= 1
     assert set(model["weights"]) == {f"f{i}" for i in range(10)}
 
-    shown = _learnstream("model", "show", "--offline", "--checkpoint-dir", str(checkpoints))
+    # Offline: the checkpoint directory alone, read for this pipeline's features topic.
+    offline = ["--offline", "--checkpoint-dir", str(checkpoints), *_topic_flags(topics)]
+    shown = _learnstream("model", "show", *offline)
     assert shown.returncode == 0, shown.stderr
     assert re.search(rf"version\s+{model['version']}\b", shown.stdout)
     assert re.search(r"learned events\s+3000\b", shown.stdout)
 
     rows = tmp_path / "holdout.jsonl"
     rows.write_text('{"f0": 1.0, "f1": -2.0, "y": 1}\n{"f0": 0.0, "f1": 0.5}\n')
-    scored = _learnstream("score", str(rows), "--offline", "--checkpoint-dir", str(checkpoints))
+    scored = _learnstream("score", str(rows), *offline)
     assert scored.returncode == 0, scored.stderr
     lines = [json.loads(line) for line in scored.stdout.splitlines()]
     assert [line["id"] for line in lines] == [0, 1]

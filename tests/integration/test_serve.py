@@ -120,6 +120,8 @@ def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, t
                         "--offline",
                         "--checkpoint-dir",
                         str(checkpoints),
+                        "--features-topic",
+                        topics.features,
                         "--id-column",
                         "id",
                         "--log-level",

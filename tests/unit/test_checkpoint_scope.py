@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from stream.config import TopicSettings
-from stream.errors import CheckpointError
+from stream.errors import CheckpointError, StreamError
 from stream.model.state import ModelState
 from stream.sync.checkpoint import STALE_TMP_S, CheckpointStore, Snapshot
 from stream.sync.globalmodel import load_latest
@@ -193,3 +193,15 @@ def test_load_latest_without_a_broker_gives_this_pipelines_checkpoint(tmp_path):
     CheckpointStore(tmp_path, pipeline=B).write(_snapshot(8, epoch=9, n_learned=999))
     snapshot = load_latest(None, TopicSettings(features="events"), tmp_path)
     assert (snapshot.pipeline, snapshot.n_learned) == (A, 20)
+
+
+def test_an_offline_reader_of_a_directory_with_only_other_pipelines_names_them(tmp_path):
+    CheckpointStore(tmp_path, pipeline=A).write(_snapshot(2))
+    CheckpointStore(tmp_path, pipeline=B).write(_snapshot(3))
+    with pytest.raises(StreamError) as raised:
+        load_latest(None, TopicSettings(features="features"), tmp_path)
+    assert str(raised.value) == (
+        "no global model found for features topic 'features' (model topic 'features.model',"
+        f" checkpoint dir {tmp_path}); the directory holds checkpoints of features topic(s)"
+        " clicks, events: name yours with --features-topic"
+    )
