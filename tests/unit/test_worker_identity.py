@@ -1,0 +1,88 @@
+"""Each process life of a worker is its own contributor (issue 16.1), and an
+evicted life's entry neither stalls it nor makes it count a delta twice (16.6).
+
+Workers, the merger's fence and the topics run in-process
+(:mod:`tests.unit.protocol_fakes`); each test replays one interleaving exactly.
+"""
+
+from __future__ import annotations
+
+import re
+
+import stream.sync.fence as fence_module
+from stream.model.state import ModelState
+from stream.sync.contribution import Contribution
+from tests.unit.protocol_fakes import Pipeline, events, labeled_below, read_and_cut
+
+
+def test_a_restarted_life_under_the_same_name_takes_over_at_a_stale_version_and_keeps_learning():
+    pipeline = Pipeline(events(60))
+    # The first life contributes one event at a time: the merger's record of
+    # its seqs climbs to 8 ...
+    old = pipeline.start_life("host-1-w0")
+    for _ in range(9):
+        read_and_cut(old, 1)
+        pipeline.merge()
+    assert pipeline.latest.offsets == {0: 9}
+    # ... then it sends [9, 12) and is SIGKILLed before the merger merges it.
+    read_and_cut(old, 3)
+    assert pipeline.latest.offsets == {0: 9}
+    # The supervisor restarts it under the same name. The merger has not caught
+    # up: the new life takes over at the stale version (offset 9) and re-learns
+    # [9, 12) (events it does not predict again: they are committed).
+    new = pipeline.start_life("host-1-w0")
+    assert new.ledger.partitions[0].contributed == 9
+    pipeline.merge()  # the old life's [9, 12): the model is at 12
+    read_and_cut(new, 6)  # [9, 15): cut through by the model's offset; re-read from 12
+    for _ in range(6):
+        pipeline.merge()
+        read_and_cut(new, 5)
+    pipeline.merge()
+    read_and_cut(new, 0)  # sync
+    pipeline.merge()
+    # Every labeled event read is learned, exactly once.
+    assert pipeline.latest.offsets == {0: 42}
+    assert pipeline.latest.n_learned == labeled_below(42)
+    assert new._consumer.position == 42
+    # One re-read, from where the model stood, when the new life saw its
+    # first contribution could not be applied.
+    assert new._consumer.seeks[1:] == [{0: 12}]
+    assert new.model.state().n_learned == pipeline.latest.n_learned
+    lives = {c.worker for c in pipeline.contributed()}
+    assert lives == {old.life, new.life} and old.life != new.life
+    assert all(re.fullmatch(r"host-1-w0~[0-9a-f]{12}", life) for life in lives)
+
+
+def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_counts_nor_stalls():
+    pipeline = Pipeline(events(40))
+    live = pipeline.start_life("host-1-w0")
+    read_and_cut(live, 10)
+    pipeline.merge()  # the live worker's [0, 10) is applied ...
+    [life] = pipeline.latest.applied
+    # ... then 2,000 lives of a crash-looping worker each learn one event of
+    # partition 1 and die, 50 to a version; the live worker hears of none of it.
+    for i in range(2000):
+        other = f"host-2-w0~{i:012x}"
+        delta = ModelState(weights={"b": 1.0}, n_learned=1)
+        pipeline.contribute(Contribution(other, 0, 0, {1: (i, i + 1)}, delta, 0.0))
+        if i % 50 == 49:
+            pipeline.merge()
+    latest = pipeline.latest
+    assert latest.offsets == {0: 10, 1: 2000}
+    assert life not in latest.applied  # evicted
+    assert len(latest.applied) == fence_module.MAX_TRACKED_WORKERS
+    # It syncs: the offsets say its contribution is in the model, so its local
+    # model is exactly the global one, not the global one plus [0, 10) again.
+    read_and_cut(live, 0)
+    assert live.model_version == latest.version
+    assert live.model.state().n_learned == latest.n_learned == labeled_below(10) + 2000
+    assert live._pending == []
+    # And it keeps learning: the rest of its partition, exactly once.
+    for _ in range(3):
+        read_and_cut(live, 10)
+        pipeline.merge()
+    read_and_cut(live, 0)
+    assert pipeline.latest.offsets == {0: 40, 1: 2000}
+    assert pipeline.latest.n_learned == labeled_below(40) + 2000
+    assert live.model.state().n_learned == pipeline.latest.n_learned
+    assert live._consumer.seeks[1:] == []  # never re-read anything
