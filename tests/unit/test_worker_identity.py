@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 
+import stream.runtime.supervisor as supervisor_module
 import stream.sync.fence as fence_module
+from stream.config import WorkerSettings
 from stream.model.state import ModelState
+from stream.runtime.worker import Worker
 from stream.sync.contribution import Contribution
 from tests.unit.protocol_fakes import Pipeline, events, labeled_below, read_and_cut
 
@@ -86,3 +89,44 @@ def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_cou
     assert pipeline.latest.n_learned == labeled_below(40) + 2000
     assert live.model.state().n_learned == pipeline.latest.n_learned
     assert live._consumer.seeks[1:] == []  # never re-read anything
+
+
+class _Spawned:
+    """A process the supervisor starts, without starting anything."""
+
+    def __init__(self, target, args, name, daemon) -> None:
+        self.target, self.args, self.pid = target, args, 4242
+
+    def start(self) -> None:
+        pass
+
+
+def test_the_supervisor_restarts_a_worker_under_its_name_as_a_new_life(monkeypatch):
+    spawned: list[_Spawned] = []
+
+    class _Spawn:
+        Queue = list
+
+        def Process(self, **kwargs):
+            spawned.append(_Spawned(**kwargs))
+            return spawned[-1]
+
+    monkeypatch.setattr(supervisor_module, "_SPAWN", _Spawn())
+    supervisor = supervisor_module.Supervisor(WorkerSettings(), count=1)
+    supervisor.start_process("w0")
+    first = supervisor.lives["w0"]
+    supervisor.start_process("w0")  # the restart
+    second = supervisor.lives["w0"]
+    name = supervisor.names["w0"]
+    assert first != second
+    assert first.startswith(f"{name}~") and second.startswith(f"{name}~")
+    # Each life's incarnation is handed to the worker process it starts.
+    incarnations = [process.args[-1] for process in spawned]
+    assert [f"{name}~{incarnation}" for incarnation in incarnations] == [first, second]
+    assert Worker(WorkerSettings(), name, incarnation=incarnations[0]).life == first
+
+
+def test_every_worker_object_is_a_life_of_its_own():
+    lives = {Worker(WorkerSettings(), "host-1-w0").life for _ in range(3)}
+    assert len(lives) == 3
+    assert all(re.fullmatch(r"host-1-w0~[0-9a-f]{12}", life) for life in lives)
