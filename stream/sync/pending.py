@@ -53,17 +53,17 @@ def settle(pending: list[Pending], version: Snapshot, life: str) -> Settled:
 
     In order, each contribution is:
 
-    1. rejected if the version records a rejected seq of ``life`` at or above
-       its seq (the merger decides a life's contributions in order, so it
-       cannot be relied on to be applied);
-    2. applied if the version records an applied seq at or above its seq, or
-       every range ends at or below the model's offset for its partition (the
-       model holds those events; had someone else learned them, this one
-       will be rejected when it arrives, and the local model must not keep it);
-    3. still pending if every range starts exactly where the model's offset
+    1. applied if every range ends at or below the model's offset for its
+       partition: the model holds those events (had someone else learned
+       them, this one is rejected when it arrives), and the local model must
+       not keep its delta on top of them;
+    2. rejected if the version records a rejected seq of ``life`` at or above
+       its seq (the merger decides a life's contributions in order);
+    3. applied if the version records an applied seq at or above its seq;
+    4. still pending if every range starts exactly where the model's offset
        stands (or the partition is new to the model), the still pending ones
        before it counted as applied;
-    4. otherwise rejected: the fence admits a range only at the model's offset.
+    5. otherwise rejected: the fence admits a range only at the model's offset.
 
     Anything after a rejected one is rejected too, and so is a still pending
     one followed by an applied one (the merger decides in order: it was
@@ -76,12 +76,15 @@ def settle(pending: list[Pending], version: Snapshot, life: str) -> Settled:
     cursor: dict[int, int] = dict(version.offsets)
     out = Settled([], [], [])
     for contribution in pending:
-        if out.rejected or contribution.seq <= rejected_seq:
+        seq = contribution.seq
+        if out.rejected:
             out.rejected.append(contribution)
-        elif contribution.seq <= applied_seq or _covered(contribution, version.offsets):
+        elif _covered(contribution, version.offsets) or rejected_seq < seq <= applied_seq:
             out.rejected.extend(out.pending)
             out.pending.clear()
             out.applied.append(contribution)
+        elif seq <= rejected_seq:
+            out.rejected.append(contribution)
         elif _continues(contribution, cursor):
             out.pending.append(contribution)
             cursor.update({p: end for p, (_, end) in contribution.ranges.items()})
