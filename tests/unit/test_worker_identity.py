@@ -14,6 +14,7 @@ import stream.sync.fence as fence_module
 from stream.config import WorkerSettings
 from stream.model.state import ModelState
 from stream.runtime.worker import Worker
+from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from tests.unit.protocol_fakes import Pipeline, events, labeled_below, read_and_cut
 
@@ -89,6 +90,31 @@ def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_cou
     assert pipeline.latest.n_learned == labeled_below(40) + 2000
     assert live.model.state().n_learned == pipeline.latest.n_learned
     assert live._consumer.seeks[1:] == []  # never re-read anything
+
+
+def test_a_version_from_before_lives_loads_and_its_plain_names_judge_no_life():
+    pipeline = Pipeline(events(30))
+    # Written by a merger from before incarnations: plain worker names, seqs far
+    # above anything a new life sends for a while.
+    before = Snapshot(
+        version=7,
+        state=ModelState(weights={"a": 0.5}, n_learned=labeled_below(9)),
+        offsets={0: 9},
+        contributions_offset=0,
+        applied={"host-1-w0": 57},
+        rejected={"host-1-w0": 58},
+    )
+    pipeline.versions.append(Snapshot.from_bytes(before.to_bytes()))
+    worker = pipeline.start_life("host-1-w0")
+    for _ in range(3):
+        read_and_cut(worker, 7)
+        pipeline.merge()
+    read_and_cut(worker, 0)
+    assert pipeline.latest.offsets == {0: 30}
+    assert pipeline.latest.n_learned == labeled_below(30)
+    assert pipeline.latest.applied == {"host-1-w0": 57, worker.life: 2}
+    assert worker.model.state().n_learned == pipeline.latest.n_learned
+    assert worker._consumer.seeks[1:] == []
 
 
 class _Spawned:
