@@ -696,6 +696,7 @@ class Worker:
             ranges=ranges,
             delta=delta,
             created_at=time.time(),
+            opens=self.ledger.opening(ranges),
         )
         # Not flushed here: the next batch's flush acknowledges it (or fails the
         # worker, and the fence makes its successor re-learn those events).
