@@ -698,6 +698,7 @@ class Worker:
             ranges=ranges,
             delta=delta,
             created_at=time.time(),
+            opens=self.ledger.opening(ranges),
         )
         # Not flushed here: the next batch's flush acknowledges it (or fails the
         # worker, and the fence makes its successor re-learn those events).
@@ -708,7 +709,7 @@ class Worker:
             self.life.encode(),
             partition=0,
         )
-        self._pending.append(Pending(self._seq, ranges, delta))
+        self._pending.append(Pending(self._seq, ranges, delta, contribution.opens))
         self._seq += 1
         self._cut_state = state
         self.ledger.contributed(ranges)

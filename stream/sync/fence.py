@@ -39,8 +39,11 @@ MAX_TRACKED_WORKERS = 1000
 def fence(snapshot_offsets: dict[int, int], contribution: Contribution) -> str | None:
     """Why ``contribution`` cannot be applied on top of these offsets, or None.
 
-    A partition the model has never learned from accepts any start (the first
-    contribution for it defines where learning began).
+    A partition the model has never learned from is opened only by a range
+    that starts where the sender's learning of it began (``opens``): that
+    range defines where learning began. Any other range of it is rejected, so a
+    range sent after a rejected one cannot open the partition past the events
+    the rejected one held.
     """
     for partition, (start, end) in contribution.ranges.items():
         if end < start:
@@ -48,6 +51,12 @@ def fence(snapshot_offsets: dict[int, int], contribution: Contribution) -> str |
         current = snapshot_offsets.get(partition)
         if current is not None and start != current:
             return f"partition {partition}: starts at {start}, model is at {current}"
+        opens = contribution.opens
+        if current is None and opens is not None and partition not in opens:
+            return (
+                f"partition {partition}: the model has not learned from it, and [{start}, {end})"
+                " does not start where the worker's learning of it began"
+            )
     return None
 
 

@@ -37,6 +37,8 @@ class Pending:
     seq: int
     ranges: dict[int, tuple[int, int]]
     delta: ModelState
+    # The partitions it opens in the model (Contribution.opens); None: any.
+    opens: frozenset[int] | None = frozenset()
 
 
 class Settled(NamedTuple):
@@ -61,8 +63,8 @@ def settle(pending: list[Pending], version: Snapshot, life: str) -> Settled:
        its seq (the merger decides a life's contributions in order);
     3. applied if the version records an applied seq at or above its seq;
     4. still pending if every range starts exactly where the model's offset
-       stands (or the partition is new to the model), the still pending ones
-       before it counted as applied;
+       stands, the still pending ones before it counted as applied (or, in a
+       partition new to the model, if it is the range that opens it);
     5. otherwise rejected: the fence admits a range only at the model's offset.
 
     Anything after a rejected one is rejected too, and so is a still pending
@@ -102,4 +104,8 @@ def _covered(contribution: Pending, offsets: dict[int, int]) -> bool:
 
 
 def _continues(contribution: Pending, cursor: dict[int, int]) -> bool:
-    return all(cursor.get(p, start) == start for p, (start, _) in contribution.ranges.items())
+    opens = contribution.opens
+    return all(
+        cursor[p] == start if p in cursor else opens is None or p in opens
+        for p, (start, _) in contribution.ranges.items()
+    )

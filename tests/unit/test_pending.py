@@ -17,9 +17,9 @@ from stream.sync.pending import Pending, settle
 LIFE = "host-1-w0~0123456789ab"
 
 
-def _pending(seq: int, ranges: dict[int, tuple[int, int]]) -> Pending:
+def _pending(seq: int, ranges: dict[int, tuple[int, int]], opens=frozenset()) -> Pending:
     n = sum(end - start for start, end in ranges.values())
-    return Pending(seq, ranges, ModelState(weights={"a": 1.0}, n_learned=n))
+    return Pending(seq, ranges, ModelState(weights={"a": 1.0}, n_learned=n), frozenset(opens))
 
 
 def _version(offsets: dict[int, int], applied=None, rejected=None) -> Snapshot:
@@ -43,7 +43,7 @@ def _split(pending: list[Pending], version: Snapshot) -> tuple[list[int], list[i
 
 # Three contributions of one life, in the order sent.
 A = _pending(3, {0: (10, 15)})
-B = _pending(4, {0: (15, 20), 1: (0, 4)})
+B = _pending(4, {0: (15, 20), 1: (0, 4)}, opens={1})  # partition 1 starts here
 C = _pending(5, {0: (20, 22)})
 
 
@@ -59,8 +59,17 @@ def test_an_evicted_life_is_settled_by_the_offsets_alone():
 
 def test_contributions_that_continue_where_the_model_stops_stay_pending():
     assert _split([A, B, C], _version({0: 10})) == ([3, 4, 5], [], [])
-    # A partition new to the model accepts any start.
-    assert _split([_pending(0, {2: (7, 9)})], _version({0: 10})) == ([0], [], [])
+
+
+def test_in_a_partition_new_to_the_model_only_the_opening_range_and_those_after_it_wait():
+    opening, after = _pending(0, {2: (7, 9)}, opens={2}), _pending(1, {2: (9, 12)})
+    assert _split([opening, after], _version({0: 10})) == ([0, 1], [], [])
+    # Once the opening one is rejected (its entry evicted), the next cannot open
+    # the partition past it: the fence would refuse it.
+    assert _split([after], _version({0: 10})) == ([], [], [1])
+    # A contribution from before ``opens`` existed opens any partition, as it did.
+    legacy = Pending(1, {2: (9, 12)}, ModelState(), None)
+    assert _split([legacy], _version({0: 10})) == ([1], [], [])
 
 
 def test_a_range_the_models_offset_cuts_through_is_rejected_and_everything_after_it():
@@ -101,6 +110,7 @@ def _history(draw):
     cursor = {p: starts.get(p, draw(st.integers(0, 50))) for p in range(4)}
     first_seq = draw(st.integers(0, 5))
     pending = []
+    opened = set(starts)
     for i in range(draw(st.integers(0, 6))):
         partitions = draw(st.sets(st.integers(0, 3), min_size=1))
         ranges = {}
@@ -108,7 +118,9 @@ def _history(draw):
             length = draw(st.integers(1, 10))
             ranges[p] = (cursor[p], cursor[p] + length)
             cursor[p] += length
-        pending.append(_pending(first_seq + i, ranges))
+        # The first range of a partition new to the model opens it.
+        pending.append(_pending(first_seq + i, ranges, opens=set(ranges) - opened))
+        opened |= set(ranges)
     k = draw(st.integers(0, len(pending)))
     return starts, pending, k
 
@@ -133,7 +145,7 @@ def test_a_merged_prefix_is_applied_and_the_rest_pending_whether_or_not_the_life
 
 
 def _contribution(p: Pending) -> Contribution:
-    return Contribution(LIFE, p.seq, 0, p.ranges, p.delta, 0.0)
+    return Contribution(LIFE, p.seq, 0, p.ranges, p.delta, 0.0, opens=p.opens)
 
 
 @given(

@@ -68,7 +68,8 @@ def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_cou
     for i in range(2000):
         other = f"host-2-w0~{i:012x}"
         delta = ModelState(weights={"b": 1.0}, n_learned=1)
-        pipeline.contribute(Contribution(other, 0, 0, {1: (i, i + 1)}, delta, 0.0))
+        opens = frozenset({1}) if i == 0 else frozenset()  # the first opens partition 1
+        pipeline.contribute(Contribution(other, 0, 0, {1: (i, i + 1)}, delta, 0.0, opens))
         if i % 50 == 49:
             pipeline.merge()
     latest = pipeline.latest

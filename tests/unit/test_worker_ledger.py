@@ -9,8 +9,11 @@ from stream.config import MergeSettings, WorkerSettings
 from stream.errors import DeliveryError
 from stream.events.codec import encode, event_to_map
 from stream.kafka.transport import Record
+from stream.model.state import ModelState
 from stream.runtime.worker import Worker
+from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
+from stream.sync.fence import apply_contributions
 from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
 
 
@@ -21,14 +24,14 @@ def _worker(producer: FakeProducer, consumer: FakeConsumer) -> Worker:
     return worker
 
 
-def _batch(n: int, first: int = 0) -> dict[int, list[Record]]:
+def _batch(n: int, first: int = 0, partition: int = 0) -> dict[int, list[Record]]:
     return {
-        0: [
+        partition: [
             Record(
                 i,
                 str(i).encode(),
                 encode(event_to_map(str(i), {"a": float(i)}, i % 2 == 0, None), "msgpack"),
-                0,
+                partition,
             )
             for i in range(first, first + n)
         ]
@@ -76,3 +79,38 @@ def test_contributions_tile_the_batches_and_carry_what_they_learned():
     assert [c.ranges for c in sent] == [{0: (0, 3)}, {0: (3, 7)}]
     assert [c.delta.n_learned for c in sent] == [3, 4]
     assert consumer.commits == [{0: 3}, {0: 7}]
+
+
+def test_only_a_range_from_where_learning_began_opens_a_partition_the_model_has_not_learned():
+    producer, consumer = FakeProducer(), FakeConsumer()
+    worker = _worker(producer, consumer)  # the model stands at offset 0 of partition 0
+    worker.ledger.assign(1, model_offset=None, committed=None)  # and knows nothing of 1
+    worker._process({**_batch(5), **_batch(5, partition=1)})
+    worker._cut(sync=False)
+    worker.ledger.forget(0)  # partition 0 revoked
+    worker._process(_batch(5, first=5, partition=1))
+    worker._cut(sync=False)
+    first, second = (c for c, _ in _contributions(producer, worker.settings.topics.contributions))
+    assert (first.ranges, first.opens) == ({0: (0, 5), 1: (0, 5)}, {1})
+    assert (second.ranges, second.opens) == ({1: (5, 10)}, frozenset())
+
+    # Meanwhile the previous owner of partition 0 had its events 0-4 merged: the
+    # first contribution is fenced out, and the second cannot open partition 1
+    # at offset 5, which would leave events 0-4 of partition 1 never learned.
+    model = Snapshot(version=3, state=ModelState(n_learned=5), offsets={0: 5})
+    model, applied, rejected = apply_contributions(
+        model, [(0, first), (1, second)], "sum", next_offset=2
+    )
+    assert (applied, rejected) == (0, 2) and model.offsets == {0: 5}
+
+    # The worker rebases and reads partition 1 again from where it began: that
+    # range opens it, and every event of it is learned once.
+    worker._rebase_all(model)
+    assert worker._learning_starts(model, [1]) == {1: 0}
+    worker._process(_batch(10, partition=1))
+    worker._cut(sync=False)
+    third = _contributions(producer, worker.settings.topics.contributions)[-1][0]
+    assert (third.ranges, third.opens) == ({1: (0, 10)}, {1})
+    model, applied, rejected = apply_contributions(model, [(2, third)], "sum", next_offset=3)
+    assert (applied, rejected) == (1, 0)
+    assert model.offsets == {0: 5, 1: 10} and model.n_learned == 15
