@@ -57,6 +57,21 @@ def test_a_restarted_life_under_the_same_name_takes_over_at_a_stale_version_and_
     assert all(re.fullmatch(r"host-1-w0~[0-9a-f]{12}", life) for life in lives)
 
 
+def _crash_loop(pipeline: Pipeline, lives: int, stale: bool = False) -> None:
+    """``lives`` lives of another worker each learn one event of partition 1
+    (which they have to themselves) and die; 50 are merged to a version. With
+    ``stale``, each also sends that event again, which the fence rejects."""
+    for i in range(lives):
+        life = f"host-2-w0~{i:012x}"
+        delta = ModelState(weights={"b": 1.0}, n_learned=1)
+        opens = frozenset({1}) if i == 0 else frozenset()  # the first opens partition 1
+        pipeline.contribute(Contribution(life, 0, 0, {1: (i, i + 1)}, delta, 0.0, opens))
+        if stale:
+            pipeline.contribute(Contribution(life, 1, 0, {1: (i, i + 1)}, delta, 0.0))
+        if i % 50 == 49:
+            pipeline.merge()
+
+
 def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_counts_nor_stalls():
     pipeline = Pipeline(events(40))
     live = pipeline.start_life("host-1-w0")
@@ -65,13 +80,7 @@ def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_cou
     [life] = pipeline.latest.applied
     # ... then 2,000 lives of a crash-looping worker each learn one event of
     # partition 1 and die, 50 to a version; the live worker hears of none of it.
-    for i in range(2000):
-        other = f"host-2-w0~{i:012x}"
-        delta = ModelState(weights={"b": 1.0}, n_learned=1)
-        opens = frozenset({1}) if i == 0 else frozenset()  # the first opens partition 1
-        pipeline.contribute(Contribution(other, 0, 0, {1: (i, i + 1)}, delta, 0.0, opens))
-        if i % 50 == 49:
-            pipeline.merge()
+    _crash_loop(pipeline, 2000)
     latest = pipeline.latest
     assert latest.offsets == {0: 10, 1: 2000}
     assert life not in latest.applied  # evicted
@@ -91,6 +100,36 @@ def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_cou
     assert pipeline.latest.n_learned == labeled_below(40) + 2000
     assert live.model.state().n_learned == pipeline.latest.n_learned
     assert live._consumer.seeks[1:] == []  # never re-read anything
+
+
+def test_a_rejection_whose_entry_was_evicted_is_read_in_the_offsets_and_re_learned_at_once():
+    pipeline = Pipeline(events(40))
+    live = pipeline.start_life("host-1-w0")
+    read_and_cut(live, 10)
+    pipeline.merge()
+    # A zombie's [10, 15) of the same partition reaches the merger just before
+    # the live worker's [10, 20): that one is rejected, ...
+    zombie = ModelState(weights={"a": 1.0}, n_learned=labeled_below(15) - labeled_below(10))
+    pipeline.contribute(Contribution("host-3-w0~zombie000000", 4, 0, {0: (10, 15)}, zombie, 0.0))
+    read_and_cut(live, 10)
+    pipeline.merge()
+    [life] = pipeline.latest.rejected
+    # ... and 2,000 lives, each with a rejection of its own, evict that one
+    # before the live worker syncs.
+    _crash_loop(pipeline, 2000, stale=True)
+    assert life not in pipeline.latest.rejected and life not in pipeline.latest.applied
+    # The offsets cut through its range: it re-reads from the model's offset at
+    # once, rather than waiting on a contribution that was refused.
+    read_and_cut(live, 0)
+    assert live._consumer.seeks[1:] == [{0: 15}]
+    assert live.model.state().n_learned == pipeline.latest.n_learned
+    for _ in range(3):
+        read_and_cut(live, 10)
+        pipeline.merge()
+    read_and_cut(live, 0)
+    assert pipeline.latest.offsets == {0: 40, 1: 2000}
+    assert pipeline.latest.n_learned == labeled_below(40) + 2000
+    assert live._consumer.seeks[1:] == [{0: 15}]
 
 
 def test_a_version_from_before_lives_loads_and_its_plain_names_judge_no_life():
