@@ -103,16 +103,32 @@ def test_eviction_keeps_the_workers_heard_from_most_recently(monkeypatch):
     monkeypatch.setattr(fence_module, "MAX_TRACKED_WORKERS", 3)
     start = Snapshot(version=0, state=ModelState())
     # "old" contributes first and keeps contributing; three others come and go.
-    contributions = [
+    first = [
         (0, _contribution("old", 0, {0: (0, 1)}, 1)),
         (1, _contribution("a", 0, {1: (0, 1)}, 1)),
         (2, _contribution("b", 0, {2: (0, 1)}, 1)),
+    ]
+    second = [
         (3, _contribution("old", 1, {0: (1, 2)}, 1)),
         (4, _contribution("c", 0, {3: (0, 1)}, 1)),
     ]
-    snapshot, applied, _ = apply_contributions(start, contributions, "sum", next_offset=5)
-    assert applied == 5
+    middle, _, _ = apply_contributions(start, first, "sum", next_offset=3)
+    snapshot, applied, _ = apply_contributions(middle, second, "sum", next_offset=5)
+    assert applied == 2
     assert snapshot.applied == {"b": 0, "old": 1, "c": 0}
+
+
+def test_a_version_keeps_every_life_it_decided_beyond_the_bound(monkeypatch):
+    import stream.sync.fence as fence_module
+
+    monkeypatch.setattr(fence_module, "MAX_TRACKED_WORKERS", 3)
+    start = Snapshot(version=0, state=ModelState(), applied={"gone": 7}, rejected={"gone": 8})
+    contributions = [(i, _contribution(f"life{i}", 0, {i: (0, 1)}, 1)) for i in range(4)]
+    contributions.append((4, _contribution("late", 0, {0: (0, 1)}, 1)))  # fenced out
+    snapshot, applied, rejected = apply_contributions(start, contributions, "sum", next_offset=5)
+    assert (applied, rejected) == (4, 1)
+    assert snapshot.applied == {"life0": 0, "life1": 0, "life2": 0, "life3": 0}
+    assert snapshot.rejected == {"gone": 8, "late": 0}
 
 
 def test_a_new_version_keeps_its_mergers_epoch():

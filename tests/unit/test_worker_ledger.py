@@ -14,35 +14,7 @@ from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.fence import apply_contributions
-
-
-class FakeProducer:
-    def __init__(self, fail_flush: bool = False) -> None:
-        self.sent: list[tuple[str, bytes | None, int | None]] = []
-        self.fail_flush = fail_flush
-
-    def send(self, topic, value, key=None, headers=None, partition=None) -> None:
-        self.sent.append((topic, value, partition))
-
-    def flush(self, timeout_s: float) -> None:
-        if self.fail_flush:
-            raise DeliveryError("broker rejected 1 records")
-
-
-class FakeConsumer:
-    def __init__(self, accept_commits: bool = True) -> None:
-        self.accept_commits = accept_commits
-        self.commits: list[dict[int, int]] = []
-
-    def commit(self, offsets: dict[int, int]) -> bool:
-        self.commits.append(dict(offsets))
-        return self.accept_commits
-
-    def highwater(self, partition: int) -> int | None:
-        return None
-
-    def assignment(self) -> list[int]:
-        return [0]
+from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
 
 
 def _worker(producer: FakeProducer, consumer: FakeConsumer) -> Worker:
@@ -67,7 +39,7 @@ def _batch(n: int, first: int = 0, partition: int = 0) -> dict[int, list[Record]
 
 
 def _contributions(producer: FakeProducer, topic: str) -> list[tuple[Contribution, int | None]]:
-    return [(Contribution.from_bytes(v), p) for t, v, p in producer.sent if t == topic]
+    return [(Contribution.from_bytes(v), p) for t, v, _, _, p in producer.sent if t == topic]
 
 
 def test_a_failed_flush_commits_nothing_and_no_contribution_covers_the_batch():
