@@ -133,7 +133,9 @@ class Series:
 
     # --- feeding --------------------------------------------------------
 
-    def add_predictions(self, records: Iterable[Mapping[str, Any]], now: float | None = None) -> None:
+    def add_predictions(
+        self, records: Iterable[Mapping[str, Any]], now: float | None = None
+    ) -> None:
         """Prediction records as the worker publishes them (stream/runtime/worker.py):
         ``p``, ``ts_record``, ``ts_scored``, and ``y`` when the event was labeled.
         Records missing those fields count as scored, and nothing more."""

@@ -2,10 +2,11 @@
 
 Endpoints (docs/serving.md): ``POST /v1/predict``, ``GET /v1/model``,
 ``GET /v1/status``, ``GET /v1/series``, ``POST /v1/events``, ``GET /healthz``,
-``GET /metrics``, ``GET /`` (the live dashboard) and its ``/static/`` files. Nothing a client sends can make it answer 500:
-bodies are bounded and parsed by code that turns every failure into 400, 413
-or 422, and the guard around the app turns anything unforeseen into a 500
-that is logged with its traceback (a bug of ours, never expected).
+``GET /metrics``, ``GET /`` (the live dashboard) and its ``/static/`` files.
+Nothing a client sends can make it answer 500: bodies are bounded and parsed
+by code that turns every failure into 400, 413 or 422, and the guard around
+the app turns anything unforeseen into a 500 that is logged with its
+traceback (a bug of ours, never expected).
 """
 
 from __future__ import annotations
@@ -455,9 +456,7 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
         if found is None:
             return _error(404, "not_found", "no such static file")
         body, content_type = found
-        return Response(
-            body, headers={"Cache-Control": "max-age=3600"}, media_type=content_type
-        )
+        return Response(body, headers={"Cache-Control": "max-age=3600"}, media_type=content_type)
 
     routes = [
         Route("/", page, methods=["GET"]),
