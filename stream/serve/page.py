@@ -128,7 +128,8 @@ const named = (obj, prefix) => Object.keys(obj).map((k) => [prefix + k, obj[k]])
 const CHARTS = {
   throughput: (d) => [["scored/s", d.scored_per_s], ["learned/s", d.learned_per_s]],
   latency: (d) => [["p50", ms(d.latency_p50_s)], ["p99", ms(d.latency_p99_s)]],
-  quality: (d) => [["log loss", d.log_loss], ["accuracy", d.accuracy], ["ROC AUC", d.roc_auc]],
+  quality: (d) => [["log loss", d.log_loss, "loss"], ["accuracy", d.accuracy, "share"],
+                   ["ROC AUC", d.roc_auc, "share"]],
   model: (d) => [["version", d.model_version, "v"], ["age s", d.model_age_s, "s"]],
   dead: (d) => named(d.dead_letters_per_s, ""),
   lag: (d) => named(d.lag, "partition "),

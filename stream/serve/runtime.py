@@ -19,6 +19,7 @@ from stream.events.codec import decode_map
 from stream.events.deadletter import HEADER_PREFIX
 from stream.kafka import connect
 from stream.kafka.transport import Producer
+from stream.observe import status
 from stream.observe.series import Series
 from stream.serve.holder import ModelHolder
 from stream.serve.quality import RollingQuality
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 RETRY_S = 2.0
 CLIENT_ID = "learnstream-serve"
 REASON_HEADER = f"{HEADER_PREFIX}reason"
+# How often the workers' consumer lag is measured for the dashboard, seconds:
+# each measurement is an admin round trip and a fetch per partition.
+LAG_POLL_S = 10.0
 
 
 class ServeRuntime:
@@ -42,11 +46,13 @@ class ServeRuntime:
         holder: ModelHolder,
         quality: RollingQuality,
         series: Series | None = None,
+        lag_poll_s: float = LAG_POLL_S,
     ) -> None:
         self.settings = settings
         self.holder = holder
         self.quality = quality
         self.series = series
+        self.lag_poll_s = lag_poll_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._producer: Producer | None = None
@@ -68,6 +74,7 @@ class ServeRuntime:
             self._spawn(self._follow_predictions, "serve-predictions")
             if self.series is not None:
                 self._spawn(self._follow_dead_letters, "serve-dead-letters")
+                self._spawn(self._measure_lag, "serve-lag")
 
     def _spawn(self, target, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -171,6 +178,17 @@ class ServeRuntime:
                 self._stop.wait(RETRY_S)
         if reader is not None:
             _close_quietly(reader)
+
+    def _measure_lag(self) -> None:
+        """The workers' group lag per features partition, every ``lag_poll_s``."""
+        assert self.series is not None
+        s = self.settings
+        while not self._stop.is_set():
+            try:
+                self.series.set_lag(status.lag(s.kafka, s.topics))
+            except Exception as exc:  # no topic or group yet, or a broker gone away
+                logger.info("consumer lag not measured, retrying: %r", exc)
+            self._stop.wait(self.lag_poll_s)
 
     def _observe_predictions(self, records) -> None:
         decoded = []
