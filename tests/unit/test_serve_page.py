@@ -231,7 +231,7 @@ def _backend() -> tuple[Backend, RollingQuality]:
     return Backend(holder, quality, series=series), quality
 
 
-def test_dashboard_draws_its_charts_and_updates_them_in_place(tmp_path):
+def test_live_page_shows_the_values_and_refreshes(tmp_path):
     backend, quality = _backend()
     app = create_app(ServeSettings(), backend)
     port = _free_port()
