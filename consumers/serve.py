@@ -31,6 +31,7 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from stream.observe.series import Series
     from stream.serve.app import Backend, create_app
     from stream.serve.holder import ModelHolder
     from stream.serve.quality import RollingQuality
@@ -39,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     holder = ModelHolder(settings.quantize)
     quality = RollingQuality(settings.quality_window)
-    runtime = ServeRuntime(settings, holder, quality)
+    series = Series(quality_window=settings.quality_window)
+    runtime = ServeRuntime(settings, holder, quality, series)
     events = None if settings.offline else runtime.producer
-    app = create_app(settings, Backend(holder, quality, events))
+    app = create_app(settings, Backend(holder, quality, events, series))
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
         logger.warning(
             "serving on host=%s without a token: anyone who can reach it may use it", settings.host

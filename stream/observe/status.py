@@ -95,6 +95,20 @@ def _n(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def lag(kafka: KafkaSettings, topics: TopicSettings) -> dict[int, int | None]:
+    """Each features partition's lag as :func:`collect` reports it (fetch high
+    watermark minus the group's committed offset; None where no fetch answered),
+    for ``serve``'s dashboard. Opens and closes its clients: one call costs an
+    admin round trip and a one-record fetch per partition, so it is for polls
+    seconds apart, not per request."""
+    group = describe_group(kafka, topics.features, topics.group_id)
+    with TopicInspector(kafka, client_id="learnstream-serve-lag") as inspector:
+        highs = inspector.high_watermarks(topics.features, group.partitions)
+    return {
+        p: PartitionStatus(p, group.committed.get(p), highs.get(p)).lag for p in group.partitions
+    }
+
+
 def collect(
     kafka: KafkaSettings, topics: TopicSettings, checkpoint_dir: Path | None, recent: int = 1000
 ) -> Status:

@@ -1,11 +1,12 @@
 """The HTTP API: a Starlette app around a :class:`~stream.serve.holder.ModelHolder`.
 
 Endpoints (docs/serving.md): ``POST /v1/predict``, ``GET /v1/model``,
-``GET /v1/status``, ``POST /v1/events``, ``GET /healthz``, ``GET /metrics``,
-``GET /`` (the live page). Nothing a client sends can make it answer 500:
-bodies are bounded and parsed by code that turns every failure into 400, 413
-or 422, and the guard around the app turns anything unforeseen into a 500
-that is logged with its traceback (a bug of ours, never expected).
+``GET /v1/status``, ``GET /v1/series``, ``POST /v1/events``, ``GET /healthz``,
+``GET /metrics``, ``GET /`` (the live dashboard) and its ``/static/`` files.
+Nothing a client sends can make it answer 500: bodies are bounded and parsed
+by code that turns every failure into 400, 413 or 422, and the guard around
+the app turns anything unforeseen into a 500 that is logged with its
+traceback (a bug of ours, never expected).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
 
 import msgpack
 import orjson
@@ -34,6 +35,7 @@ from starlette.routing import Route
 from stream.config import ServeSettings
 from stream.errors import BadEvent, StreamError
 from stream.kafka.transport import Producer
+from stream.observe.series import Series
 from stream.serve.body import MalformedBody, Parsed, TooManyEvents, parse
 from stream.serve.holder import ModelHolder
 from stream.serve.page import PAGE
@@ -41,14 +43,30 @@ from stream.serve.quality import RateMeter, RollingQuality
 
 logger = logging.getLogger(__name__)
 
-# Endpoints open without the bearer token: probes and scrapers carry no secrets.
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
-# Paths where the token may also come as ?access_token= (RFC 6750 2.3): a
-# browser cannot put a header on the page it navigates to.
-QUERY_TOKEN_PATHS = frozenset({"/"})
+# Endpoints open without the bearer token: probes and scrapers carry no secrets,
+# and the dashboard's page and its static files hold no data (a browser cannot
+# put a header on the page it navigates to; the page asks for the token and
+# sends it with each data request).
+OPEN_PATHS = frozenset({"/", "/healthz", "/metrics"})
+STATIC_PREFIX = "/static/"
 KNOWN_PATHS = frozenset(
-    {"/", "/v1/predict", "/v1/model", "/v1/status", "/v1/events", "/healthz", "/metrics"}
+    {
+        "/",
+        "/v1/predict",
+        "/v1/model",
+        "/v1/status",
+        "/v1/series",
+        "/v1/events",
+        "/healthz",
+        "/metrics",
+    }
 )
+# The files under /static/ (stream/serve/static, shipped in the wheel), by name.
+STATIC_TYPES = {
+    "uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot.min.css": "text/css; charset=utf-8",
+    "uPlot.LICENSE": "text/plain; charset=utf-8",
+}
 # Request latency buckets, seconds: the API answers in well under a millisecond
 # for one event and in a few milliseconds for a batch of 1,000.
 LATENCY_BUCKETS_S = (
@@ -77,11 +95,13 @@ class BodyTooLarge(StreamError):
 @dataclass
 class Backend:
     """What the app serves from. ``events``: gives the producer for POST /v1/events
-    (None: there is no broker); ``quality``: the predictions topic's rolling quality."""
+    (None: there is no broker); ``quality``: the predictions topic's rolling quality;
+    ``series``: the dashboard's series (fed by :mod:`stream.serve.runtime`)."""
 
     holder: ModelHolder
     quality: RollingQuality | None = None
     events: EventsProducer | None = None
+    series: Series = field(default_factory=Series)
 
 
 def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -188,10 +208,6 @@ class _Guard:
                 return scheme.lower() == b"bearer" and hmac.compare_digest(
                     provided.strip(), expected
                 )
-        if scope["path"] in QUERY_TOKEN_PATHS and scope.get("query_string"):
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            for provided in query.get("access_token", []):
-                return hmac.compare_digest(provided.encode("latin-1"), expected)
         return False
 
     async def __call__(self, scope, receive, send) -> None:
@@ -200,7 +216,8 @@ class _Guard:
             return
         started = time.perf_counter()
         path = scope["path"]
-        endpoint = path if path in KNOWN_PATHS else "other"
+        is_static = path.startswith(STATIC_PREFIX)
+        endpoint = path if path in KNOWN_PATHS else "/static" if is_static else "other"
         status = 500
         sent_start = False
 
@@ -212,7 +229,12 @@ class _Guard:
             await send(message)
 
         try:
-            if self.token is not None and path not in OPEN_PATHS and not self._authorized(scope):
+            if (
+                self.token is not None
+                and path not in OPEN_PATHS
+                and not is_static
+                and not self._authorized(scope)
+            ):
                 await _error(401, "unauthorized", "a valid bearer token is required")(
                     scope, receive, send_and_record
                 )
@@ -421,14 +443,28 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def series(request: Request) -> Response:
+        return _json(backend.series.as_json(), headers={"Cache-Control": "no-store"})
+
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE, headers={"Cache-Control": "no-store"})
+
+    static_files = _static_files()
+
+    async def static(request: Request) -> Response:
+        found = static_files.get(request.path_params["name"])
+        if found is None:
+            return _error(404, "not_found", "no such static file")
+        body, content_type = found
+        return Response(body, headers={"Cache-Control": "max-age=3600"}, media_type=content_type)
 
     routes = [
         Route("/", page, methods=["GET"]),
         Route("/v1/predict", _AsgiEndpoint(predict), methods=["POST"]),
         Route("/v1/model", model, methods=["GET"]),
         Route("/v1/status", status, methods=["GET"]),
+        Route("/v1/series", series, methods=["GET"]),
+        Route(STATIC_PREFIX + "{name}", static, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
@@ -452,6 +488,12 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
     app.add_middleware(_Guard, token=settings.token, metrics=metrics, rate=rate)
     app.state.metrics = metrics
     return app
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """The dashboard's vendored files, read once from the package (a wheel or a checkout)."""
+    folder = resources.files("stream.serve") / "static"
+    return {name: (folder.joinpath(name).read_bytes(), kind) for name, kind in STATIC_TYPES.items()}
 
 
 def _produce(events: EventsProducer, topic: str, parsed: Parsed, settings: ServeSettings) -> int:

@@ -14,8 +14,10 @@ from starlette.testclient import TestClient
 
 from stream import cli
 from stream.config import MergerSettings, ServeSettings
+from stream.events import codec
 from stream.events.codec import encode, event_to_map
 from stream.events.sources import river_dataset
+from stream.observe.series import Series
 from stream.runtime.merger import Merger
 from stream.serve.app import Backend, create_app
 from stream.serve.holder import ModelHolder
@@ -57,8 +59,9 @@ def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, t
     settings = make_worker_settings(kafka, topics, merge=merge)
     serve_settings = ServeSettings(kafka=kafka, topics=topics, checkpoint_dir=checkpoints)
     holder = ModelHolder()
-    runtime = ServeRuntime(serve_settings, holder, RollingQuality(1000))
-    app = create_app(serve_settings, Backend(holder, runtime.quality, runtime.producer))
+    series = Series(step_s=0.5, window_s=120.0)
+    runtime = ServeRuntime(serve_settings, holder, RollingQuality(1000), series, lag_poll_s=0.5)
+    app = create_app(serve_settings, Backend(holder, runtime.quality, runtime.producer, series))
     rows = list(river_dataset("phishing"))
     with (
         MergerThread(MergerSettings.for_workers(settings)),
@@ -155,5 +158,35 @@ def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, t
             )
             assert status["model_version"] >= latest.version
             assert 0.5 < status["quality"]["accuracy"] <= 1.0
+
+            # The dashboard's series, from the same topics: events scored (the
+            # labeled stream, then the unlabeled copies), events learned between
+            # versions, latency, quality, the served version, and the group's lag.
+            body = wait_for(
+                lambda: (
+                    (b := http.get("/v1/series").json())["model_version"]
+                    and b["model_version"][-1] >= latest.version
+                    and b["lag"].get("0")
+                    and b["lag"]["0"][-1] == 0
+                    and b
+                ),
+                timeout_s=60,
+                what="the series to show the served version and the group caught up",
+            )
+            step = body["step_s"]
+            assert sum(body["scored_per_s"]) * step >= len(xs)
+            assert sum(body["learned_per_s"]) > 0
+            assert any(p is not None for p in body["latency_p99_s"])
+            assert any(a is not None and 0.5 < a <= 1.0 for a in body["accuracy"])
+
+            # A bad record: one dead letter per second of one bucket, by its reason.
+            send_raw(kafka, topics.features, [(None, b"\xc1 not msgpack nor json")])
+            dead = wait_for(
+                lambda: http.get("/v1/series").json()["dead_letters_per_s"],
+                timeout_s=60,
+                what="the dead letter on the series",
+            )
+            assert list(dead) == [codec.UNDECODABLE]
+            assert sum(dead[codec.UNDECODABLE]) * step == 1
         finally:
             runtime.stop()

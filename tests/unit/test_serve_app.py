@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -10,12 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from stream.config import ServeSettings
 from stream.errors import BadEvent, DeliveryError
 from stream.events.codec import decode_event
+from stream.observe.series import Series
+from stream.serve.app import Backend, create_app
 from stream.serve.holder import ModelHolder, serving
 from tests.unit.serve_fixtures import app_with, event, snapshot
 
 TOKEN = "s3cret-token"
+STATIC = Path(__file__).parents[2] / "stream" / "serve" / "static"
 
 
 @pytest.fixture()
@@ -273,14 +279,14 @@ def test_events_offline_is_503_and_switched_off_is_404():
         assert c.post("/v1/events", json=event(1)).status_code == 404
 
 
-def test_token_required_everywhere_but_healthz_and_metrics():
+def test_token_required_everywhere_but_healthz_metrics_and_the_page():
     app, _ = app_with(token=TOKEN, events=lambda: _Producer())
     with TestClient(app) as c:
         for method, path in [
-            ("GET", "/"),
             ("POST", "/v1/predict"),
             ("GET", "/v1/model"),
             ("GET", "/v1/status"),
+            ("GET", "/v1/series"),
             ("POST", "/v1/events"),
             ("GET", "/nope"),
         ]:
@@ -292,10 +298,14 @@ def test_token_required_everywhere_but_healthz_and_metrics():
             assert c.request(method, path, headers=right, **kwargs).status_code != 401, path
         assert c.get("/healthz").status_code == 200
         assert c.get("/metrics").status_code == 200
-        # The page can take it from the query string (a browser cannot set the header).
-        assert c.get(f"/?access_token={TOKEN}").status_code == 200
-        assert c.get("/?access_token=nope").status_code == 401
+        # A browser cannot set the header on the page it opens: the page and its
+        # static files hold no data and are open; the page asks for the token.
+        assert c.get("/").status_code == 200
+        assert c.get("/static/uPlot.iife.min.js").status_code == 200
+        assert c.get("/static/nope.js").status_code == 404
+        # The token is never taken from the query string.
         assert c.get(f"/v1/model?access_token={TOKEN}").status_code == 401
+        assert c.get(f"/v1/series?access_token={TOKEN}").status_code == 401
 
 
 def test_status_and_page(client):
@@ -305,6 +315,48 @@ def test_status_and_page(client):
     page = client.get("/")
     assert page.status_code == 200
     assert 'id="version"' in page.text and "/v1/status" in page.text
+    assert "/v1/series" in page.text and "/static/uPlot.iife.min.js" in page.text
+
+
+def test_static_files_are_the_vendored_chart_library_with_its_licence(client):
+    js = client.get("/static/uPlot.iife.min.js")
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert js.content == (STATIC / "uPlot.iife.min.js").read_bytes()
+    assert client.get("/static/uPlot.min.css").headers["content-type"].startswith("text/css")
+    assert "MIT License" in client.get("/static/uPlot.LICENSE").text
+
+
+def test_series_endpoint_serves_the_backends_series_in_the_documented_shape():
+    series = Series(step_s=1.0, window_s=10.0)
+    holder = ModelHolder()
+    app = create_app(ServeSettings(), Backend(holder, series=series))
+    now = time.time()
+    series.add_predictions([{"p": 0.8, "y": 1, "ts_record": 1.0, "ts_scored": 1.5}] * 4, now - 3)
+    series.add_dead_letters(["not_json"], now - 3)
+    series.add_model(2, 10, now - 5, now - 3)
+    with TestClient(app) as c:
+        body = c.get("/v1/series").json()
+    assert body["step_s"] == 1.0 and body["window_s"] == 10.0
+    columns = [
+        "scored_per_s",
+        "learned_per_s",
+        "latency_p50_s",
+        "latency_p99_s",
+        "accuracy",
+        "log_loss",
+        "roc_auc",
+        "labeled_in_window",
+        "model_version",
+        "model_age_s",
+    ]
+    assert set(body) == {"step_s", "window_s", "t", "dead_letters_per_s", "lag", "drifts", *columns}
+    n = len(body["t"])
+    assert n >= 2 and all(len(body[name]) == n for name in columns)
+    assert body["scored_per_s"][0] == 4.0 and body["latency_p50_s"][0] == 0.5
+    assert body["accuracy"][0] == 1.0 and body["labeled_in_window"][0] == 4
+    assert body["model_version"][0] == 2
+    assert body["dead_letters_per_s"] == {"not_json": [1.0] + [0.0] * (n - 1)}
+    assert body["lag"] == {} and body["drifts"] == []
 
 
 def test_holder_swap_is_one_reference():
