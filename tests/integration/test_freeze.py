@@ -41,7 +41,7 @@ N_EVENTS = 3_000
 PARTITIONS = 4
 # Events flow for about 15 s: the freeze lands in the middle of the stream.
 RATE = 200.0
-# Longer than the session timeout (3 s in FAST_GROUP_FLAGS) and a rebalance.
+# Longer than the session timeout (5 s in FAST_GROUP_FLAGS) and a rebalance.
 FREEZE_S = 8.0
 STOP_LIMIT_S = 10
 
