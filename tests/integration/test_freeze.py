@@ -32,8 +32,7 @@ from stream.kafka.embedded import EmbeddedBroker
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions, wait_for
-from .test_crashpoints import wait_for_learned
+from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions, wait_for, wait_for_learned
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
