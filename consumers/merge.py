@@ -11,6 +11,7 @@ from stream.config import MergerSettings
 from stream.kafka.topics import ensure_internal
 from stream.runtime.merger import Merger
 from stream.runtime.supervisor import merger_name
+from stream.sync.globalmodel import refuse_other_model_settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ def settings_from(args: argparse.Namespace) -> MergerSettings:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ensure_internal(settings.kafka, settings.topics)
+    refuse_other_model_settings(
+        settings.kafka, settings.topics, settings.merge.checkpoint_dir, settings.model
+    )
     name = merger_name()
     merger = Merger(settings, name)
 

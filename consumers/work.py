@@ -8,6 +8,7 @@ from stream import cliargs
 from stream.config import MergerSettings, RestartSettings, WorkerSettings
 from stream.kafka.topics import ensure_pipeline
 from stream.runtime.supervisor import Supervisor
+from stream.sync.globalmodel import refuse_other_model_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     # Once here, before any process starts: a wrong topic is one clear error,
     # not every worker failing (and being restarted) in turn.
     ensure_pipeline(settings.kafka, settings.topics)
+    if settings.merge.enabled:
+        refuse_other_model_settings(
+            settings.kafka, settings.topics, settings.merge.checkpoint_dir, settings.model
+        )
     merger = (
         MergerSettings.for_workers(settings)
         if settings.merge.enabled and args.with_merger

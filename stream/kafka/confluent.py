@@ -62,11 +62,15 @@ _REBALANCED = {
 
 
 def _base_config(kafka: KafkaSettings, client_id: str) -> dict[str, object]:
+    """librdkafka's common properties: every option of ``kafka.options`` (the
+    security settings as well as ``--kafka-option``), translated, because a
+    client that dropped ``--security-protocol`` would talk plaintext to a
+    secured broker."""
     config: dict[str, object] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "client.id": client_id,
     }
-    for name, value in kafka.client_options:
+    for name, value in kafka.options.items():
         if name == "ssl_check_hostname":
             config["ssl.endpoint.identification.algorithm"] = "https" if value else "none"
         elif name in _OPTION_NAMES:

@@ -57,11 +57,15 @@ def ftrl_params(model: ModelSettings) -> FtrlParams | None:
 
 
 def ftrl_weight(z: float, n: float, p: FtrlParams) -> float:
-    """FTRL-Proximal's weight for one coordinate (McMahan et al. 2013, and
-    river's ``FTRLProximal``): zero inside the L1 ball, else the closed form."""
+    """FTRL-Proximal's weight for one coordinate (McMahan et al. 2013): zero
+    inside the L1 ball, else the closed form, written as river's
+    ``FTRLProximal`` writes it (a reciprocal, then a product), so a merged
+    weight is bit for bit the one river computes from the same ``z`` and ``n``
+    at its next step. (Inside the L1 ball river leaves a coordinate's weight as
+    it was; the paper's zero is what a merge can know.)"""
     if abs(z) <= p.l1:
         return 0.0
-    return -(z - math.copysign(p.l1, z)) / ((p.beta + math.sqrt(n)) / p.alpha + p.l2)
+    return -(((p.beta + n**0.5) / p.alpha + p.l2) ** -1) * (z - math.copysign(p.l1, z))
 
 
 def _combine_stats(

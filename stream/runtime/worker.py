@@ -248,9 +248,11 @@ class Worker:
                     self._rebase_all(initial)
             self._warm_up()
             consumer.subscribe(self.on_assigned, self.on_revoked, self.on_lost)
+            # What each choice became, said once: which implementation learns,
+            # which detector watches the loss, how predictions are encoded.
             logger.info(
                 "worker started worker=%s life=%s client=%s group=%s topic=%s merging=%s "
-                "model_version=%d",
+                "model_version=%d model_impl=%s drift_detector=%s output_encoding=%s",
                 self.name,
                 self.life,
                 s.client,
@@ -258,6 +260,9 @@ class Worker:
                 s.topics.features,
                 self.merging,
                 self.model_version,
+                "river" if isinstance(self.model, OnlineModel) else "kernel",
+                s.drift_detector,
+                s.output_encoding,
             )
             last_stats = time.monotonic()
             # A contribution may only cover events whose predictions are acknowledged,

@@ -11,7 +11,7 @@ from stream.kafka import topics as kafka_topics
 from stream.model.online import OnlineModel
 from stream.sync.checkpoint import CheckpointStore, Snapshot
 from stream.sync.feed import published_model
-from stream.sync.fence import current_topic_ids
+from stream.sync.fence import check_compatible, current_topic_ids
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,29 @@ def load_latest(
             f" {topics.model!r}, checkpoint dir {checkpoint_dir}){hint}"
         )
     return max(candidates, key=lambda s: s.order)
+
+
+def refuse_other_model_settings(
+    kafka: KafkaSettings | None,
+    topics: TopicSettings,
+    checkpoint_dir: Path | None,
+    model: ModelSettings,
+) -> None:
+    """Raise ConfigError, naming both, when the newest global model (model topic
+    or checkpoint) was learned with other model settings than ``model``.
+
+    Called by ``work`` and ``merge`` before any process starts: each worker and
+    merger refuses such a model too, but only at its first rebase, inside a
+    process its supervisor would restart until it gave up; said once at start,
+    the mistake is one clear error and exit status 2. No global model yet:
+    nothing to disagree with.
+    """
+    try:
+        latest = load_latest(kafka, topics, checkpoint_dir)
+    except StreamError as exc:
+        logger.debug("no global model to check the model settings against: %s", exc)
+        return
+    check_compatible(latest, model)
 
 
 def model_of(snapshot: Snapshot) -> OnlineModel:

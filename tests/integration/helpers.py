@@ -13,26 +13,34 @@ from stream.kafka import clients
 from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline
 from stream.runtime.worker import Worker
+from stream.sync.checkpoint import Snapshot
+from stream.sync.feed import ModelFeed, published_model
 from tests.waiting import wait_for  # noqa: F401 - re-exported for the integration tests
 
-# Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
+# Short group timeouts: the embedded broker holds a join for about
+# max_poll_interval_ms, so they bound how long a rebalance takes. Margins for a
+# loaded 2-core machine: a member that misses heartbeats for a few seconds (a
+# busy core, a GC pause) is not evicted, and the catch-up wait (a rebalance's
+# hand-over) ends well within the poll interval, so a worker still waiting for
+# the merger is never taken as dead and its partitions re-emitted.
 FAST_GROUP = {
-    "max_poll_interval_ms": 3_000,
-    "session_timeout_ms": 3_000,
+    "max_poll_interval_ms": 5_000,
+    "session_timeout_ms": 5_000,
     "heartbeat_interval_ms": 1_000,
 }
+CATCH_UP_TIMEOUT_S = 2.0
 
 
-# The same, as `learnstream work` flags (the catch-up wait must fit in the poll interval).
+# The same, as `learnstream work` flags.
 FAST_GROUP_FLAGS = [
     "--max-poll-interval-ms",
-    "3000",
+    str(FAST_GROUP["max_poll_interval_ms"]),
     "--session-timeout-ms",
-    "3000",
+    str(FAST_GROUP["session_timeout_ms"]),
     "--heartbeat-interval-ms",
-    "1000",
+    str(FAST_GROUP["heartbeat_interval_ms"]),
     "--catch-up-timeout-s",
-    "2",
+    str(int(CATCH_UP_TIMEOUT_S)),
 ]
 
 NO_MERGE = MergeSettings(enabled=False)
@@ -41,7 +49,12 @@ NO_MERGE = MergeSettings(enabled=False)
 def merging(**overrides) -> MergeSettings:
     """Merge settings for tests: frequent merges, a catch-up wait that fits FAST_GROUP."""
     return MergeSettings(
-        **{"every_events": 50, "interval_s": 0.5, "catch_up_timeout_s": 2.0, **overrides}
+        **{
+            "every_events": 50,
+            "interval_s": 0.5,
+            "catch_up_timeout_s": CATCH_UP_TIMEOUT_S,
+            **overrides,
+        }
     )
 
 
@@ -90,6 +103,51 @@ def read_predictions(
         raise AssertionError(f"{len(missing)} events have no prediction after {timeout_s}s")
     # Read again from the start until the topic has been quiet for settle_s.
     return [decode_map(r.value)[0] for r in records(kafka, topic, idle_timeout_s=settle_s)]
+
+
+def wait_for_learned(kafka: KafkaSettings, topics, n: int, timeout_s: float = 120.0) -> Snapshot:
+    """The first global version that has learned ``n`` events or more: a
+    condition, not a quiet period. Whether nothing is learned twice later (a
+    contribution sent at stop, a zombie's) is for :func:`final_model`, read
+    once every process has exited."""
+    feed = ModelFeed(kafka, topics, "test-wait-learned")
+    try:
+        latest = feed.initial()
+        deadline = time.monotonic() + timeout_s
+        while latest is None or latest.n_learned < n:
+            if time.monotonic() > deadline:
+                seen = None if latest is None else latest.n_learned
+                raise AssertionError(
+                    f"timed out after {timeout_s}s waiting for n_learned >= {n} (last seen: {seen})"
+                )
+            latest = feed.poll(timeout_ms=200)
+        return latest
+    finally:
+        feed.close()
+
+
+def final_model(kafka: KafkaSettings, topics) -> Snapshot:
+    """The newest global version on the model topic, to be read once every
+    process has exited: then nothing can change it any more, so contributions
+    sent at stop are counted too."""
+    snapshot = published_model(kafka, topics, "test-final-model", timeout_s=30)
+    assert snapshot is not None, f"no model version on {topics.model}"
+    return snapshot
+
+
+def synthetic_features(n: int = 10) -> list[str]:
+    """The feature names of a ``SyntheticStream(n_features=n)``."""
+    return [f"f{i}" for i in range(n)]
+
+
+def assert_learned_exactly_once(snapshot: Snapshot, n_labeled: int, features: list[str]) -> None:
+    """Every labeled event learned exactly once, by the counter and by the model
+    state itself: the scaler has counted each feature once per labeled event
+    (every event of the stream carries every feature), and the offsets the
+    model has learned up to cover exactly the events."""
+    assert snapshot.n_learned == n_labeled
+    assert sum(snapshot.offsets.values()) == n_labeled
+    assert snapshot.state.scaler_counts == dict.fromkeys(features, float(n_labeled))
 
 
 def read_dead_letters(

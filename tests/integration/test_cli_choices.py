@@ -45,7 +45,9 @@ def plan(path: tuple[str, ...], runs: int, offsets: dict[str, int]) -> list[dict
 def _work_runs() -> list[dict[str, str]]:
     # Merging is on in the even runs: run 0 without a merger here (--no-merger),
     # run 2 with one, merging by the rule that is not the default.
-    runs = plan(("work",), 4, {"--no-merger": 1, "--merge-rule": 1})
+    # --model-impl shifted by one: kernel and river fall in the runs at DEBUG and
+    # INFO, whose "worker started" line says what was chosen.
+    runs = plan(("work",), 4, {"--no-merger": 1, "--merge-rule": 1, "--model-impl": 1})
     runs[2]["--no-merger"] = FLAG[0]
     for run in runs:
         if run["--on-drift"] == "reset":
@@ -81,14 +83,36 @@ def _argv(run: dict[str, str]) -> list[str]:
     return [arg for option, choice in run.items() for arg in as_args(option, choice)]
 
 
-def _unique_prediction_ids(kafka, topic: str, expected: int, timeout_s: float) -> int:
+def _encoding(value: bytes) -> str:
+    """How a prediction record is encoded: a JSON object starts with "{", a
+    msgpack map with a map header byte."""
+    if value[:1] == b"{":
+        return "json"
+    assert 0x80 <= value[0] <= 0x8F or value[0] in (0xDE, 0xDF), value[:16]
+    return "msgpack"
+
+
+def _predictions(kafka, topic: str, expected: int, timeout_s: float) -> tuple[int, set[str]]:
+    """How many distinct event ids have a prediction, and the encodings seen."""
     seen: set = set()
+    encodings: set[str] = set()
     deadline = time.monotonic() + timeout_s
     for record in records(kafka, topic, idle_timeout_s=timeout_s):
         seen.add(decode_map(record.value)[0]["id"])
+        encodings.add(_encoding(record.value))
         if len(seen) >= expected or time.monotonic() > deadline:
             break
-    return len(seen)
+    return len(seen), encodings
+
+
+def _expected_start_line(work_run: dict[str, str]) -> str:
+    """What the worker says it chose (the settings of every run are the kernel's)."""
+    impl = "river" if work_run["--model-impl"] == "river" else "kernel"
+    encoding = work_run["--output-encoding"]
+    return (
+        f"model_impl={impl} drift_detector={work_run['--drift-detector']} "
+        f"output_encoding={encoding}"
+    )
 
 
 @pytest.mark.slow
@@ -156,7 +180,7 @@ def test_every_choice_runs(kafka, topics, tmp_path, index):
         )
         assert produced.returncode == 0, produced.stderr
         assert "Traceback" not in produced.stderr
-        found = _unique_prediction_ids(kafka, topics.predictions, N_EVENTS, timeout_s=120)
+        found, encodings = _predictions(kafka, topics.predictions, N_EVENTS, timeout_s=120)
         assert found == N_EVENTS, log.read_text()[-3000:]
     finally:
         work.send_signal(signal.SIGTERM)
@@ -164,3 +188,11 @@ def test_every_choice_runs(kafka, topics, tmp_path, index):
     text = log.read_text()
     assert work.returncode == 0, text[-3000:]
     assert "Traceback" not in text
+    # Each choice did what it says: predictions in the chosen encoding ("same":
+    # the events', as produce wrote them), the chosen model implementation and
+    # drift detector (said at INFO; the runs at WARNING and ERROR cannot show
+    # it: tests/unit/test_cli_choices.py builds those from the same settings).
+    chosen = work_run["--output-encoding"]
+    assert encodings == {produce_run["--encoding"] if chosen == "same" else chosen}
+    if work_run["--log-level"] in ("DEBUG", "INFO"):
+        assert _expected_start_line(work_run) in text, text[-3000:]

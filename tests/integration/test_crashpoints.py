@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,10 +22,16 @@ import pytest
 from stream.config import TopicSettings
 from stream.events.sources import SyntheticStream
 from stream.faults import CRASH_POINTS
-from stream.sync.feed import ModelFeed
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, read_predictions
+from .helpers import (
+    FAST_GROUP_FLAGS,
+    assert_learned_exactly_once,
+    final_model,
+    read_predictions,
+    synthetic_features,
+    wait_for_learned,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,23 +78,6 @@ def _work(
     )
 
 
-def wait_for_learned(kafka, topics, n: int, timeout_s: float = 120.0):
-    """The first version that has learned ``n`` events (or the last one seen),
-    then a quiet moment to catch any version that learns more."""
-    feed = ModelFeed(kafka, topics, "test-crashpoints")
-    try:
-        latest = feed.initial()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (latest is None or latest.n_learned < n):
-            latest = feed.poll(timeout_ms=200)
-        quiet_until = time.monotonic() + 2.0
-        while time.monotonic() < quiet_until:
-            latest = feed.poll(timeout_ms=200)
-        return latest
-    finally:
-        feed.close()
-
-
 CASES = [
     "worker.before_flush:2",
     "worker.after_flush_before_commit:2",
@@ -113,17 +101,20 @@ def _produce(kafka, topics, ids: range, rate: float | None = None) -> None:
 
 
 def _settle(kafka, topics, work: list[subprocess.Popen]):
+    """Every event predicted and learned, then every process stopped: the model
+    is read after they have all exited, contributions sent at stop included."""
     try:
         predictions = read_predictions(
             kafka, topics.predictions, {str(i) for i in range(N_EVENTS)}, settle_s=0.5
         )
-        settled = wait_for_learned(kafka, topics, N_EVENTS)
+        wait_for_learned(kafka, topics, N_EVENTS)
     finally:
         for process in work:
             process.send_signal(signal.SIGTERM)
         for process in work:
             process.wait(timeout=60)
-    return predictions, settled
+    assert [process.returncode for process in work] == [0] * len(work)
+    return predictions, final_model(kafka, topics)
 
 
 def _assert_recovered_exactly(tmp_path, point: str, predictions, settled) -> None:
@@ -131,8 +122,7 @@ def _assert_recovered_exactly(tmp_path, point: str, predictions, settled) -> Non
     assert f"crash point reached, dying point={point}" in log
     assert "exitcode=-9; restart 1 of" in log
     assert {p["id"] for p in predictions} == {str(i) for i in range(N_EVENTS)}
-    assert settled.n_learned == N_EVENTS
-    assert sum(settled.offsets.values()) == N_EVENTS
+    assert_learned_exactly_once(settled, N_EVENTS, synthetic_features())
 
 
 def _one_crash(kafka, tmp_path, crash_at: str) -> str | None:

@@ -32,8 +32,7 @@ from stream.kafka.embedded import EmbeddedBroker
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions, wait_for
-from .test_crashpoints import wait_for_learned
+from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions, wait_for, wait_for_learned
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +40,7 @@ N_EVENTS = 3_000
 PARTITIONS = 4
 # Events flow for about 15 s: the freeze lands in the middle of the stream.
 RATE = 200.0
-# Longer than the session timeout (3 s in FAST_GROUP_FLAGS) and a rebalance.
+# Longer than the session timeout (5 s in FAST_GROUP_FLAGS) and a rebalance.
 FREEZE_S = 8.0
 STOP_LIMIT_S = 10
 

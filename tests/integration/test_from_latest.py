@@ -16,12 +16,13 @@ from stream.tools.produce import ProduceSettings, produce
 from .helpers import (
     WorkerThread,
     create_topics,
+    final_model,
     merging,
     read_predictions,
     wait_for,
+    wait_for_learned,
     worker_settings,
 )
-from .test_crashpoints import wait_for_learned
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,12 @@ def test_from_latest_the_model_learns_only_what_arrives_after_the_start(kafka, t
             predictions = read_predictions(
                 kafka, topics.predictions, {r[0] for r in rows[500:]}, settle_s=0.5
             )
-            settled = wait_for_learned(kafka, topics, 300)
+            read = {p["id"] for p in predictions}
+            wait_for_learned(kafka, topics, len(read))
     finally:
         merger.stop()
         merger_thread.join(30)
-    read = {p["id"] for p in predictions}
+    settled = final_model(kafka, topics)  # every process has stopped
     assert read >= {r[0] for r in rows[500:]}
     # The embedded broker answers "latest" with the start of each partition's last
     # batch (its ListOffsets quirk), so a few earlier events may be read; Apache

@@ -26,11 +26,12 @@ from tests.poison import DECODER_POISON, ENV, KERNEL_POISON, DecoderPoisoned, Ke
 from .helpers import (
     FAST_GROUP_FLAGS,
     create_topics,
+    final_model,
     read_dead_letters,
     read_predictions,
     send_raw,
+    wait_for_learned,
 )
-from .test_crashpoints import wait_for_learned
 
 pytestmark = pytest.mark.integration
 
@@ -104,10 +105,11 @@ def test_a_record_that_makes_the_compiled_path_raise_costs_only_itself(
             kafka, topics.predictions, good_ids, timeout_s=300, settle_s=0.5
         )
         letters = read_dead_letters(kafka, topics.dead_letter, 1, timeout_s=120)
-        settled = wait_for_learned(kafka, topics, N_GOOD, timeout_s=300)
+        wait_for_learned(kafka, topics, N_GOOD, timeout_s=300)
     finally:
         work.send_signal(signal.SIGTERM)
         work.wait(timeout=60)
+    settled = final_model(kafka, topics)  # `work` has exited
     text = log.read_text()
     assert work.returncode == 0, text[-3000:]
 

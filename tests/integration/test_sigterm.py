@@ -34,8 +34,14 @@ from stream.sync.checkpoint import CheckpointStore
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions, send_raw, wait_for
-from .test_crashpoints import wait_for_learned
+from .helpers import (
+    FAST_GROUP_FLAGS,
+    create_topics,
+    read_predictions,
+    send_raw,
+    wait_for,
+    wait_for_learned,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

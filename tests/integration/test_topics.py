@@ -10,11 +10,19 @@ import sys
 import pytest
 
 from stream.events.sources import SyntheticStream
-from stream.kafka.topics import ensure_pipeline
+from stream.kafka import clients
+from stream.kafka.topics import INTERNAL_MAX_MESSAGE_BYTES, _configs, ensure_pipeline
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, read_predictions, send_raw
-from .test_merging import wait_for_quiet_model
+from .helpers import (
+    FAST_GROUP_FLAGS,
+    assert_learned_exactly_once,
+    final_model,
+    read_predictions,
+    send_raw,
+    synthetic_features,
+    wait_for_learned,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +49,25 @@ def test_missing_topics_are_created_with_what_the_protocol_needs(kafka, topics):
     }
     # Idempotent: a second call finds them right.
     assert ensure_pipeline(kafka, topics) == counts
+
+
+def test_internal_topics_are_created_compacted_and_large_enough_for_a_model(kafka, topics):
+    """What the broker reports for the topics learnstream created (the configs
+    requested: tests/unit/test_topic_configs.py)."""
+    ensure_pipeline(kafka, topics)
+    admin = clients.admin(kafka, client_id="test-topic-configs")
+    try:
+        reported = _configs(admin, [topics.contributions, topics.model])
+    finally:
+        admin.close()
+    if not any(reported.values()):
+        pytest.skip("this broker (the embedded tansu) reports no topic configs")
+    size = INTERNAL_MAX_MESSAGE_BYTES
+    assert reported[topics.model]["cleanup.policy"] == "compact"
+    assert int(reported[topics.model]["max.message.bytes"]) == size
+    # Not compacted (every contribution counts): nothing asked, the broker's default.
+    assert reported[topics.contributions].get("cleanup.policy", "delete") == "delete"
+    assert int(reported[topics.contributions]["max.message.bytes"]) == size
 
 
 def test_predictions_topic_follows_an_existing_features_topic(kafka, topics):
@@ -108,13 +135,13 @@ def test_two_work_commands_without_topics_create_learn_every_event_exactly_once(
         predictions = read_predictions(
             kafka, topics.predictions, {str(i) for i in range(n_events)}, settle_s=0.5
         )
-        settled = wait_for_quiet_model(kafka, topics)
+        wait_for_learned(kafka, topics, n_events)
     finally:
         for work in works:
             work.send_signal(signal.SIGTERM)
         for work in works:
             work.wait(timeout=60)
-    assert {p["id"] for p in predictions} == {str(i) for i in range(n_events)}
-    assert settled.n_learned == n_events
-    assert sum(settled.offsets.values()) == n_events
     assert [w.returncode for w in works] == [0, 0]
+    assert {p["id"] for p in predictions} == {str(i) for i in range(n_events)}
+    # Read once both have exited: contributions sent at stop count too.
+    assert_learned_exactly_once(final_model(kafka, topics), n_events, synthetic_features())

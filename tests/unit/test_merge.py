@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from dataclasses import replace
 
 import pytest
+from river import optim
 
 from stream.config import MergeSettings, ModelSettings
 from stream.errors import ConfigError
@@ -165,3 +167,33 @@ def test_ftrl_weights_come_from_the_merged_z_and_n_not_from_summed_weight_deltas
     for name, weight in merged.weights.items():
         assert weight == ftrl_weight(merged.ftrl_z[name], merged.ftrl_n[name], ftrl)
     assert ftrl_weight(0.05, 4.0, replace(ftrl, l1=0.1)) == 0.0  # inside the L1 ball
+
+
+FTRL_VARIANTS = [
+    ModelSettings(optimizer="ftrl", learning_rate=0.1, l2=0.1),
+    ModelSettings(optimizer="ftrl", learning_rate=0.1, l2=0.5, ftrl_l1=0.2, ftrl_beta=0.5),
+    ModelSettings(optimizer="ftrl", learning_rate=0.3, l2=0.0, ftrl_l1=1.0, scale=False),
+]
+
+
+@pytest.mark.parametrize("settings", FTRL_VARIANTS, ids=["l2", "l1-beta0.5", "l1-unscaled"])
+def test_merged_ftrl_weights_are_what_rivers_ftrl_proximal_computes_from_the_merged_state(
+    settings,
+):
+    """river is the reference: its ``FTRLProximal``, given the merged ``z`` and
+    ``n``, computes at its next step exactly the merged weight of every
+    coordinate outside the L1 ball; inside it, the merge's weight is FTRL's
+    zero (river leaves such a weight as it was: zero for one it never set)."""
+    ftrl = ftrl_params(settings)
+    base = _learned(settings, _rows(100, seed=1)).state()
+    deltas = [
+        subtract(_learned(settings, _rows(80, seed=s), start=base).state(), base) for s in (2, 3)
+    ]
+    merged = merge(base, deltas, ftrl=ftrl)
+    assert set(merged.weights) == set(merged.ftrl_z) == {f"f{i}" for i in range(6)}
+    for name, weight in merged.weights.items():
+        river_ftrl = optim.FTRLProximal(alpha=ftrl.alpha, beta=ftrl.beta, l1=ftrl.l1, l2=ftrl.l2)
+        river_ftrl.z = collections.defaultdict(float, merged.ftrl_z)
+        river_ftrl.n = collections.defaultdict(float, merged.ftrl_n)
+        stepped = river_ftrl.step({}, {name: 0.25})  # any gradient: w comes before it
+        assert weight == stepped.get(name, 0.0), name

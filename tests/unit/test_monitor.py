@@ -13,8 +13,11 @@ from stream.observe.monitor import Histogram, Monitor
 
 CHANGE_AT = 5000
 LENGTH = 10_000
-# ADWIN checks every 32 updates and needs evidence: allow a few hundred events.
+# ADWIN checks every 32 updates and needs evidence: allow a few hundred events
+# (docs/observability.md: within 300). Page-Hinkley, tuned for this stream,
+# fires sooner (docs/observability.md: within 100).
 DETECTION_BOUND = 300
+PAGE_HINKLEY_BOUND = 100
 
 
 def _detections(stream: SyntheticStream, detector: str = "adwin") -> list[int]:
@@ -44,7 +47,7 @@ def test_page_hinkley_fires_soon_after_the_change_point(seed):
     """page-hinkley used to crash on the first labeled event."""
     fired = _detections(SyntheticStream(seed=seed, drift_at=CHANGE_AT), "page-hinkley")
     assert fired, "no drift detected"
-    assert CHANGE_AT <= fired[0] <= CHANGE_AT + DETECTION_BOUND, fired
+    assert CHANGE_AT <= fired[0] <= CHANGE_AT + PAGE_HINKLEY_BOUND, fired
 
 
 @pytest.mark.parametrize("seed", [42, 4, 7])

@@ -42,9 +42,14 @@ def test_restarts_wait_their_backoff_then_a_crash_loop_is_an_error(monkeypatch, 
     for _ in range(3):
         supervisor.check()  # sees the crash, schedules the restart
         before = supervisor.restarts.get("w0", 0)
-        while supervisor.restarts.get("w0", 0) == before:
+        # Bounded: the backoff is at most 3 s of the fake clock, 6 steps of 0.5 s.
+        for _ in range(20):
+            if supervisor.restarts.get("w0", 0) != before:
+                break
             clock[0] += 0.5
             supervisor.check()
+        else:
+            pytest.fail(f"no restart within 10 s of the fake clock: {supervisor.restarts}")
         restart_times.append(clock[0])
     gaps = [b - a for a, b in zip([1000.0, *restart_times], restart_times, strict=False)]
     assert gaps == [1.0, 2.0, 3.0]  # 1, 2, then capped at 3 (not 4)
