@@ -296,8 +296,9 @@ class EventLimits:
     """Bounds on the work one input record may cause; what exceeds one is
     dead-lettered with that bound's own reason (see :mod:`stream.events.codec`).
 
-    The contract needs a nesting depth of 2 (the event map, then ``x``); the
-    default leaves room for metadata fields, which are ignored. Deeper input is
+    The contract needs a nesting depth of 2 (the event map, then ``x``), 3 for
+    a list of strings in ``x``; the default leaves room for metadata fields,
+    which are ignored. Deeper input is
     refused before it is parsed, so no record can exhaust the parser's stack.
     ``max_abs_feature`` keeps features in a range where the scaler's squares and
     the model's dot products stay finite (1e150 squared is 1e300, below float's
@@ -311,12 +312,20 @@ class EventLimits:
         help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2",
     )
     max_features: int = setting(
-        10_000, help="events with more features are dead-lettered as too_many_features"
+        10_000,
+        help="events with more features (strings counted once one-hot) are dead-lettered as "
+        "too_many_features",
     )
     max_feature_name_chars: int = setting(
         256, help="longer feature names are dead-lettered as feature_name_too_long"
     )
     max_id_chars: int = setting(256, help="longer string ids are dead-lettered as id_too_long")
+    max_value_chars: int = setting(
+        256, help="longer string (categorical) feature values are dead-lettered as value_too_long"
+    )
+    max_list_values: int = setting(
+        1000, help="longer lists of strings in x are dead-lettered as list_too_long"
+    )
     max_abs_feature: float = setting(
         1e150,
         help="features beyond +-this are dead-lettered as feature_out_of_range, not clipped "
@@ -324,7 +333,14 @@ class EventLimits:
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_event_bytes", "max_features", "max_feature_name_chars", "max_id_chars"):
+        for name in (
+            "max_event_bytes",
+            "max_features",
+            "max_feature_name_chars",
+            "max_id_chars",
+            "max_value_chars",
+            "max_list_values",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_depth < 2:

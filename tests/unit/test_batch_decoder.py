@@ -1,7 +1,8 @@
 """The batch decoder's verdict on every record is the general decoder's.
 
 Whatever the record (the usual msgpack map, JSON, odd types, NaN, repeated or
-non-UTF-8 names, truncated or padded bytes, tombstones, oversized), the batch
+non-UTF-8 names, categorical strings and lists, lists holding non-strings,
+truncated or padded bytes, tombstones, oversized), the batch
 decoder yields the same event (same id, same features in the same order, same
 label, timestamp and encoding) or the same dead-letter reason.
 """
@@ -20,7 +21,7 @@ from stream.errors import BadEvent
 from stream.events.batch import BatchDecoder, packer
 from stream.events.codec import decode_event, encode
 
-LIMITS = EventLimits(max_event_bytes=2000)
+LIMITS = EventLimits(max_event_bytes=2000, max_value_chars=4, max_list_values=3)
 NAMES = ["a", "b", "c", "ü", "long_feature_name_" * 3]
 
 numbers = st.one_of(
@@ -29,6 +30,14 @@ numbers = st.one_of(
     st.integers(-(2**64), 2**64 - 1),
 )
 odd = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.binary(max_size=3))
+# Categorical values, within the limits and beyond (too long, too many, not strings).
+categorical = st.one_of(
+    st.text(max_size=6),
+    st.lists(st.text(alphabet="ab=ü", max_size=5), max_size=4),
+    st.lists(
+        st.one_of(st.text(max_size=2), st.floats(), st.lists(st.text(max_size=1))), max_size=3
+    ),
+)
 names = st.one_of(
     st.sampled_from(NAMES), st.text(max_size=5), st.integers(0, 3), st.binary(max_size=2)
 )
@@ -36,6 +45,7 @@ features = st.one_of(
     st.dictionaries(st.sampled_from(NAMES), st.floats(-1e300, 1e300), max_size=5),
     st.dictionaries(st.sampled_from(NAMES), st.integers(-(2**63), 2**63 - 1), max_size=5),
     st.dictionaries(names, st.one_of(numbers, odd), max_size=5),
+    st.dictionaries(st.sampled_from([*NAMES, "a=b"]), st.one_of(numbers, categorical), max_size=5),
     odd,
     st.lists(st.floats(), max_size=2),
 )
@@ -60,6 +70,7 @@ usual = st.fixed_dictionaries(
                 st.floats(-1e300, 1e300),
                 st.integers(-(2**64), 2**64 - 1),
                 st.sampled_from([float("nan"), float("inf"), True, None]),
+                categorical,
             ),
             max_size=5,
         ),
@@ -178,6 +189,26 @@ def test_usual_records_take_the_fast_path_and_equal_the_general_decoder() -> Non
     assert decoder.n_fast == 499
     assert decoder.n_general == 1
     assert names_of == [f"f{j}" for j in range(10)] + ["new"]
+
+
+def test_categorical_records_are_decoded_by_the_general_decoder() -> None:
+    """Strings are deferred: the general decoder's one-hot features, in record
+    order among the scanner's records."""
+    values = [
+        encode({"id": 1, "x": {"a": 1.0}, "y": 1}, "msgpack"),
+        encode({"id": 2, "x": {"a": 2.0, "site": "s1", "tags": ["t", "u"]}, "y": 0}, "msgpack"),
+        encode({"id": 3, "x": {"a": 3.0}}, "msgpack"),
+        encode({"id": 4, "x": {"tags": ["t", 5]}}, "msgpack"),
+    ]
+    decoder, names_of = new_decoder()
+    assert batch_verdicts(decoder, names_of, values) == [
+        ("event", 1, [("a", 1.0)], True, None, "msgpack"),
+        ("event", 2, [("a", 2.0), ("site=s1", 1.0), ("tags=t", 1.0), ("tags=u", 1.0)], False,
+         None, "msgpack"),
+        ("event", 3, [("a", 3.0)], None, None, "msgpack"),
+        ("dead", "invalid_list"),
+    ]  # fmt: skip
+    assert (decoder.n_fast, decoder.n_general) == (2, 2)
 
 
 def test_packer_bytes_equal_encode() -> None:
