@@ -12,6 +12,7 @@ from pathlib import Path
 from stream import cliargs
 from stream.errors import BadEvent
 from stream.events.codec import features
+from stream.events.hashing import featurizer
 from stream.events.sources import file_rows
 from stream.model.export import export_bytes
 from stream.model.quantize import quantize_state
@@ -161,10 +162,11 @@ def _holdout_report(snapshot, quantize: str, path: Path, label_column: str) -> l
         raise SystemExit(f"learnstream model export: error: {path} does not exist")
     full = model_of(snapshot)
     rounded = model_of(replace(snapshot, state=quantize_state(snapshot.state, quantize)))
+    featurize = featurizer(snapshot.model_config.get("hash_bits"))
     pairs_full, pairs_rounded = [], []
     for event_id, raw, y in file_rows(path, label_column or None, None):
         try:
-            x = features(raw, event_id)
+            x = featurize(features(raw, event_id))
         except BadEvent:
             continue  # not an event a worker would score; not part of the holdout
         if isinstance(y, bool):
@@ -185,12 +187,14 @@ def run_score(args: argparse.Namespace) -> int:
         raise SystemExit(f"learnstream score: error: {args.file} does not exist")
     snapshot = _snapshot(args)
     model = model_of(snapshot)
+    # Slots when the model was learned with --hash-bits (its settings say so).
+    featurize = featurizer(snapshot.model_config.get("hash_bits"))
     labeled = []
     for event_id, raw, y in file_rows(args.file, args.label_column or None, args.id_column):
         try:
             # The contract's own step from x to features (strings one-hot), as
             # the worker and serve take it: the same row gets the same p.
-            x = features(raw, event_id)
+            x = featurize(features(raw, event_id))
         except BadEvent as exc:
             print(json.dumps({"id": event_id, "error": "invalid_event", "reason": exc.reason,
                               "message": exc.message}))  # fmt: skip

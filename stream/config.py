@@ -269,6 +269,11 @@ class ModelSettings:
     )
     ftrl_beta: float = setting(1.0, help="FTRL-Proximal beta")
     ftrl_l1: float = setting(0.0, help="FTRL-Proximal L1 penalty")
+    hash_bits: int | None = setting(
+        None,
+        help="hash every feature (after name=value) into 2^B slots with MurmurHash3 x86 32-bit, "
+        "seed 0: memory bounded by B, not by the vocabulary; unset: features by name",
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "ftrl"):
@@ -281,12 +286,28 @@ class ModelSettings:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        if self.hash_bits is not None and (
+            type(self.hash_bits) is not int or not MIN_HASH_BITS <= self.hash_bits <= MAX_HASH_BITS
+        ):
+            raise ConfigError(
+                f"hash_bits must be an integer in [{MIN_HASH_BITS}, {MAX_HASH_BITS}], "
+                f"got {self.hash_bits!r}"
+            )
 
     def as_dict(self) -> dict:
         """Plain data, stored with every global model so it is never loaded into
-        a model configured differently."""
-        return asdict(self)
+        a model configured differently. ``hash_bits`` only when set: a model by
+        name is stored as it was before hashing existed, and so still matches
+        the global versions and checkpoints written then."""
+        data = asdict(self)
+        if self.hash_bits is None:
+            del data["hash_bits"]
+        return data
 
+
+# 2^24 slots take ~130 MB per worker in the kernel's seven float64 arrays;
+# beyond, a hashed model costs more than most vocabularies it bounds.
+MIN_HASH_BITS, MAX_HASH_BITS = 1, 24
 
 MergeRule = Literal["sum"]
 

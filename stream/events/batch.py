@@ -30,6 +30,7 @@ import numpy as np
 from stream.config import Encoding, EventLimits
 from stream.errors import BadEvent
 from stream.events.codec import DEFAULT_LIMITS, TS_MAX, TS_MIN, decode_event
+from stream.events.hashing import Hasher
 
 try:
     import numba
@@ -352,13 +353,22 @@ class BatchDecoder:
 
     ``column`` gives a feature name its model column (the kernel's
     :meth:`~stream.model.kernel.KernelModel.column`); ``limits`` are the
-    general decoder's (a record near any of them is deferred to it).
+    general decoder's (a record near any of them is deferred to it). With a
+    ``hasher`` (a hashed model), a name's column is its slot's: a layout whose
+    names share a slot is deferred, and every event the general decoder
+    returns goes through the hasher, which sums the values sharing a slot,
+    exactly as the river path does.
     """
 
-    def __init__(self, column: Callable[[str], int], limits: EventLimits) -> None:
+    def __init__(
+        self, column: Callable[[str], int], limits: EventLimits, hasher: Hasher | None = None
+    ) -> None:
         if numba is None:
             raise RuntimeError("numba is not importable; use the general decoder")
-        self._column = column
+        # A name's column; the model's own ``column`` takes the hasher's keys.
+        self._column = column if hasher is None else (lambda name: column(hasher.key(name)))
+        self._model_column = column
+        self._hasher = hasher
         self.limits = limits
         self._layouts: dict[tuple[str, ...], np.ndarray | None] = {}
         self._u64 = np.zeros(1, np.uint64)
@@ -468,9 +478,10 @@ class BatchDecoder:
             if len(set(names)) != len(names):
                 self._layouts[names] = None  # repeated names: the general decoder decides
             else:
-                self._layouts[names] = np.fromiter(
-                    (self._column(name) for name in names), np.int64, len(names)
-                )
+                columns = np.fromiter((self._column(name) for name in names), np.int64, len(names))
+                # Names sharing a hashed slot: the general path sums them.
+                shared = self._hasher is not None and len(np.unique(columns)) != len(columns)
+                self._layouts[names] = None if shared else columns
         tables.append(self._layouts[names])
         return len(tables) - 1
 
@@ -534,7 +545,8 @@ class BatchDecoder:
         col_parts: list[np.ndarray] = []
         val_parts: list[np.ndarray] = []
         offsets = [0]
-        column = self._column
+        hasher = self._hasher
+        column = self._column if hasher is None else self._model_column
         for r in range(len(status_list)):
             if r in fast_ids:
                 a, b = feat[r], feat[r + 1]
@@ -551,7 +563,7 @@ class BatchDecoder:
                 if isinstance(verdict, BadEvent):
                     out.errors.append((r, verdict))
                     continue
-                x = verdict.x
+                x = verdict.x if hasher is None else hasher(verdict.x)
                 col_parts.append(np.fromiter((column(k) for k in x), np.int64, len(x)))
                 val_parts.append(np.fromiter(x.values(), np.float64, len(x)))
                 out.ids.append(verdict.id)

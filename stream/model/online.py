@@ -230,6 +230,10 @@ class OnlineModel:
     def n_refused(self) -> int:
         return self.refusals.count
 
+    def slots_used(self) -> int:
+        """Features (a hashed model's slots) that have a weight."""
+        return len(self._lr._weights)
+
     def state(self) -> ModelState:
         """A copy of the learning state; later learning does not change it."""
         scaler = self._scaler

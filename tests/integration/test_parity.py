@@ -6,6 +6,7 @@ import pytest
 
 from stream.config import ModelSettings
 from stream.events.codec import encode, event_to_map, features
+from stream.events.hashing import featurizer
 from stream.events.sources import river_dataset
 from stream.model.online import OnlineModel
 
@@ -46,9 +47,13 @@ def test_every_prediction_equals_rivers_progressive_validation(kafka, topics, mo
     assert {p["partition"] for p in predictions} == {0}
 
 
-def test_categorical_events_get_rivers_predictions_on_the_contracts_features(kafka, topics, client):
+@pytest.mark.parametrize("hash_bits", [None, 6], ids=["by-name", "hash6"])
+def test_categorical_events_get_rivers_predictions_on_the_contracts_features(
+    kafka, topics, client, hash_bits
+):
     """Strings and lists of strings, sent as JSON and msgpack: each prediction is
-    river's progressive one on the one-hot features the contract makes of them."""
+    river's progressive one on the one-hot features the contract makes of them
+    (hashed into 64 slots with --hash-bits 6)."""
     from tests.unit.test_categorical_paths import categorical_rows
 
     create_topics(kafka, topics, partitions=1)
@@ -59,16 +64,22 @@ def test_categorical_events_get_rivers_predictions_on_the_contracts_features(kaf
         ((None, encode(row, ("msgpack", "json")[i % 2])) for i, row in enumerate(rows)),
     )
 
-    with WorkerThread(worker_settings(kafka, topics, client=client)):
+    model = ModelSettings(hash_bits=hash_bits)
+    with WorkerThread(worker_settings(kafka, topics, client=client, model=model)):
         predictions = read_predictions(kafka, topics.predictions, {row["id"] for row in rows})
 
-    reference = OnlineModel(ModelSettings())
+    reference = OnlineModel(model)
+    featurize = featurizer(hash_bits)
     expected = {}
     for row in rows:
-        x = features(row["x"], row["id"])
+        x = featurize(features(row["x"], row["id"]))
         expected[row["id"]] = reference.predict_proba(x)
         reference.learn(x, bool(row["y"]))
 
     assert len(predictions) == len(rows)
     assert {p["id"]: p["p"] for p in predictions} == expected  # bit for bit
-    assert any(name.startswith("tags=") for name in reference.state().weights)
+    names = set(reference.state().weights)
+    if hash_bits is None:
+        assert any(name.startswith("tags=") for name in names)
+    else:
+        assert names <= {str(slot) for slot in range(2**hash_bits)}

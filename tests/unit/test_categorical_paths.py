@@ -1,4 +1,5 @@
-"""One event with string values and one model: every reader gives it the same p.
+"""One event with string values and one model: every reader gives it the same p,
+with features by name and hashed (``--hash-bits``) alike.
 
 The contract turns ``{"site": "a", "tags": ["x", "y"]}`` into the features
 ``site=a``, ``tags=x``, ``tags=y`` (1.0 each) in one function
@@ -22,6 +23,7 @@ from starlette.testclient import TestClient
 from stream.cli import main
 from stream.config import MergeSettings, ModelSettings, ServeSettings, WorkerSettings
 from stream.events.codec import decode_event, encode, features
+from stream.events.hashing import featurizer
 from stream.kafka.transport import Record
 from stream.model.kernel import KernelModel
 from stream.model.online import OnlineModel
@@ -55,22 +57,33 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(params=[ModelSettings(), ModelSettings(optimizer="ftrl", learning_rate=0.1)],
-                ids=["sgd", "ftrl"])  # fmt: skip
+@pytest.fixture(
+    params=[
+        ModelSettings(),
+        ModelSettings(optimizer="ftrl", learning_rate=0.1),
+        ModelSettings(hash_bits=5),  # 32 slots: features of one event share slots
+        ModelSettings(hash_bits=18, optimizer="ftrl"),
+    ],
+    ids=["sgd", "ftrl", "sgd-hash5", "ftrl-hash18"],
+)
 def learned(request) -> Snapshot:
     settings: ModelSettings = request.param
     model = KernelModel(settings)
+    featurize = featurizer(settings.hash_bits)
     for row in categorical_rows(2000, seed=1):
         event = decode_event(encode(row, "msgpack"))
-        model.learn(event.x, event.y)
+        model.learn(featurize(event.x), event.y)
     return Snapshot(version=3, state=model.state(), model_config=settings.as_dict())
 
 
 def reference(snapshot: Snapshot) -> dict[str, float]:
-    """river on the contract's features: the p every path must give."""
-    model = OnlineModel(ModelSettings(**snapshot.model_config))
+    """river on the contract's features (hashed when the model is): the p every
+    path must give."""
+    settings = ModelSettings(**snapshot.model_config)
+    model = OnlineModel(settings)
     model.load_state(snapshot.state)
-    return {q["id"]: model.predict_proba(features(q["x"], q["id"])) for q in QUERIES}
+    featurize = featurizer(settings.hash_bits)
+    return {q["id"]: model.predict_proba(featurize(features(q["x"], q["id"]))) for q in QUERIES}
 
 
 def worker_ps(snapshot: Snapshot, model_impl: str) -> dict[str, float]:

@@ -138,3 +138,43 @@ def test_categorical_events_get_the_same_predictions_on_both_paths() -> None:
         assert "tags=a=b" in state.weights
         assert kernel.dead_letters.by_reason == river.dead_letters.by_reason
         assert kernel.dead_letters.by_reason["invalid_list"] > 0
+
+
+def test_hashed_events_get_the_same_predictions_on_both_paths() -> None:
+    """--hash-bits: both paths hash the contract's features into the same slots,
+    sum the features of an event that share one, and publish the same bytes."""
+    for seed, model in enumerate(
+        [ModelSettings(hash_bits=4), ModelSettings(hash_bits=12, optimizer="ftrl")], start=20
+    ):
+        river, river_sent, river_commits = run("river", model, seed, categorical=True)
+        kernel, kernel_sent, kernel_commits = run("kernel", model, seed, categorical=True)
+        assert kernel_sent.sent == river_sent.sent
+        assert kernel_commits.commits == river_commits.commits
+        state = kernel.model.state()
+        assert state == river.model.state()
+        assert all(0 <= int(k) < 2**model.hash_bits for k in state.weights)
+        assert kernel.hash_collisions_in_events == river.hash_collisions_in_events
+        if model.hash_bits == 4:
+            assert kernel.hash_collisions_in_events > 0
+
+
+def test_a_hashed_worker_reports_slots_and_collisions_as_metrics() -> None:
+    from stream.events.hashing import estimated_collisions
+    from stream.observe.metrics import WorkerCollector
+
+    worker, _, _ = run("kernel", ModelSettings(hash_bits=4), 3, categorical=True)
+    samples = {
+        sample.name: sample.value
+        for family in WorkerCollector(worker).collect()
+        for sample in family.samples
+    }
+    used = len(worker.model.state().weights)
+    assert samples["learnstream_hash_slots_used"] == used
+    assert samples["learnstream_hash_collisions_estimated"] == estimated_collisions(used, 16)
+    assert samples["learnstream_hash_collisions_in_events_total"] == (
+        worker.hash_collisions_in_events
+    )
+    assert worker.hash_collisions_in_events > 0
+    unhashed, _, _ = run("kernel", ModelSettings(), 3)
+    names = {family.name for family in WorkerCollector(unhashed).collect()}
+    assert not any(name.startswith("learnstream_hash") for name in names)
