@@ -41,6 +41,8 @@ except ImportError:  # pragma: no cover - numba is a default dependency
 _FAST, _DEFER = 0, 1
 # Layouts remembered across batches (each costs its names and columns).
 _MAX_LAYOUTS = 4096
+# Categorical feature keys (name=value bytes) remembered with their columns.
+_MAX_CACHED_KEYS = 1 << 17
 
 
 def _str_header(buf, p, end):
@@ -143,6 +145,12 @@ def _scan(
     name_b,
     values,
     same_layout,
+    cat,
+    value_a,
+    value_b,
+    entry_a,
+    entry_b,
+    entry_off,
     u64,
     f64,
     u32,
@@ -153,20 +161,35 @@ def _scan(
     max_abs,
     ts_min,
     ts_max,
+    max_value_bytes,
+    max_list,
 ):
     """Parse the usual records; mark every other one _DEFER. Fills the outputs.
 
-    A record near any of the decoder's limits (feature count, name and id
-    length in bytes, which bound the length in characters from above, feature
-    range, event time range) is deferred too: the general decoder rules on it."""
+    A record near any of the decoder's limits (feature count, name, value and
+    id length in bytes, which bound the length in characters from above,
+    feature range, event time range, list length) is deferred too: the general
+    decoder rules on it.
+
+    Categorical values (a str, or an array of str) are taken as features of
+    value 1.0 whose value bytes are ``value_a/value_b`` (-1 for a number);
+    such a record is marked ``cat`` and has no layout (its names differ from
+    event to event). ``entry_a/entry_b`` are the spans of the names of the x
+    map's entries (one per entry, a list's included), from ``entry_off[r]``:
+    whether two entries repeat a name is checked once names are decoded. A
+    list holding a repeated string is deferred (the general decoder keeps one).
+    ``max_list`` < 0: lists are deeper than the nesting limit allows, deferred."""
     nf = 0
+    ne = 0
     prev = -1  # the last record taken, for layout comparison
     for r in range(starts.shape[0]):
         p = starts[r]
         end = ends[r]
         feat_off[r] = nf
+        entry_off[r] = ne
         status[r] = _DEFER
         same_layout[r] = 0
+        cat[r] = 0
         if p >= end:
             continue
         b = np.int64(buf[p])
@@ -234,15 +257,79 @@ def _scan(
                     if n < 0 or q + n > end or n > max_name_bytes:
                         ok = False
                         break
+                    entry_a[ne] = q
+                    entry_b[ne] = q + n
+                    ne += 1
+                    p = q + n
+                    m, v0 = _str_header(buf, p, end)
+                    if m >= 0:  # a string: the feature name=value
+                        if v0 + m > end or m > max_value_bytes or nf >= values.shape[0]:
+                            ok = False
+                            break
+                        name_a[nf] = q
+                        name_b[nf] = q + n
+                        value_a[nf] = v0
+                        value_b[nf] = v0 + m
+                        values[nf] = 1.0
+                        nf += 1
+                        cat[r] = 1
+                        p = v0 + m
+                        continue
+                    h = np.int64(buf[p]) if p < end else np.int64(0)
+                    if 0x90 <= h <= 0x9F or (h == 0xDC and p + 3 <= end):
+                        # A list of strings: one feature per string.
+                        if h == 0xDC:
+                            items = (np.int64(buf[p + 1]) << 8) | np.int64(buf[p + 2])
+                            p += 3
+                        else:
+                            items = h & 0x0F
+                            p += 1
+                        if items > max_list:
+                            ok = False
+                            break
+                        first_item = nf
+                        for _i in range(items):
+                            m, v0 = _str_header(buf, p, end)
+                            if m < 0 or v0 + m > end or m > max_value_bytes:
+                                ok = False
+                                break
+                            if nf >= values.shape[0]:
+                                ok = False
+                                break
+                            for other in range(first_item, nf):  # a repeat: deferred
+                                if value_b[other] - value_a[other] == m:
+                                    dup = True
+                                    for i in range(m):
+                                        if buf[value_a[other] + i] != buf[v0 + i]:
+                                            dup = False
+                                            break
+                                    if dup:
+                                        ok = False
+                                        break
+                            if not ok:
+                                break
+                            name_a[nf] = q
+                            name_b[nf] = q + n
+                            value_a[nf] = v0
+                            value_b[nf] = v0 + m
+                            values[nf] = 1.0
+                            nf += 1
+                            p = v0 + m
+                        if not ok:
+                            break
+                        cat[r] = 1
+                        continue
                     name_a[nf] = q
                     name_b[nf] = q + n
-                    good, v, p = _number(buf, q + n, end, u64, f64, u32, f32)
+                    value_a[nf] = -1
+                    good, v, p = _number(buf, p, end, u64, f64, u32, f32)
                     if not good or not -max_abs <= v <= max_abs:  # NaN fails
                         ok = False
                         break
                     values[nf] = v
                     nf += 1
-                if not ok:
+                if not ok or nf - first > max_features:
+                    ok = False
                     break
             elif k0 == 0xA1 and k1 == 0x79:  # "y"
                 if seen & 4:
@@ -281,8 +368,13 @@ def _scan(
                 break
         if not ok or p != end or (seen & 3) != 3:
             nf = first
+            ne = entry_off[r]
+            cat[r] = 0
             continue
         status[r] = _FAST
+        if cat[r]:
+            prev = -1  # no layout: the next record's names are resolved afresh
+            continue
         # Same names, in the same order, as the last record taken?
         if prev >= 0:
             a0 = feat_off[prev]
@@ -305,7 +397,32 @@ def _scan(
                 same_layout[r] = same
         prev = r
     feat_off[starts.shape[0]] = nf
+    entry_off[starts.shape[0]] = ne
     return nf
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The indices ``starts[i]:stops[i]`` for every i, concatenated; which i
+    each index comes from; and the sizes."""
+    sizes = stops - starts
+    total = int(sizes.sum())
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    first = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=first[1:])
+    index = np.repeat(starts, sizes) + np.arange(total) - np.repeat(first[:-1], sizes)
+    return index, owner, sizes
+
+
+def _repeats_or_missing(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per owner ``0..n-1``: whether two of its values are equal or one is -1."""
+    bad = np.zeros(n, bool)
+    if len(values):
+        bad[owner[values < 0]] = True
+        order = np.lexsort((values, owner))
+        o, v = owner[order], values[order]
+        same = (o[1:] == o[:-1]) & (v[1:] == v[:-1])
+        bad[o[1:][same]] = True
+    return bad
 
 
 def _fill_columns(status, layout_of, feat_off, layout_cols, layout_off, columns):
@@ -371,6 +488,8 @@ class BatchDecoder:
         self._hasher = hasher
         self.limits = limits
         self._layouts: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._key_columns: dict[bytes, int] = {}  # categorical records' feature keys
+        self._entry_names: dict[bytes, int] = {}
         self._u64 = np.zeros(1, np.uint64)
         self._f64 = self._u64.view(np.float64)
         self._u32 = np.zeros(1, np.uint32)
@@ -384,6 +503,9 @@ class BatchDecoder:
             float(limits.max_abs_feature),
             float(TS_MIN),
             float(TS_MAX),
+            limits.max_value_chars,
+            # A list in x is nested 3 deep: beyond a limit of 2, the general decoder's.
+            limits.max_list_values if limits.max_depth >= 3 else -1,
         )
 
     def _general(self, value: bytes | None) -> object:
@@ -420,6 +542,12 @@ class BatchDecoder:
         name_b = np.empty(capacity, np.int64)
         values = np.empty(capacity)
         same = np.zeros(n, np.uint8)
+        cat = np.zeros(n, np.uint8)
+        value_a = np.empty(capacity, np.int64)
+        value_b = np.empty(capacity, np.int64)
+        entry_a = np.empty(capacity, np.int64)
+        entry_b = np.empty(capacity, np.int64)
+        entry_off = np.zeros(n + 1, np.int64)
         _scan(
             buf,
             starts,
@@ -436,24 +564,50 @@ class BatchDecoder:
             name_b,
             values,
             same,
+            cat,
+            value_a,
+            value_b,
+            entry_a,
+            entry_b,
+            entry_off,
             self._u64,
             self._f64,
             self._u32,
             self._f32,
             *self._bounds,
         )
-        self._resolve(data, status, same, feat_off, name_a, name_b, id_kind, id_a, id_b)
+        spans = (cat, value_a, value_b, entry_a, entry_b, entry_off)
+        self._resolve(data, status, same, feat_off, name_a, name_b, spans)
         return self._assemble(records, data, status, id_kind, id_int, id_a, id_b, label, ts,
                               feat_off, values)  # fmt: skip
 
-    def _resolve(self, data, status, same, feat_off, name_a, name_b, id_kind, id_a, id_b):
-        """Give each taken record its layout's columns; defer the doubtful ones."""
+    def _resolve(self, data, status, same, feat_off, name_a, name_b, spans):
+        """Give each taken record its layout's columns (a categorical record its
+        own); defer the doubtful ones."""
         fast = np.flatnonzero(status == _FAST).tolist()
         layout_of = np.zeros(len(status), np.int64)
         tables: list[np.ndarray] = []
         current = -1
         same_list = same.tolist()
+        cat = spans[0]
+        categorical = (
+            self._categorical_tables(
+                data, [r for r in np.flatnonzero(cat).tolist() if status[r] == _FAST],
+                feat_off, name_a, name_b, spans,
+            )
+            if cat.any()
+            else {}
+        )  # fmt: skip
         for r in fast:
+            if r in categorical:
+                table = categorical[r]
+                if table is None:
+                    status[r] = _DEFER
+                else:
+                    layout_of[r] = len(tables)
+                    tables.append(table)
+                current = -1
+                continue
             if not same_list[r] or current < 0:
                 a, b = int(feat_off[r]), int(feat_off[r + 1])
                 current = self._layout_index(
@@ -465,6 +619,70 @@ class BatchDecoder:
             layout_of[r] = current
         self._layout_of = layout_of
         self._tables = tables
+
+    def _categorical_tables(self, data: bytes, rows: list[int], feat_off, name_a, name_b, spans):
+        """The columns of each categorical record's features (``name=value`` for
+        a string, the name for a number), or None to defer it: a name or value
+        that is not UTF-8, two entries with one name, two features that are one
+        (``"a=b": 1`` beside ``"a": "b"``), or, hashed, two in one slot.
+
+        One pass over all of the batch's categorical records: feature keys are
+        looked up by their bytes in a bounded cache (a key is decoded, so
+        checked, once, when it enters it), repeats found by sorting."""
+        _, value_a, value_b, entry_a, entry_b, entry_off = spans
+        rows_arr = np.asarray(rows, np.int64)
+        features = _ranges(feat_off[rows_arr], feat_off[rows_arr + 1])
+        entries = _ranges(entry_off[rows_arr], entry_off[rows_arr + 1])
+        keys = [
+            data[na:nb] if va < 0 else data[na:nb] + b"=" + data[va:vb]
+            for na, nb, va, vb in zip(
+                name_a[features[0]].tolist(),
+                name_b[features[0]].tolist(),
+                value_a[features[0]].tolist(),
+                value_b[features[0]].tolist(),
+                strict=True,
+            )
+        ]
+        columns = self._cached(self._key_columns, keys, self._column)
+        names = [
+            data[a:b]
+            for a, b in zip(entry_a[entries[0]].tolist(), entry_b[entries[0]].tolist(), strict=True)
+        ]
+        name_ids = self._cached(self._entry_names, names, self._entry_id)
+        n = len(rows)
+        bad = _repeats_or_missing(features[1], columns, n) | _repeats_or_missing(
+            entries[1], name_ids, n
+        )
+        tables: dict[int, np.ndarray | None] = {}
+        splits = np.split(columns, np.cumsum(features[2])[:-1]) if rows else []
+        bad_rows = set(rows_arr[bad].tolist()) if bad.any() else ()
+        for r, table in zip(rows, splits, strict=True):
+            tables[r] = None if r in bad_rows else table
+        return tables
+
+    @staticmethod
+    def _cached(cache: dict, keys: list[bytes], make) -> np.ndarray:
+        """``make(key.decode())`` for each key, through ``cache``; -1 where a key
+        is not UTF-8 (its record is deferred)."""
+        if len(cache) >= _MAX_CACHED_KEYS:
+            cache.clear()  # values that vary per event: bound the memory
+        out = [cache.get(k) for k in keys]
+        for i, value in enumerate(out):
+            if value is None:
+                key = keys[i]
+                value = cache.get(key)  # met earlier in this call
+                if value is None:
+                    try:
+                        value = make(key.decode())
+                    except UnicodeDecodeError:
+                        value = -1
+                    cache[key] = value
+                out[i] = value
+        return np.asarray(out, np.int64)
+
+    def _entry_id(self, name: str) -> int:
+        """A number per distinct entry name (the names were checked UTF-8)."""
+        return len(self._entry_names)
 
     def _layout_index(self, data: bytes, starts, ends, tables: list) -> int:
         try:

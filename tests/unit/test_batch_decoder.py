@@ -141,7 +141,7 @@ def batch_verdicts(decoder: BatchDecoder, names_of: list[str], values):
     return out
 
 
-def new_decoder() -> tuple[BatchDecoder, list[str]]:
+def new_decoder(limits: EventLimits = LIMITS) -> tuple[BatchDecoder, list[str]]:
     names_of: list[str] = []
     columns: dict[str, int] = {}
 
@@ -151,7 +151,7 @@ def new_decoder() -> tuple[BatchDecoder, list[str]]:
             names_of.append(name)
         return columns[name]
 
-    return BatchDecoder(column, LIMITS), names_of
+    return BatchDecoder(column, limits), names_of
 
 
 @settings(max_examples=400, deadline=None)
@@ -191,14 +191,16 @@ def test_usual_records_take_the_fast_path_and_equal_the_general_decoder() -> Non
     assert names_of == [f"f{j}" for j in range(10)] + ["new"]
 
 
-def test_categorical_records_are_decoded_by_the_general_decoder() -> None:
-    """Strings are deferred: the general decoder's one-hot features, in record
-    order among the scanner's records."""
+def test_categorical_records_take_the_scanner_and_equal_the_general_decoder() -> None:
+    """Strings and lists of strings are parsed by the compiled scanner (their
+    features resolved per record, not per layout); a list holding anything but
+    strings is the general decoder's to judge."""
     values = [
         encode({"id": 1, "x": {"a": 1.0}, "y": 1}, "msgpack"),
         encode({"id": 2, "x": {"a": 2.0, "site": "s1", "tags": ["t", "u"]}, "y": 0}, "msgpack"),
         encode({"id": 3, "x": {"a": 3.0}}, "msgpack"),
         encode({"id": 4, "x": {"tags": ["t", 5]}}, "msgpack"),
+        encode({"id": 5, "x": {"a": 2.0, "site": "s2", "tags": []}}, "msgpack"),
     ]
     decoder, names_of = new_decoder()
     assert batch_verdicts(decoder, names_of, values) == [
@@ -207,8 +209,58 @@ def test_categorical_records_are_decoded_by_the_general_decoder() -> None:
          None, "msgpack"),
         ("event", 3, [("a", 3.0)], None, None, "msgpack"),
         ("dead", "invalid_list"),
+        ("event", 5, [("a", 2.0), ("site=s2", 1.0)], None, None, "msgpack"),
     ]  # fmt: skip
-    assert (decoder.n_fast, decoder.n_general) == (2, 2)
+    assert (decoder.n_fast, decoder.n_general) == (4, 1)
+
+
+def _replace(value: bytes, old: bytes, new: bytes) -> bytes:
+    assert value.count(old) == 1
+    return value.replace(old, new)
+
+
+CATEGORICAL_EDGES = [
+    # not UTF-8 in a value, in a list item, in the name of an empty list
+    _replace(encode({"id": 1, "x": {"a": "\u00e9"}}, "msgpack"), b"\xc3\xa9", b"\xc3\x28"),
+    _replace(encode({"id": 1, "x": {"a": ["ok", "\u00e9"]}}, "msgpack"), b"\xc3\xa9", b"\xff\xfe"),
+    _replace(encode({"id": 1, "x": {"\u00e9": [], "b": "c"}}, "msgpack"), b"\xc3\xa9", b"\xc3\x28"),
+    # a lone surrogate, as UTF-8 would spell it
+    _replace(
+        encode({"id": 1, "x": {"a": "\u00e9\u00e9"}}, "msgpack"),
+        b"\xc3\xa9\xc3\xa9",
+        b"a\xed\xa0\x80",
+    ),
+    # repeated map keys: the last one wins in the general decoder
+    b"\x82\xa2id\x01\xa1x\x82\xa1t\x91\xa1a\xa1t\x90",
+    b"\x82\xa2id\x01\xa1x\x82\xa1t\x90\xa1t\xa1a",
+    b"\x82\xa2id\x01\xa1x\x82\xa1t\xa1a\xa1t\xcb" + b"\x3f\xf0" + b"\x00" * 6,
+    # a repeated list item (one feature), a name=value key beside its string
+    encode({"id": 1, "x": {"q": ["new", "york", "new"]}}, "msgpack"),
+    encode({"id": 1, "x": {"a": "b", "a=b": 1.0}}, "msgpack"),
+    encode({"id": 1, "x": {"a": "b=c", "a=b": "c"}}, "msgpack"),
+    # limits: too long a value, too long a list, too many features once one-hot
+    encode({"id": 1, "x": {"a": "abcde"}}, "msgpack"),
+    encode({"id": 1, "x": {"a": ["a", "b", "c", "d"]}}, "msgpack"),
+    encode({"id": 1, "x": {f"k{i}": ["a", "b", "c"] for i in range(3500)}}, "msgpack"),
+    # str8, str16 values; a bin value; an empty string; a list of 16 (array 16)
+    encode({"id": 1, "x": {"a": "v" * 4, "b": ""}}, "msgpack"),
+    msgpack.packb({"id": 1, "x": {"a": b"v"}}, use_bin_type=True),
+]
+
+
+def test_categorical_edges_get_the_general_decoders_verdicts() -> None:
+    limits = EventLimits(max_event_bytes=50_000, max_value_chars=4, max_list_values=3)
+    for values in ([v] for v in CATEGORICAL_EDGES):
+        decoder, names_of = new_decoder(limits)
+        general = []
+        for value in values:
+            try:
+                e = decode_event(value, limits)
+            except BadEvent as exc:
+                general.append(("dead", exc.reason))
+            else:
+                general.append(("event", e.id, list(e.x.items()), e.y, e.ts, e.encoding))
+        assert batch_verdicts(decoder, names_of, values) == general, values
 
 
 def test_packer_bytes_equal_encode() -> None:
