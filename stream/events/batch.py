@@ -9,11 +9,17 @@ the flat arrays the kernel reads, and feature names are turned into columns
 once per *layout* (a run of records whose names, in order, repeat the previous
 record's), not once per event.
 
+Categorical values (a string, or an array of strings) are scanned too: a
+record holding one has no layout, and its ``name=value`` keys are resolved for
+the whole batch at once, through a bounded cache keyed by their bytes.
+
 Anything the scanner is not sure about (JSON, tombstones, oversized, other
-keys, duplicate keys, booleans, NaN, uint64, str8-encoded keys, names that are
-not UTF-8 or repeat, anything truncated or with extra bytes...) is handed to the
-general decoder, in exactly one place (:meth:`BatchDecoder._general`), so every
-verdict, dead-letter reason included, is the general decoder's own.
+keys, duplicate keys, booleans, NaN, uint64, str8-encoded keys, names or values
+that are not UTF-8 or repeat, lists holding anything but strings or a string
+twice, features sharing a hashed slot, anything truncated or with extra
+bytes...) is handed to the general decoder, in exactly one place
+(:meth:`BatchDecoder._general`), so every verdict, dead-letter reason
+included, is the general decoder's own.
 tests/unit/test_batch_decoder.py checks that with Hypothesis.
 """
 

@@ -12,7 +12,8 @@ measurements:
   features keep growing (every event brings new values), by name and hashed:
   whether the per-event cost grows with the features seen.
 
-``python -m stream.tools.featurebench [--events N] [--json]`` prints both.
+``learnstream bench --categorical`` (or ``python -m stream.tools.featurebench
+[--events N] [--growth-events N] [--json]``) prints both.
 Figures are events per second on this machine, best of ``repeats`` passes
 for :func:`rates` (the machine is shared); ratios matter more than figures.
 """
@@ -24,6 +25,7 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 from stream.config import EventLimits, ModelSettings
 from stream.events.batch import BatchDecoder
@@ -135,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--hash-bits", type=int, default=20, help="bits of the hashed runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     result = {
         "rates": rates(args.events, hash_bits=args.hash_bits),
         "vocabulary_growth": vocabulary_growth(args.growth_events, hash_bits=args.hash_bits),
     }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
     else:
@@ -147,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             print(section)
             for key, value in values.items():
                 print(f"  {key:<28} {value}")
+        if args.out is not None:
+            print(f"results written to {args.out}")
     return 0
 
 
