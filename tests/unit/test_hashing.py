@@ -230,3 +230,18 @@ def test_a_hashed_state_loads_into_both_and_they_go_on_alike() -> None:
             river.learn(x, y)
     assert np.array_equal(got, np.array(want))
     assert kernel.state() == river.state()
+
+
+def test_a_global_model_hashed_or_not_is_loaded_only_into_a_model_alike() -> None:
+    from stream.model.state import ModelState
+    from stream.sync.checkpoint import Snapshot
+    from stream.sync.fence import check_compatible
+
+    by_name = Snapshot(version=1, state=ModelState(), model_config=ModelSettings().as_dict())
+    hashed = Snapshot(2, ModelState(), model_config=ModelSettings(hash_bits=18).as_dict())
+    check_compatible(by_name, ModelSettings())
+    check_compatible(hashed, ModelSettings(hash_bits=18))
+    for snapshot, model in ((by_name, ModelSettings(hash_bits=18)), (hashed, ModelSettings()),
+                            (hashed, ModelSettings(hash_bits=20))):  # fmt: skip
+        with pytest.raises(ConfigError, match="was learned with"):
+            check_compatible(snapshot, model)
