@@ -431,6 +431,150 @@ def _repeats_or_missing(owner: np.ndarray, values: np.ndarray, n: int) -> np.nda
     return bad
 
 
+def _utf8_ok(buf, a, b):
+    """Whether ``buf[a:b]`` is strict UTF-8 (what Python's decoder accepts: no
+    overlong forms, no surrogates, nothing beyond U+10FFFF)."""
+    i = a
+    while i < b:
+        c = buf[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            n = 1
+            lo, hi = 0x80, 0xBF
+        elif c == 0xE0:
+            n, lo, hi = 2, 0xA0, 0xBF
+        elif 0xE1 <= c <= 0xEC or c == 0xEE or c == 0xEF:
+            n, lo, hi = 2, 0x80, 0xBF
+        elif c == 0xED:
+            n, lo, hi = 2, 0x80, 0x9F  # D800-DFFF: surrogates
+        elif c == 0xF0:
+            n, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= c <= 0xF3:
+            n, lo, hi = 3, 0x80, 0xBF
+        elif c == 0xF4:
+            n, lo, hi = 3, 0x80, 0x8F
+        else:
+            return False
+        if i + n >= b:  # its continuation bytes run past the end
+            return False
+        if not lo <= buf[i + 1] <= hi:
+            return False
+        for k in range(2, n + 1):
+            if not 0x80 <= buf[i + k] <= 0xBF:
+                return False
+        i += n + 1
+    return True
+
+
+def _key_byte(buf, na, nb, va, vb, i):
+    """Byte ``i`` of the feature key: the name, or ``name=value`` when va >= 0."""
+    n = nb - na
+    if i < n:
+        return np.uint64(buf[na + i])
+    if i == n:
+        return np.uint64(0x3D)  # "="
+    return np.uint64(buf[va + i - n - 1])
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _rotl32(x, r):
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & np.uint64(_M32)
+
+
+def _murmur3(buf, na, nb, va, vb):
+    """MurmurHash3 x86 32-bit, seed 0, of the feature key's UTF-8 bytes (as
+    :func:`stream.events.hashing.slot`; tests/unit/test_batch_decoder.py checks
+    the two agree). 32-bit arithmetic in 64-bit integers, masked after each
+    product (numba widens unsigned products)."""
+    m = np.uint64(_M32)
+    length = nb - na if va < 0 else nb - na + 1 + vb - va
+    h = np.uint64(0)
+    c1 = np.uint64(0xCC9E2D51)
+    c2 = np.uint64(0x1B873593)
+    blocks = length // 4
+    for blk in range(blocks):
+        i = 4 * blk
+        k = (
+            _key_byte(buf, na, nb, va, vb, i)
+            | (_key_byte(buf, na, nb, va, vb, i + 1) << np.uint64(8))
+            | (_key_byte(buf, na, nb, va, vb, i + 2) << np.uint64(16))
+            | (_key_byte(buf, na, nb, va, vb, i + 3) << np.uint64(24))
+        )
+        k = _rotl32((k * c1) & m, 15)
+        k = (k * c2) & m
+        h = _rotl32(h ^ k, 13)
+        h = (h * np.uint64(5) + np.uint64(0xE6546B64)) & m
+    tail = length - 4 * blocks
+    if tail > 0:
+        k = np.uint64(0)
+        for t in range(tail - 1, -1, -1):
+            k = (k << np.uint64(8)) | _key_byte(buf, na, nb, va, vb, 4 * blocks + t)
+        k = _rotl32((k * c1) & m, 15)
+        k = (k * c2) & m
+        h = h ^ k
+    h = h ^ np.uint64(length)
+    h = h ^ (h >> np.uint64(16))
+    h = (h * np.uint64(0x85EBCA6B)) & m
+    h = h ^ (h >> np.uint64(13))
+    h = (h * np.uint64(0xC2B2AE35)) & m
+    h = h ^ (h >> np.uint64(16))
+    return h
+
+
+def _hash_categorical(
+    buf, status, cat, feat_off, name_a, name_b, value_a, value_b, entry_a, entry_b, entry_off,
+    slots, mask,
+):  # fmt: skip
+    """The slots of every taken categorical record's features, for a hashed
+    model; a record is deferred (status _DEFER) if a name or value is not strict
+    UTF-8, two entries share a name, or two features share a slot (which covers
+    two features that are one, ``"a=b": 1`` beside ``"a": "b"``)."""
+    for r in range(status.shape[0]):
+        if status[r] != _FAST or cat[r] == 0:
+            continue
+        ok = True
+        e0 = entry_off[r]
+        e1 = entry_off[r + 1]
+        for e in range(e0, e1):
+            if not _utf8_ok(buf, entry_a[e], entry_b[e]):
+                ok = False
+                break
+            for o in range(e0, e):
+                if entry_b[o] - entry_a[o] == entry_b[e] - entry_a[e]:
+                    same = True
+                    for i in range(entry_b[e] - entry_a[e]):
+                        if buf[entry_a[o] + i] != buf[entry_a[e] + i]:
+                            same = False
+                            break
+                    if same:
+                        ok = False
+                        break
+            if not ok:
+                break
+        a = feat_off[r]
+        b = feat_off[r + 1]
+        if ok:
+            for f in range(a, b):
+                if value_a[f] >= 0 and not _utf8_ok(buf, value_a[f], value_b[f]):
+                    ok = False
+                    break
+                slots[f] = np.int64(
+                    _murmur3(buf, name_a[f], name_b[f], value_a[f], value_b[f]) & np.uint64(mask)
+                )
+        if ok and b - a > 1:
+            ordered = np.sort(slots[a:b])
+            for i in range(1, b - a):
+                if ordered[i] == ordered[i - 1]:
+                    ok = False
+                    break
+        if not ok:
+            status[r] = _DEFER
+
+
 def _fill_columns(status, layout_of, feat_off, layout_cols, layout_off, columns):
     for r in range(status.shape[0]):
         if status[r] != _FAST:
@@ -448,6 +592,11 @@ if numba is not None:
     _int_id = _jit(_int_id)
     _scan = _jit(_scan)
     _fill_columns = _jit(_fill_columns)
+    _utf8_ok = _jit(_utf8_ok)
+    _key_byte = _jit(_key_byte)
+    _rotl32 = _jit(_rotl32)
+    _murmur3 = _jit(_murmur3)
+    _hash_categorical = _jit(_hash_categorical)
 
 
 @dataclass
@@ -477,7 +626,9 @@ class BatchDecoder:
     ``column`` gives a feature name its model column (the kernel's
     :meth:`~stream.model.kernel.KernelModel.column`); ``limits`` are the
     general decoder's (a record near any of them is deferred to it). With a
-    ``hasher`` (a hashed model), a name's column is its slot's: a layout whose
+    ``hasher`` (a hashed model, whose column of a slot is the slot), a name's
+    column is its slot's (computed by the compiled code for a categorical
+    record): a record or layout whose
     names share a slot is deferred, and every event the general decoder
     returns goes through the hasher, which sums the values sharing a slot,
     exactly as the river path does.
@@ -490,6 +641,10 @@ class BatchDecoder:
             raise RuntimeError("numba is not importable; use the general decoder")
         # A name's column; the model's own ``column`` takes the hasher's keys.
         self._column = column if hasher is None else (lambda name: column(hasher.key(name)))
+        last = hasher.n_slots - 1 if hasher is not None else 0
+        if hasher is not None and (column("0"), column(str(last))) != (0, last):
+            # The compiled code gives categorical features their slots as columns.
+            raise ValueError("with a hasher, the model's column of a slot must be the slot")
         self._model_column = column
         self._hasher = hasher
         self.limits = limits
@@ -583,27 +738,34 @@ class BatchDecoder:
             *self._bounds,
         )
         spans = (cat, value_a, value_b, entry_a, entry_b, entry_off)
-        self._resolve(data, status, same, feat_off, name_a, name_b, spans)
+        slots = None
+        if self._hasher is not None and cat.any():
+            # Hashed: categorical records' slots computed by the compiled code.
+            slots = np.empty(capacity, np.int64)
+            mask = self._hasher.n_slots - 1
+            _hash_categorical(buf, status, cat, feat_off, name_a, name_b, value_a, value_b,
+                              entry_a, entry_b, entry_off, slots, mask)  # fmt: skip
+        self._resolve(data, status, same, feat_off, name_a, name_b, spans, slots)
         return self._assemble(records, data, status, id_kind, id_int, id_a, id_b, label, ts,
                               feat_off, values)  # fmt: skip
 
-    def _resolve(self, data, status, same, feat_off, name_a, name_b, spans):
+    def _resolve(self, data, status, same, feat_off, name_a, name_b, spans, slots=None):
         """Give each taken record its layout's columns (a categorical record its
-        own); defer the doubtful ones."""
+        own: with ``slots``, its hashed slots); defer the doubtful ones."""
         fast = np.flatnonzero(status == _FAST).tolist()
         layout_of = np.zeros(len(status), np.int64)
         tables: list[np.ndarray] = []
         current = -1
         same_list = same.tolist()
         cat = spans[0]
-        categorical = (
-            self._categorical_tables(
-                data, [r for r in np.flatnonzero(cat).tolist() if status[r] == _FAST],
-                feat_off, name_a, name_b, spans,
-            )
-            if cat.any()
-            else {}
-        )  # fmt: skip
+        rows = [r for r in np.flatnonzero(cat).tolist() if status[r] == _FAST] if cat.any() else []
+        if slots is not None:
+            bounds = feat_off.tolist()
+            categorical = {r: slots[bounds[r] : bounds[r + 1]] for r in rows}
+        elif rows:
+            categorical = self._categorical_tables(data, rows, feat_off, name_a, name_b, spans)
+        else:
+            categorical = {}
         for r in fast:
             if r in categorical:
                 table = categorical[r]

@@ -20,6 +20,7 @@ from stream.config import EventLimits
 from stream.errors import BadEvent
 from stream.events.batch import BatchDecoder, packer
 from stream.events.codec import decode_event, encode
+from stream.events.hashing import Hasher, slot
 
 LIMITS = EventLimits(max_event_bytes=2000, max_value_chars=4, max_list_values=3)
 NAMES = ["a", "b", "c", "ü", "long_feature_name_" * 3]
@@ -268,3 +269,78 @@ def test_packer_bytes_equal_encode() -> None:
     obj = {"id": "e-1", "p": 0.25, "y_pred": 0, "model_version": 3, "worker": "w"}
     assert pack(obj) == encode(obj, "msgpack")
     assert pack(obj) == encode(obj, "msgpack")  # reused
+
+
+def hashed_general_verdicts(values, hasher: Hasher):
+    out = []
+    for value in values:
+        try:
+            e = decode_event(value, LIMITS)
+        except BadEvent as exc:
+            out.append(("dead", exc.reason))
+        else:
+            out.append(("event", e.id, list(hasher(e.x).items()), e.y, e.ts, e.encoding))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(records(), max_size=12), st.sampled_from([1, 3, 8, 20]))
+def test_hashed_batches_get_the_general_decoders_verdicts_in_slots(values, bits) -> None:
+    """With --hash-bits: the same events, their features in the same slots with
+    the same sums (the compiled MurmurHash3 of a categorical record's keys is
+    mmh3's), and the same count of features that shared a slot in an event."""
+    decoder_hasher, general_hasher = Hasher(bits), Hasher(bits)
+    decoder = BatchDecoder(int, LIMITS, decoder_hasher)  # a hashed kernel's columns
+    slot_names = [str(i) for i in range(2**bits)]
+    want = hashed_general_verdicts(values, general_hasher)
+    assert batch_verdicts(decoder, slot_names, values) == want
+    assert decoder_hasher.in_event_collisions == general_hasher.in_event_collisions
+
+
+def test_hashed_categorical_records_take_the_compiled_path() -> None:
+    values = [
+        encode({"id": i, "x": {"site": f"s{i}", "tags": ["a", "b=c", "ü"], "n": 1.5}}, "msgpack")
+        for i in range(50)
+    ]
+    hasher = Hasher(20)
+    decoder = BatchDecoder(int, LIMITS, hasher)
+    got = batch_verdicts(decoder, [str(i) for i in range(2**20)], values)
+    assert got == hashed_general_verdicts(values, Hasher(20))
+    assert (decoder.n_fast, decoder.n_general) == (50, 0)
+    assert got[7][2][0] == (str(slot("site=s7", 20)), 1.0)
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.binary(max_size=12)
+    | st.text(max_size=6).map(str.encode)
+    | st.lists(
+        st.sampled_from(
+            [
+                b"\xed\xa0\x80",
+                b"\xf4\x90\x80\x80",
+                b"\xc0\xaf",
+                b"\xe0\x80",
+                b"\xf0\x9f\x98\x80",
+                b"\xef\xbf\xbf",
+                b"a",
+                b"\xc3",
+            ]
+        ),
+        max_size=4,
+    ).map(b"".join)
+)
+def test_the_compiled_utf8_check_is_pythons(data: bytes) -> None:
+    """Surrogates, overlong forms, beyond U+10FFFF, cut sequences: refused alike."""
+    from stream.events.batch import _utf8_ok
+
+    padded = np.frombuffer(b"\xc3" + data + b"\xa9", np.uint8)  # bytes around: not read
+    assert _utf8_ok(padded, 1, 1 + len(data)) == _decodes(data)

@@ -20,7 +20,8 @@ def test_the_categorical_bench_measures_every_kind_and_a_growing_vocabulary(tmp_
     from stream.tools.featurebench import rates, vocabulary_growth
 
     result = rates(2000, fields=4, repeats=1, hash_bits=8)
-    for kind in ("numeric", "numeric_hashed", "categorical", "categorical_hashed"):
+    for kind in ("numeric", "numeric_hashed", "categorical", "categorical_hashed",
+                 "categorical8_hashed"):  # fmt: skip
         assert result[f"{kind}_eps"] > 0, kind
     growth = vocabulary_growth(2000, fields=20, hash_bits=8)
     assert growth["distinct_features"] == 2000 * 10 + 10 * 100
