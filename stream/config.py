@@ -330,7 +330,8 @@ class EventLimits:
     max_event_bytes: int = setting(100_000, help="larger records are dead-lettered as oversized")
     max_depth: int = setting(
         16,
-        help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2",
+        help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2, "
+        "a list of strings in x 3",
     )
     max_features: int = setting(
         10_000,
