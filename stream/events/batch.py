@@ -565,19 +565,33 @@ def _hash_categorical(
                 slots[f] = np.int64(
                     _murmur3(buf, name_a[f], name_b[f], value_a[f], value_b[f]) & np.uint64(mask)
                 )
-        if ok and b - a > 1:
+        if ok and b - a > 32:
             ordered = np.sort(slots[a:b])
             for i in range(1, b - a):
                 if ordered[i] == ordered[i - 1]:
                     ok = False
                     break
+        elif ok:  # few features: compared pairwise, no sort (no allocation)
+            for i in range(a + 1, b):
+                for j in range(a, i):
+                    if slots[i] == slots[j]:
+                        ok = False
+                        break
+                if not ok:
+                    break
         if not ok:
             status[r] = _DEFER
 
 
-def _fill_columns(status, layout_of, feat_off, layout_cols, layout_off, columns):
+def _fill_columns(status, layout_of, feat_off, layout_cols, layout_off, columns, slotted, slots):
+    """Each taken record's columns: its layout's, or, for a record ``slotted``
+    (hashed categorical), its own ``slots``."""
     for r in range(status.shape[0]):
         if status[r] != _FAST:
+            continue
+        if slotted[r]:
+            for f in range(feat_off[r], feat_off[r + 1]):
+                columns[f] = slots[f]
             continue
         a = layout_off[layout_of[r]]
         for f in range(feat_off[r + 1] - feat_off[r]):
@@ -759,14 +773,20 @@ class BatchDecoder:
         same_list = same.tolist()
         cat = spans[0]
         rows = [r for r in np.flatnonzero(cat).tolist() if status[r] == _FAST] if cat.any() else []
+        # Hashed: categorical records take their slots straight from the scanner.
+        self._slotted = cat if slots is not None else np.zeros(len(status), np.uint8)
+        self._slots = slots if slots is not None else np.zeros(0, np.int64)
         if slots is not None:
-            bounds = feat_off.tolist()
-            categorical = {r: slots[bounds[r] : bounds[r + 1]] for r in rows}
+            categorical = {}
         elif rows:
             categorical = self._categorical_tables(data, rows, feat_off, name_a, name_b, spans)
         else:
             categorical = {}
+        slotted = self._slotted
         for r in fast:
+            if slotted[r]:
+                current = -1
+                continue
             if r in categorical:
                 table = categorical[r]
                 if table is None:
@@ -884,7 +904,8 @@ class BatchDecoder:
             else np.zeros(0, np.int64)
         )
         columns = np.zeros(int(feat_off[-1]), np.int64)
-        _fill_columns(status, self._layout_of, feat_off, layout_cols, layout_off, columns)
+        _fill_columns(status, self._layout_of, feat_off, layout_cols, layout_off, columns,
+                      self._slotted, self._slots)  # fmt: skip
 
         out = DecodedBatch()
         status_list = status.tolist()
