@@ -10,6 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from stream import cliargs
+from stream.errors import BadEvent
+from stream.events.codec import features
+from stream.events.hashing import featurizer
 from stream.events.sources import file_rows
 from stream.model.export import export_bytes
 from stream.model.quantize import quantize_state
@@ -76,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score",
         help="score a CSV/JSONL file offline with the global model",
         description="Score every row of a file with the latest global model (no learning); "
-        "one JSON line per row on stdout, and accuracy on stderr when rows have labels.",
+        "one JSON line per row on stdout (a row that breaks the event contract gets its "
+        "dead-letter reason instead of p), and accuracy on stderr when rows have labels.",
     )
     score.add_argument("file", type=Path, help="a .csv (with header) or .jsonl file of events")
     score.add_argument(
@@ -158,8 +162,13 @@ def _holdout_report(snapshot, quantize: str, path: Path, label_column: str) -> l
         raise SystemExit(f"learnstream model export: error: {path} does not exist")
     full = model_of(snapshot)
     rounded = model_of(replace(snapshot, state=quantize_state(snapshot.state, quantize)))
+    featurize = featurizer(snapshot.model_config.get("hash_bits"))
     pairs_full, pairs_rounded = [], []
-    for _, x, y in file_rows(path, label_column or None, None):
+    for event_id, raw, y in file_rows(path, label_column or None, None):
+        try:
+            x = featurize(features(raw, event_id))
+        except BadEvent:
+            continue  # not an event a worker would score; not part of the holdout
         if isinstance(y, bool):
             pairs_full.append((y, full.predict_proba(x)))
             pairs_rounded.append((y, rounded.predict_proba(x)))
@@ -178,8 +187,18 @@ def run_score(args: argparse.Namespace) -> int:
         raise SystemExit(f"learnstream score: error: {args.file} does not exist")
     snapshot = _snapshot(args)
     model = model_of(snapshot)
+    # Slots when the model was learned with --hash-bits (its settings say so).
+    featurize = featurizer(snapshot.model_config.get("hash_bits"))
     labeled = []
-    for event_id, x, y in file_rows(args.file, args.label_column or None, args.id_column):
+    for event_id, raw, y in file_rows(args.file, args.label_column or None, args.id_column):
+        try:
+            # The contract's own step from x to features (strings one-hot), as
+            # the worker and serve take it: the same row gets the same p.
+            x = featurize(features(raw, event_id))
+        except BadEvent as exc:
+            print(json.dumps({"id": event_id, "error": "invalid_event", "reason": exc.reason,
+                              "message": exc.message}))  # fmt: skip
+            continue
         p = model.predict_proba(x)
         out = {"id": event_id, "p": p, "y_pred": int(p >= 0.5), "model_version": snapshot.version}
         if isinstance(y, bool):

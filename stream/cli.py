@@ -80,6 +80,8 @@ def _csv(kind):
 def _bench(args: argparse.Namespace) -> int:
     if args.serve:
         return _bench_serve(args)
+    if args.categorical:
+        return _bench_categorical(args)
     from stream.tools.bench import BenchSettings, run_bench
 
     result = run_bench(
@@ -101,6 +103,18 @@ def _bench(args: argparse.Namespace) -> int:
     if args.out:
         print(f"results written to {args.out}")
     return 0
+
+
+def _bench_categorical(args: argparse.Namespace) -> int:
+    from stream.tools import featurebench
+
+    out = (
+        args.out
+        if args.out != Path("bench-results/bench.json")
+        else Path("bench-results/categorical.json")
+    )
+    argv = ["--events", str(args.events // 2), "--growth-events", str(2 * args.events)]
+    return featurebench.main([*argv, "--out", str(out)])
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
@@ -267,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("bench-results/bench.json"),
         help="results as JSON (default: %(default)s)",
+    )
+    p.add_argument(
+        "--categorical",
+        action="store_true",
+        help="no broker: the batch decoder and the kernel on numeric, categorical and hashed "
+        "events (events/s), and per quarter of a stream whose distinct features grow to "
+        "10 x 2 x --events; writes bench-results/categorical.json",
     )
     p.add_argument(
         "--serve",

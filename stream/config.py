@@ -269,6 +269,11 @@ class ModelSettings:
     )
     ftrl_beta: float = setting(1.0, help="FTRL-Proximal beta")
     ftrl_l1: float = setting(0.0, help="FTRL-Proximal L1 penalty")
+    hash_bits: int | None = setting(
+        None,
+        help="hash every feature (after name=value) into 2^B slots with MurmurHash3 x86 32-bit, "
+        "seed 0: memory bounded by B, not by the vocabulary; unset: features by name",
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "ftrl"):
@@ -281,12 +286,28 @@ class ModelSettings:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        if self.hash_bits is not None and (
+            type(self.hash_bits) is not int or not MIN_HASH_BITS <= self.hash_bits <= MAX_HASH_BITS
+        ):
+            raise ConfigError(
+                f"hash_bits must be an integer in [{MIN_HASH_BITS}, {MAX_HASH_BITS}], "
+                f"got {self.hash_bits!r}"
+            )
 
     def as_dict(self) -> dict:
         """Plain data, stored with every global model so it is never loaded into
-        a model configured differently."""
-        return asdict(self)
+        a model configured differently. ``hash_bits`` only when set: a model by
+        name is stored as it was before hashing existed, and so still matches
+        the global versions and checkpoints written then."""
+        data = asdict(self)
+        if self.hash_bits is None:
+            del data["hash_bits"]
+        return data
 
+
+# 2^24 slots take ~130 MB per worker in the kernel's seven float64 arrays;
+# beyond, a hashed model costs more than most vocabularies it bounds.
+MIN_HASH_BITS, MAX_HASH_BITS = 1, 24
 
 MergeRule = Literal["sum"]
 
@@ -296,8 +317,9 @@ class EventLimits:
     """Bounds on the work one input record may cause; what exceeds one is
     dead-lettered with that bound's own reason (see :mod:`stream.events.codec`).
 
-    The contract needs a nesting depth of 2 (the event map, then ``x``); the
-    default leaves room for metadata fields, which are ignored. Deeper input is
+    The contract needs a nesting depth of 2 (the event map, then ``x``), 3 for
+    a list of strings in ``x``; the default leaves room for metadata fields,
+    which are ignored. Deeper input is
     refused before it is parsed, so no record can exhaust the parser's stack.
     ``max_abs_feature`` keeps features in a range where the scaler's squares and
     the model's dot products stay finite (1e150 squared is 1e300, below float's
@@ -308,15 +330,24 @@ class EventLimits:
     max_event_bytes: int = setting(100_000, help="larger records are dead-lettered as oversized")
     max_depth: int = setting(
         16,
-        help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2",
+        help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2, "
+        "a list of strings in x 3",
     )
     max_features: int = setting(
-        10_000, help="events with more features are dead-lettered as too_many_features"
+        10_000,
+        help="events with more features (strings counted once one-hot) are dead-lettered as "
+        "too_many_features",
     )
     max_feature_name_chars: int = setting(
         256, help="longer feature names are dead-lettered as feature_name_too_long"
     )
     max_id_chars: int = setting(256, help="longer string ids are dead-lettered as id_too_long")
+    max_value_chars: int = setting(
+        256, help="longer string (categorical) feature values are dead-lettered as value_too_long"
+    )
+    max_list_values: int = setting(
+        1000, help="longer lists of strings in x are dead-lettered as list_too_long"
+    )
     max_abs_feature: float = setting(
         1e150,
         help="features beyond +-this are dead-lettered as feature_out_of_range, not clipped "
@@ -324,7 +355,14 @@ class EventLimits:
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_event_bytes", "max_features", "max_feature_name_chars", "max_id_chars"):
+        for name in (
+            "max_event_bytes",
+            "max_features",
+            "max_feature_name_chars",
+            "max_id_chars",
+            "max_value_chars",
+            "max_list_values",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_depth < 2:

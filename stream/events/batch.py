@@ -9,11 +9,17 @@ the flat arrays the kernel reads, and feature names are turned into columns
 once per *layout* (a run of records whose names, in order, repeat the previous
 record's), not once per event.
 
+Categorical values (a string, or an array of strings) are scanned too: a
+record holding one has no layout, and its ``name=value`` keys are resolved for
+the whole batch at once, through a bounded cache keyed by their bytes.
+
 Anything the scanner is not sure about (JSON, tombstones, oversized, other
-keys, duplicate keys, booleans, NaN, uint64, str8-encoded keys, names that are
-not UTF-8 or repeat, anything truncated or with extra bytes...) is handed to the
-general decoder, in exactly one place (:meth:`BatchDecoder._general`), so every
-verdict, dead-letter reason included, is the general decoder's own.
+keys, duplicate keys, booleans, NaN, uint64, str8-encoded keys, names or values
+that are not UTF-8 or repeat, lists holding anything but strings or a string
+twice, features sharing a hashed slot, anything truncated or with extra
+bytes...) is handed to the general decoder, in exactly one place
+(:meth:`BatchDecoder._general`), so every verdict, dead-letter reason
+included, is the general decoder's own.
 tests/unit/test_batch_decoder.py checks that with Hypothesis.
 """
 
@@ -30,6 +36,7 @@ import numpy as np
 from stream.config import Encoding, EventLimits
 from stream.errors import BadEvent
 from stream.events.codec import DEFAULT_LIMITS, TS_MAX, TS_MIN, decode_event
+from stream.events.hashing import Hasher
 
 try:
     import numba
@@ -40,6 +47,8 @@ except ImportError:  # pragma: no cover - numba is a default dependency
 _FAST, _DEFER = 0, 1
 # Layouts remembered across batches (each costs its names and columns).
 _MAX_LAYOUTS = 4096
+# Categorical feature keys (name=value bytes) remembered with their columns.
+_MAX_CACHED_KEYS = 1 << 17
 
 
 def _str_header(buf, p, end):
@@ -142,6 +151,12 @@ def _scan(
     name_b,
     values,
     same_layout,
+    cat,
+    value_a,
+    value_b,
+    entry_a,
+    entry_b,
+    entry_off,
     u64,
     f64,
     u32,
@@ -152,20 +167,35 @@ def _scan(
     max_abs,
     ts_min,
     ts_max,
+    max_value_bytes,
+    max_list,
 ):
     """Parse the usual records; mark every other one _DEFER. Fills the outputs.
 
-    A record near any of the decoder's limits (feature count, name and id
-    length in bytes, which bound the length in characters from above, feature
-    range, event time range) is deferred too: the general decoder rules on it."""
+    A record near any of the decoder's limits (feature count, name, value and
+    id length in bytes, which bound the length in characters from above,
+    feature range, event time range, list length) is deferred too: the general
+    decoder rules on it.
+
+    Categorical values (a str, or an array of str) are taken as features of
+    value 1.0 whose value bytes are ``value_a/value_b`` (-1 for a number);
+    such a record is marked ``cat`` and has no layout (its names differ from
+    event to event). ``entry_a/entry_b`` are the spans of the names of the x
+    map's entries (one per entry, a list's included), from ``entry_off[r]``:
+    whether two entries repeat a name is checked once names are decoded. A
+    list holding a repeated string is deferred (the general decoder keeps one).
+    ``max_list`` < 0: lists are deeper than the nesting limit allows, deferred."""
     nf = 0
+    ne = 0
     prev = -1  # the last record taken, for layout comparison
     for r in range(starts.shape[0]):
         p = starts[r]
         end = ends[r]
         feat_off[r] = nf
+        entry_off[r] = ne
         status[r] = _DEFER
         same_layout[r] = 0
+        cat[r] = 0
         if p >= end:
             continue
         b = np.int64(buf[p])
@@ -233,15 +263,79 @@ def _scan(
                     if n < 0 or q + n > end or n > max_name_bytes:
                         ok = False
                         break
+                    entry_a[ne] = q
+                    entry_b[ne] = q + n
+                    ne += 1
+                    p = q + n
+                    m, v0 = _str_header(buf, p, end)
+                    if m >= 0:  # a string: the feature name=value
+                        if v0 + m > end or m > max_value_bytes or nf >= values.shape[0]:
+                            ok = False
+                            break
+                        name_a[nf] = q
+                        name_b[nf] = q + n
+                        value_a[nf] = v0
+                        value_b[nf] = v0 + m
+                        values[nf] = 1.0
+                        nf += 1
+                        cat[r] = 1
+                        p = v0 + m
+                        continue
+                    h = np.int64(buf[p]) if p < end else np.int64(0)
+                    if 0x90 <= h <= 0x9F or (h == 0xDC and p + 3 <= end):
+                        # A list of strings: one feature per string.
+                        if h == 0xDC:
+                            items = (np.int64(buf[p + 1]) << 8) | np.int64(buf[p + 2])
+                            p += 3
+                        else:
+                            items = h & 0x0F
+                            p += 1
+                        if items > max_list:
+                            ok = False
+                            break
+                        first_item = nf
+                        for _i in range(items):
+                            m, v0 = _str_header(buf, p, end)
+                            if m < 0 or v0 + m > end or m > max_value_bytes:
+                                ok = False
+                                break
+                            if nf >= values.shape[0]:
+                                ok = False
+                                break
+                            for other in range(first_item, nf):  # a repeat: deferred
+                                if value_b[other] - value_a[other] == m:
+                                    dup = True
+                                    for i in range(m):
+                                        if buf[value_a[other] + i] != buf[v0 + i]:
+                                            dup = False
+                                            break
+                                    if dup:
+                                        ok = False
+                                        break
+                            if not ok:
+                                break
+                            name_a[nf] = q
+                            name_b[nf] = q + n
+                            value_a[nf] = v0
+                            value_b[nf] = v0 + m
+                            values[nf] = 1.0
+                            nf += 1
+                            p = v0 + m
+                        if not ok:
+                            break
+                        cat[r] = 1
+                        continue
                     name_a[nf] = q
                     name_b[nf] = q + n
-                    good, v, p = _number(buf, q + n, end, u64, f64, u32, f32)
+                    value_a[nf] = -1
+                    good, v, p = _number(buf, p, end, u64, f64, u32, f32)
                     if not good or not -max_abs <= v <= max_abs:  # NaN fails
                         ok = False
                         break
                     values[nf] = v
                     nf += 1
-                if not ok:
+                if not ok or nf - first > max_features:
+                    ok = False
                     break
             elif k0 == 0xA1 and k1 == 0x79:  # "y"
                 if seen & 4:
@@ -280,8 +374,13 @@ def _scan(
                 break
         if not ok or p != end or (seen & 3) != 3:
             nf = first
+            ne = entry_off[r]
+            cat[r] = 0
             continue
         status[r] = _FAST
+        if cat[r]:
+            prev = -1  # no layout: the next record's names are resolved afresh
+            continue
         # Same names, in the same order, as the last record taken?
         if prev >= 0:
             a0 = feat_off[prev]
@@ -304,12 +403,195 @@ def _scan(
                 same_layout[r] = same
         prev = r
     feat_off[starts.shape[0]] = nf
+    entry_off[starts.shape[0]] = ne
     return nf
 
 
-def _fill_columns(status, layout_of, feat_off, layout_cols, layout_off, columns):
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The indices ``starts[i]:stops[i]`` for every i, concatenated; which i
+    each index comes from; and the sizes."""
+    sizes = stops - starts
+    total = int(sizes.sum())
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    first = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=first[1:])
+    index = np.repeat(starts, sizes) + np.arange(total) - np.repeat(first[:-1], sizes)
+    return index, owner, sizes
+
+
+def _repeats_or_missing(owner: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per owner ``0..n-1``: whether two of its values are equal or one is -1."""
+    bad = np.zeros(n, bool)
+    if len(values):
+        bad[owner[values < 0]] = True
+        order = np.lexsort((values, owner))
+        o, v = owner[order], values[order]
+        same = (o[1:] == o[:-1]) & (v[1:] == v[:-1])
+        bad[o[1:][same]] = True
+    return bad
+
+
+def _utf8_ok(buf, a, b):
+    """Whether ``buf[a:b]`` is strict UTF-8 (what Python's decoder accepts: no
+    overlong forms, no surrogates, nothing beyond U+10FFFF)."""
+    i = a
+    while i < b:
+        c = buf[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            n = 1
+            lo, hi = 0x80, 0xBF
+        elif c == 0xE0:
+            n, lo, hi = 2, 0xA0, 0xBF
+        elif 0xE1 <= c <= 0xEC or c == 0xEE or c == 0xEF:
+            n, lo, hi = 2, 0x80, 0xBF
+        elif c == 0xED:
+            n, lo, hi = 2, 0x80, 0x9F  # D800-DFFF: surrogates
+        elif c == 0xF0:
+            n, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= c <= 0xF3:
+            n, lo, hi = 3, 0x80, 0xBF
+        elif c == 0xF4:
+            n, lo, hi = 3, 0x80, 0x8F
+        else:
+            return False
+        if i + n >= b:  # its continuation bytes run past the end
+            return False
+        if not lo <= buf[i + 1] <= hi:
+            return False
+        for k in range(2, n + 1):
+            if not 0x80 <= buf[i + k] <= 0xBF:
+                return False
+        i += n + 1
+    return True
+
+
+def _key_byte(buf, na, nb, va, vb, i):
+    """Byte ``i`` of the feature key: the name, or ``name=value`` when va >= 0."""
+    n = nb - na
+    if i < n:
+        return np.uint64(buf[na + i])
+    if i == n:
+        return np.uint64(0x3D)  # "="
+    return np.uint64(buf[va + i - n - 1])
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _rotl32(x, r):
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & np.uint64(_M32)
+
+
+def _murmur3(buf, na, nb, va, vb):
+    """MurmurHash3 x86 32-bit, seed 0, of the feature key's UTF-8 bytes (as
+    :func:`stream.events.hashing.slot`; tests/unit/test_batch_decoder.py checks
+    the two agree). 32-bit arithmetic in 64-bit integers, masked after each
+    product (numba widens unsigned products)."""
+    m = np.uint64(_M32)
+    length = nb - na if va < 0 else nb - na + 1 + vb - va
+    h = np.uint64(0)
+    c1 = np.uint64(0xCC9E2D51)
+    c2 = np.uint64(0x1B873593)
+    blocks = length // 4
+    for blk in range(blocks):
+        i = 4 * blk
+        k = (
+            _key_byte(buf, na, nb, va, vb, i)
+            | (_key_byte(buf, na, nb, va, vb, i + 1) << np.uint64(8))
+            | (_key_byte(buf, na, nb, va, vb, i + 2) << np.uint64(16))
+            | (_key_byte(buf, na, nb, va, vb, i + 3) << np.uint64(24))
+        )
+        k = _rotl32((k * c1) & m, 15)
+        k = (k * c2) & m
+        h = _rotl32(h ^ k, 13)
+        h = (h * np.uint64(5) + np.uint64(0xE6546B64)) & m
+    tail = length - 4 * blocks
+    if tail > 0:
+        k = np.uint64(0)
+        for t in range(tail - 1, -1, -1):
+            k = (k << np.uint64(8)) | _key_byte(buf, na, nb, va, vb, 4 * blocks + t)
+        k = _rotl32((k * c1) & m, 15)
+        k = (k * c2) & m
+        h = h ^ k
+    h = h ^ np.uint64(length)
+    h = h ^ (h >> np.uint64(16))
+    h = (h * np.uint64(0x85EBCA6B)) & m
+    h = h ^ (h >> np.uint64(13))
+    h = (h * np.uint64(0xC2B2AE35)) & m
+    h = h ^ (h >> np.uint64(16))
+    return h
+
+
+def _hash_categorical(
+    buf, status, cat, feat_off, name_a, name_b, value_a, value_b, entry_a, entry_b, entry_off,
+    slots, mask,
+):  # fmt: skip
+    """The slots of every taken categorical record's features, for a hashed
+    model; a record is deferred (status _DEFER) if a name or value is not strict
+    UTF-8, two entries share a name, or two features share a slot (which covers
+    two features that are one, ``"a=b": 1`` beside ``"a": "b"``)."""
+    for r in range(status.shape[0]):
+        if status[r] != _FAST or cat[r] == 0:
+            continue
+        ok = True
+        e0 = entry_off[r]
+        e1 = entry_off[r + 1]
+        for e in range(e0, e1):
+            if not _utf8_ok(buf, entry_a[e], entry_b[e]):
+                ok = False
+                break
+            for o in range(e0, e):
+                if entry_b[o] - entry_a[o] == entry_b[e] - entry_a[e]:
+                    same = True
+                    for i in range(entry_b[e] - entry_a[e]):
+                        if buf[entry_a[o] + i] != buf[entry_a[e] + i]:
+                            same = False
+                            break
+                    if same:
+                        ok = False
+                        break
+            if not ok:
+                break
+        a = feat_off[r]
+        b = feat_off[r + 1]
+        if ok:
+            for f in range(a, b):
+                if value_a[f] >= 0 and not _utf8_ok(buf, value_a[f], value_b[f]):
+                    ok = False
+                    break
+                slots[f] = np.int64(
+                    _murmur3(buf, name_a[f], name_b[f], value_a[f], value_b[f]) & np.uint64(mask)
+                )
+        if ok and b - a > 32:
+            ordered = np.sort(slots[a:b])
+            for i in range(1, b - a):
+                if ordered[i] == ordered[i - 1]:
+                    ok = False
+                    break
+        elif ok:  # few features: compared pairwise, no sort (no allocation)
+            for i in range(a + 1, b):
+                for j in range(a, i):
+                    if slots[i] == slots[j]:
+                        ok = False
+                        break
+                if not ok:
+                    break
+        if not ok:
+            status[r] = _DEFER
+
+
+def _fill_columns(status, layout_of, feat_off, layout_cols, layout_off, columns, slotted, slots):
+    """Each taken record's columns: its layout's, or, for a record ``slotted``
+    (hashed categorical), its own ``slots``."""
     for r in range(status.shape[0]):
         if status[r] != _FAST:
+            continue
+        if slotted[r]:
+            for f in range(feat_off[r], feat_off[r + 1]):
+                columns[f] = slots[f]
             continue
         a = layout_off[layout_of[r]]
         for f in range(feat_off[r + 1] - feat_off[r]):
@@ -324,6 +606,11 @@ if numba is not None:
     _int_id = _jit(_int_id)
     _scan = _jit(_scan)
     _fill_columns = _jit(_fill_columns)
+    _utf8_ok = _jit(_utf8_ok)
+    _key_byte = _jit(_key_byte)
+    _rotl32 = _jit(_rotl32)
+    _murmur3 = _jit(_murmur3)
+    _hash_categorical = _jit(_hash_categorical)
 
 
 @dataclass
@@ -352,15 +639,32 @@ class BatchDecoder:
 
     ``column`` gives a feature name its model column (the kernel's
     :meth:`~stream.model.kernel.KernelModel.column`); ``limits`` are the
-    general decoder's (a record near any of them is deferred to it).
+    general decoder's (a record near any of them is deferred to it). With a
+    ``hasher`` (a hashed model, whose column of a slot is the slot), a name's
+    column is its slot's (computed by the compiled code for a categorical
+    record): a record or layout whose
+    names share a slot is deferred, and every event the general decoder
+    returns goes through the hasher, which sums the values sharing a slot,
+    exactly as the river path does.
     """
 
-    def __init__(self, column: Callable[[str], int], limits: EventLimits) -> None:
+    def __init__(
+        self, column: Callable[[str], int], limits: EventLimits, hasher: Hasher | None = None
+    ) -> None:
         if numba is None:
             raise RuntimeError("numba is not importable; use the general decoder")
-        self._column = column
+        # A name's column; the model's own ``column`` takes the hasher's keys.
+        self._column = column if hasher is None else (lambda name: column(hasher.key(name)))
+        last = hasher.n_slots - 1 if hasher is not None else 0
+        if hasher is not None and (column("0"), column(str(last))) != (0, last):
+            # The compiled code gives categorical features their slots as columns.
+            raise ValueError("with a hasher, the model's column of a slot must be the slot")
+        self._model_column = column
+        self._hasher = hasher
         self.limits = limits
         self._layouts: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._key_columns: dict[bytes, int] = {}  # categorical records' feature keys
+        self._entry_names: dict[bytes, int] = {}
         self._u64 = np.zeros(1, np.uint64)
         self._f64 = self._u64.view(np.float64)
         self._u32 = np.zeros(1, np.uint32)
@@ -374,6 +678,9 @@ class BatchDecoder:
             float(limits.max_abs_feature),
             float(TS_MIN),
             float(TS_MAX),
+            limits.max_value_chars,
+            # A list in x is nested 3 deep: beyond a limit of 2, the general decoder's.
+            limits.max_list_values if limits.max_depth >= 3 else -1,
         )
 
     def _general(self, value: bytes | None) -> object:
@@ -410,6 +717,12 @@ class BatchDecoder:
         name_b = np.empty(capacity, np.int64)
         values = np.empty(capacity)
         same = np.zeros(n, np.uint8)
+        cat = np.zeros(n, np.uint8)
+        value_a = np.empty(capacity, np.int64)
+        value_b = np.empty(capacity, np.int64)
+        entry_a = np.empty(capacity, np.int64)
+        entry_b = np.empty(capacity, np.int64)
+        entry_off = np.zeros(n + 1, np.int64)
         _scan(
             buf,
             starts,
@@ -426,24 +739,63 @@ class BatchDecoder:
             name_b,
             values,
             same,
+            cat,
+            value_a,
+            value_b,
+            entry_a,
+            entry_b,
+            entry_off,
             self._u64,
             self._f64,
             self._u32,
             self._f32,
             *self._bounds,
         )
-        self._resolve(data, status, same, feat_off, name_a, name_b, id_kind, id_a, id_b)
+        spans = (cat, value_a, value_b, entry_a, entry_b, entry_off)
+        slots = None
+        if self._hasher is not None and cat.any():
+            # Hashed: categorical records' slots computed by the compiled code.
+            slots = np.empty(capacity, np.int64)
+            mask = self._hasher.n_slots - 1
+            _hash_categorical(buf, status, cat, feat_off, name_a, name_b, value_a, value_b,
+                              entry_a, entry_b, entry_off, slots, mask)  # fmt: skip
+        self._resolve(data, status, same, feat_off, name_a, name_b, spans, slots)
         return self._assemble(records, data, status, id_kind, id_int, id_a, id_b, label, ts,
                               feat_off, values)  # fmt: skip
 
-    def _resolve(self, data, status, same, feat_off, name_a, name_b, id_kind, id_a, id_b):
-        """Give each taken record its layout's columns; defer the doubtful ones."""
+    def _resolve(self, data, status, same, feat_off, name_a, name_b, spans, slots=None):
+        """Give each taken record its layout's columns (a categorical record its
+        own: with ``slots``, its hashed slots); defer the doubtful ones."""
         fast = np.flatnonzero(status == _FAST).tolist()
         layout_of = np.zeros(len(status), np.int64)
         tables: list[np.ndarray] = []
         current = -1
         same_list = same.tolist()
+        cat = spans[0]
+        rows = [r for r in np.flatnonzero(cat).tolist() if status[r] == _FAST] if cat.any() else []
+        # Hashed: categorical records take their slots straight from the scanner.
+        self._slotted = cat if slots is not None else np.zeros(len(status), np.uint8)
+        self._slots = slots if slots is not None else np.zeros(0, np.int64)
+        if slots is not None:
+            categorical = {}
+        elif rows:
+            categorical = self._categorical_tables(data, rows, feat_off, name_a, name_b, spans)
+        else:
+            categorical = {}
+        slotted = self._slotted
         for r in fast:
+            if slotted[r]:
+                current = -1
+                continue
+            if r in categorical:
+                table = categorical[r]
+                if table is None:
+                    status[r] = _DEFER
+                else:
+                    layout_of[r] = len(tables)
+                    tables.append(table)
+                current = -1
+                continue
             if not same_list[r] or current < 0:
                 a, b = int(feat_off[r]), int(feat_off[r + 1])
                 current = self._layout_index(
@@ -455,6 +807,70 @@ class BatchDecoder:
             layout_of[r] = current
         self._layout_of = layout_of
         self._tables = tables
+
+    def _categorical_tables(self, data: bytes, rows: list[int], feat_off, name_a, name_b, spans):
+        """The columns of each categorical record's features (``name=value`` for
+        a string, the name for a number), or None to defer it: a name or value
+        that is not UTF-8, two entries with one name, two features that are one
+        (``"a=b": 1`` beside ``"a": "b"``), or, hashed, two in one slot.
+
+        One pass over all of the batch's categorical records: feature keys are
+        looked up by their bytes in a bounded cache (a key is decoded, so
+        checked, once, when it enters it), repeats found by sorting."""
+        _, value_a, value_b, entry_a, entry_b, entry_off = spans
+        rows_arr = np.asarray(rows, np.int64)
+        features = _ranges(feat_off[rows_arr], feat_off[rows_arr + 1])
+        entries = _ranges(entry_off[rows_arr], entry_off[rows_arr + 1])
+        keys = [
+            data[na:nb] if va < 0 else data[na:nb] + b"=" + data[va:vb]
+            for na, nb, va, vb in zip(
+                name_a[features[0]].tolist(),
+                name_b[features[0]].tolist(),
+                value_a[features[0]].tolist(),
+                value_b[features[0]].tolist(),
+                strict=True,
+            )
+        ]
+        columns = self._cached(self._key_columns, keys, self._column)
+        names = [
+            data[a:b]
+            for a, b in zip(entry_a[entries[0]].tolist(), entry_b[entries[0]].tolist(), strict=True)
+        ]
+        name_ids = self._cached(self._entry_names, names, self._entry_id)
+        n = len(rows)
+        bad = _repeats_or_missing(features[1], columns, n) | _repeats_or_missing(
+            entries[1], name_ids, n
+        )
+        tables: dict[int, np.ndarray | None] = {}
+        splits = np.split(columns, np.cumsum(features[2])[:-1]) if rows else []
+        bad_rows = set(rows_arr[bad].tolist()) if bad.any() else ()
+        for r, table in zip(rows, splits, strict=True):
+            tables[r] = None if r in bad_rows else table
+        return tables
+
+    @staticmethod
+    def _cached(cache: dict, keys: list[bytes], make) -> np.ndarray:
+        """``make(key.decode())`` for each key, through ``cache``; -1 where a key
+        is not UTF-8 (its record is deferred)."""
+        if len(cache) >= _MAX_CACHED_KEYS:
+            cache.clear()  # values that vary per event: bound the memory
+        out = [cache.get(k) for k in keys]
+        for i, value in enumerate(out):
+            if value is None:
+                key = keys[i]
+                value = cache.get(key)  # met earlier in this call
+                if value is None:
+                    try:
+                        value = make(key.decode())
+                    except UnicodeDecodeError:
+                        value = -1
+                    cache[key] = value
+                out[i] = value
+        return np.asarray(out, np.int64)
+
+    def _entry_id(self, name: str) -> int:
+        """A number per distinct entry name (the names were checked UTF-8)."""
+        return len(self._entry_names)
 
     def _layout_index(self, data: bytes, starts, ends, tables: list) -> int:
         try:
@@ -468,9 +884,10 @@ class BatchDecoder:
             if len(set(names)) != len(names):
                 self._layouts[names] = None  # repeated names: the general decoder decides
             else:
-                self._layouts[names] = np.fromiter(
-                    (self._column(name) for name in names), np.int64, len(names)
-                )
+                columns = np.fromiter((self._column(name) for name in names), np.int64, len(names))
+                # Names sharing a hashed slot: the general path sums them.
+                shared = self._hasher is not None and len(np.unique(columns)) != len(columns)
+                self._layouts[names] = None if shared else columns
         tables.append(self._layouts[names])
         return len(tables) - 1
 
@@ -487,7 +904,8 @@ class BatchDecoder:
             else np.zeros(0, np.int64)
         )
         columns = np.zeros(int(feat_off[-1]), np.int64)
-        _fill_columns(status, self._layout_of, feat_off, layout_cols, layout_off, columns)
+        _fill_columns(status, self._layout_of, feat_off, layout_cols, layout_off, columns,
+                      self._slotted, self._slots)  # fmt: skip
 
         out = DecodedBatch()
         status_list = status.tolist()
@@ -534,7 +952,8 @@ class BatchDecoder:
         col_parts: list[np.ndarray] = []
         val_parts: list[np.ndarray] = []
         offsets = [0]
-        column = self._column
+        hasher = self._hasher
+        column = self._column if hasher is None else self._model_column
         for r in range(len(status_list)):
             if r in fast_ids:
                 a, b = feat[r], feat[r + 1]
@@ -551,7 +970,7 @@ class BatchDecoder:
                 if isinstance(verdict, BadEvent):
                     out.errors.append((r, verdict))
                     continue
-                x = verdict.x
+                x = verdict.x if hasher is None else hasher(verdict.x)
                 col_parts.append(np.fromiter((column(k) for k in x), np.int64, len(x)))
                 val_parts.append(np.fromiter(x.values(), np.float64, len(x)))
                 out.ids.append(verdict.id)

@@ -1,7 +1,11 @@
 """The wire contracts: events in, predictions out, both msgpack or JSON.
 
-An event is a map ``{"id": str|int, "x": {name: number}, "y": 0|1|true|false,
-"ts": epoch seconds}``; ``y`` and ``ts`` are optional. Both encodings may share
+An event is a map ``{"id": str|int, "x": {name: value}, "y": 0|1|true|false,
+"ts": epoch seconds}``; ``y`` and ``ts`` are optional. A value in ``x`` is a
+number, a string (categorical: ``{"site": "a"}`` is the feature ``site=a`` with
+value 1.0) or a list of strings (``{"tags": ["a", "b"]}`` is ``tags=a`` and
+``tags=b``, each 1.0); :func:`features` turns ``x`` into the model's features,
+for every reader of events alike. Both encodings may share
 one topic: a msgpack map starts with a byte in 0x80-0x8f, 0xde or 0xdf, which
 can never begin a JSON text, so the first byte tells them apart.
 
@@ -12,7 +16,8 @@ else (tests/unit/test_codec_properties.py checks this with Hypothesis over
 arbitrary bytes and trees). The work one record may cause is bounded by
 :class:`~stream.config.EventLimits`: size, nesting depth (checked before a JSON
 text is parsed, so no record can exhaust the parser's stack), number of
-features, name and id lengths, and the range of feature values.
+features (after the ``name=value`` step), name, string value and id lengths,
+list lengths, and the range of feature values.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ TOO_MANY_FEATURES = "too_many_features"
 FEATURE_NAME_TOO_LONG = "feature_name_too_long"
 ID_TOO_LONG = "id_too_long"
 FEATURE_OUT_OF_RANGE = "feature_out_of_range"
+VALUE_TOO_LONG = "value_too_long"
+LIST_TOO_LONG = "list_too_long"
+INVALID_LIST = "invalid_list"
+DUPLICATE_FEATURE = "duplicate_feature"
 # Not the decoder's: whatever else raised while the worker handled one record
 # (scoring, learning, encoding its prediction); the exception is the message.
 PROCESSING_ERROR = "processing_error"
@@ -66,6 +75,10 @@ REASONS = (
     FEATURE_NAME_TOO_LONG,
     ID_TOO_LONG,
     FEATURE_OUT_OF_RANGE,
+    VALUE_TOO_LONG,
+    LIST_TOO_LONG,
+    INVALID_LIST,
+    DUPLICATE_FEATURE,
     PROCESSING_ERROR,
 )
 
@@ -205,7 +218,7 @@ def decode_event(value: bytes | None, limits: EventLimits = DEFAULT_LIMITS) -> E
     event_id = _id(obj["id"], limits)
     if "x" not in obj:
         raise BadEvent(MISSING_FEATURES, f"event {event_id!r} has no 'x' field")
-    x = _features(obj["x"], event_id, limits)
+    x = features(obj["x"], event_id, limits)
     y = _label(obj.get("y"), event_id)
     ts = _timestamp(obj.get("ts"), event_id)
     return Event(event_id, x, y, ts, encoding)
@@ -240,7 +253,23 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _features(raw: Any, event_id: str | int, limits: EventLimits) -> dict[str, float]:
+def features(
+    raw: Any, event_id: str | int, limits: EventLimits = DEFAULT_LIMITS
+) -> dict[str, float]:
+    """The model's features of an event's ``x`` (as decoded), or BadEvent naming
+    the offending value.
+
+    The one place ``x`` becomes features, for the worker (both of its paths
+    take the general decoder's verdict on categorical events), ``serve`` and
+    ``score``, so that all of them give the same event the same probability.
+    A number stays as it is (a float); a string ``v`` under ``name`` is the
+    one-hot feature ``name=v`` with value 1.0; a list of strings is one such
+    feature per string, in the list's order (a repeated string is the same
+    feature once: it is present, not counted). An empty list adds no feature:
+    an event with no tags is still an event. Two entries that make the same
+    feature (``"a=b": 2.0`` beside ``"a": "b"``) are dead-lettered rather
+    than one silently chosen.
+    """
     if type(raw) is not dict:
         raise BadEvent(INVALID_FEATURES, f"event {event_id!r}: 'x' must be a map, got {show(raw)}")
     if len(raw) > limits.max_features:
@@ -265,9 +294,74 @@ def _features(raw: Any, event_id: str | int, limits: EventLimits) -> dict[str, f
     ):
         return raw
     x: dict[str, float] = {}
+    categorical = False
     for name, value in raw.items():
-        x[_name(name, event_id, limits)] = _value(value, name, event_id, bound)
+        name = _name(name, event_id, limits)
+        kind = type(value)
+        if kind is str:
+            categorical = True
+            _add(x, _category(value, name, event_id, limits), event_id)
+        elif kind is list:
+            categorical = True
+            if len(value) > limits.max_list_values:
+                raise BadEvent(
+                    LIST_TOO_LONG,
+                    f"event {event_id!r}: feature {show(name)} is a list of {len(value)} "
+                    f"values, limit is {limits.max_list_values}: {show(value)}",
+                )
+            seen: set[str] = set()
+            for index, item in enumerate(value):
+                if type(item) is not str:
+                    raise BadEvent(
+                        INVALID_LIST,
+                        f"event {event_id!r}: feature {show(name)} holds {show(item)} at index "
+                        f"{index}; a list holds strings only: {show(value)}",
+                    )
+                if item not in seen:
+                    seen.add(item)
+                    _add(x, _category(item, name, event_id, limits), event_id)
+        else:
+            if name in x:
+                _duplicate(name, event_id)
+            x[name] = _value(value, name, event_id, bound)
+    if categorical and len(x) > limits.max_features:
+        raise BadEvent(
+            TOO_MANY_FEATURES,
+            f"event {event_id!r} has {len(x)} features once its strings are one-hot, "
+            f"limit is {limits.max_features}",
+        )
     return x
+
+
+def _category(value: str, name: str, event_id: str | int, limits: EventLimits) -> str:
+    """The feature name of the string ``value`` under ``name``: ``name=value``."""
+    if len(value) > limits.max_value_chars:
+        raise BadEvent(
+            VALUE_TOO_LONG,
+            f"event {event_id!r}: feature {show(name)} has a string value of {len(value)} "
+            f"characters, limit is {limits.max_value_chars}: {show(value)}",
+        )
+    if not _is_unicode(value):
+        raise BadEvent(
+            INVALID_FEATURES,
+            f"event {event_id!r}: feature {show(name)} is {show(value)}, "
+            "not valid Unicode (lone surrogate)",
+        )
+    return f"{name}={value}"
+
+
+def _add(x: dict[str, float], feature: str, event_id: str | int) -> None:
+    if feature in x:
+        _duplicate(feature, event_id)
+    x[feature] = 1.0
+
+
+def _duplicate(feature: str, event_id: str | int) -> None:
+    raise BadEvent(
+        DUPLICATE_FEATURE,
+        f"event {event_id!r}: feature {show(feature)} is given twice "
+        "(a 'name=value' key beside the string value it spells)",
+    )
 
 
 def _name(name: Any, event_id: str | int, limits: EventLimits) -> str:
@@ -295,7 +389,8 @@ def _value(value: Any, name: str, event_id: str | int, bound: float) -> float:
     if kind is not float and kind is not int:
         raise BadEvent(
             NON_NUMERIC_FEATURE,
-            f"event {event_id!r}: feature {show(name)} is {show(value)}, not a number",
+            f"event {event_id!r}: feature {show(name)} is {show(value)}, "
+            "not a number, a string or a list of strings",
         )
     if kind is float and not math.isfinite(value):
         raise BadEvent(NON_FINITE_FEATURE, f"event {event_id!r}: feature {show(name)} is {value!r}")

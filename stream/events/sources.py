@@ -1,7 +1,8 @@
 """Event sources for the producer: a synthetic stream with a known true model,
 river's bundled datasets, and CSV/JSONL files.
 
-Every source yields ``(id, x, y)`` with ``x`` a dict of floats and ``y`` a bool
+Every source yields ``(id, x, y)`` with ``x`` a dict of values (floats; from
+files, whatever the file holds: strings are categorical) and ``y`` a bool
 or None, in a fixed order (seeded where random), so a replay is reproducible.
 """
 
@@ -83,9 +84,10 @@ def file_rows(
     """Rows of a CSV (header line) or JSONL file.
 
     Features are ``features`` if given, else every column but the label and id.
-    Values are passed as they are: a non-numeric cell becomes a non-numeric
-    feature, which the worker dead-letters with a clear reason, rather than
-    being dropped here. A missing or empty label cell means "unlabeled".
+    Values are passed as they are: a CSV cell that is not a number is a string,
+    so a categorical feature (``name=value``, by the event contract); an empty
+    cell is null, which the worker dead-letters with a clear reason, rather
+    than being dropped here. A missing or empty label cell means "unlabeled".
     """
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = _jsonl(path)

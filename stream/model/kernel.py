@@ -22,7 +22,10 @@ bit-identical (tests/unit/test_kernel.py checks them against river itself):
   learning inserts the name into every dict of the learning state.
 
 Features are columns in growing arrays; a name gets its column the first time
-it is seen (``columns``), so events may bring new names at any time.
+it is seen (``columns``), so events may bring new names at any time. A hashed
+model (``hash_bits`` B, see :mod:`stream.events.hashing`) has no names: its
+keys are slot numbers, a slot is its own column, and the arrays hold all 2^B
+slots from the start (memory bounded by B, no dictionary of names).
 """
 
 from __future__ import annotations
@@ -287,6 +290,8 @@ class KernelModel:
             _TWO,
         )
         self.n_learned = 0
+        # Hashed: 2^B slots, each its own column; else 0 (columns by name).
+        self.n_slots = 1 << settings.hash_bits if settings.hash_bits is not None else 0
         self._reset()
 
     # -- columns ----------------------------------------------------------------
@@ -294,7 +299,7 @@ class KernelModel:
     def _reset(self) -> None:
         self.names: list[str] = []
         self.columns: dict[str, int] = {}
-        capacity = _INITIAL_CAPACITY
+        capacity = self.n_slots or _INITIAL_CAPACITY
         self._w = np.zeros(capacity)
         self._cnt = np.zeros(capacity)
         self._mean = np.zeros(capacity)
@@ -310,7 +315,10 @@ class KernelModel:
         self._undo_has = np.zeros(_INITIAL_CAPACITY, dtype=np.uint8)
 
     def column(self, name: str) -> int:
-        """The column of ``name``, given one if it is new."""
+        """The column of ``name``, given one if it is new; for a hashed model,
+        the slot ``name`` spells (ValueError if it spells none)."""
+        if self.n_slots:
+            return self._slot(name)
         j = self.columns.get(name)
         if j is None:
             j = len(self.names)
@@ -319,6 +327,15 @@ class KernelModel:
             self.columns[name] = j
             self.names.append(name)
         return j
+
+    def _slot(self, key: str) -> int:
+        if not (key.isascii() and key.isdigit() and int(key) < self.n_slots):
+            raise ValueError(f"a model of {self.n_slots} hashed slots has no slot {key!r}")
+        return int(key)
+
+    def slots_used(self) -> int:
+        """Features (a hashed model's slots) that have a weight."""
+        return int(np.count_nonzero(self._has & HAS_WEIGHT))
 
     def columns_of(self, names: Iterable[str]) -> np.ndarray:
         """Columns of a layout of names (new names get columns), as an int64 array."""
@@ -458,11 +475,12 @@ class KernelModel:
     def state(self) -> ModelState:
         """A copy of the learning state, with exactly river's names in each dict."""
         names = self.names
-        has = self._has[: len(names)]
+        has = self._has if self.n_slots else self._has[: len(names)]
 
         def pick(bit: int, values: np.ndarray) -> dict[str, float]:
             rows = np.flatnonzero(has & bit)
-            return dict(zip([names[j] for j in rows], values[rows].tolist(), strict=True))
+            keys = map(str, rows.tolist()) if self.n_slots else [names[j] for j in rows]
+            return dict(zip(keys, values[rows].tolist(), strict=True))
 
         scale, ftrl = self._scale, self._ftrl
         return ModelState(

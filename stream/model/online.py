@@ -164,19 +164,18 @@ class OnlineModel:
         return True
 
     # -- the numeric guard ------------------------------------------------------
-    # A step touches the weights (all of them with an L2 penalty, else those of
-    # x's features), the intercept, the optimizer's step count, and the scaler's
-    # and FTRL's state of x's features: that is what is saved and put back.
+    # A step touches the weights of x's features (river masks its weights with
+    # x while learning, so L2 decays those only), the intercept, the optimizer's
+    # step count, and the scaler's and FTRL's state of x's features: that is
+    # what is saved and put back, in time proportional to x, not to the model
+    # (tests/unit/test_model.py checks that a step changes nothing else).
 
     def _save(self, x: dict[str, float]) -> tuple:
         lr, scaler = self._lr, self._scaler
         optimizer = lr.optimizer
         weights = lr._weights
-        keys = set(x)
-        if self.settings.l2 and self.settings.optimizer == "sgd":
-            keys |= set(weights.to_dict())
         # A name the step adds is saved as absent, so that undoing the step removes it.
-        saved_weights = {k: weights.get(k, _ABSENT) for k in keys}
+        saved_weights = {k: weights.get(k, _ABSENT) for k in x}
         stats = []
         if scaler is not None:
             stats += [scaler.counts, scaler.means, scaler.vars]
@@ -229,6 +228,10 @@ class OnlineModel:
     @property
     def n_refused(self) -> int:
         return self.refusals.count
+
+    def slots_used(self) -> int:
+        """Features (a hashed model's slots) that have a weight."""
+        return len(self._lr._weights)
 
     def state(self) -> ModelState:
         """A copy of the learning state; later learning does not change it."""

@@ -21,6 +21,11 @@ Worker metrics (label ``worker``):
 - ``learnstream_restarts_total``: times the supervisor restarted this worker
 - ``learnstream_model_records_invalid_total``: model topic records skipped as
   malformed or impossible
+- with ``--hash-bits``: ``learnstream_hash_slots_used`` (slots with a weight),
+  ``learnstream_hash_collisions_estimated`` (distinct features sharing a slot
+  with another, estimated from the slots in use by linear counting), and
+  ``learnstream_hash_collisions_in_events_total`` (features that shared a slot
+  with another feature of the same event: summed into it)
 
 Merger metrics (label ``merger``): ``learnstream_merger_active``,
 ``learnstream_merger_model_version``, ``learnstream_merger_learned_events``,
@@ -44,6 +49,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from stream.events.hashing import estimated_collisions
 from stream.observe.monitor import Histogram
 
 logger = logging.getLogger(__name__)
@@ -165,6 +171,23 @@ class WorkerCollector(Collector):
             who,
             last,
         )
+        bits = w.settings.model.hash_bits
+        if bits is not None:
+            used = w.model.slots_used()
+            yield _gauge("learnstream_hash_slots_used", "Hashed slots with a weight.", who, used)
+            yield _gauge(
+                "learnstream_hash_collisions_estimated",
+                "Distinct features sharing a hashed slot with another (linear-counting "
+                "estimate from the slots in use).",
+                who,
+                estimated_collisions(used, 1 << bits),
+            )
+            yield _counter(
+                "learnstream_hash_collisions_in_events",
+                "Features that shared a hashed slot with another feature of their event.",
+                who,
+                w.hash_collisions_in_events,
+            )
 
 
 class MergerCollector(Collector):

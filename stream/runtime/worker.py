@@ -44,6 +44,7 @@ from stream.config import WorkerSettings
 from stream.errors import BadEvent, DeliveryError, NumericError
 from stream.events.codec import PROCESSING_ERROR, decode_event, encode
 from stream.events.deadletter import DeadLetterLog, headers
+from stream.events.hashing import Hasher, featurizer
 from stream.faults import CrashPoints
 from stream.kafka import connect
 from stream.kafka.topics import ensure_pipeline
@@ -159,6 +160,8 @@ class Worker:
         # merger's applied/rejected seqs are keyed by it.
         self.life = life_id(name, incarnation or new_incarnation())
         self.model = model if model is not None else self._new_model()
+        # The contract's features to the model's: slots with --hash-bits, else as they are.
+        self.featurize = featurizer(settings.model.hash_bits)
         self._decoder = None  # the BatchDecoder of the compiled path, per model
         self._decoder_model = None
         # The global model version this worker's model is based on: (epoch, version).
@@ -207,6 +210,11 @@ class Worker:
     @property
     def merging(self) -> bool:
         return self.settings.merge.enabled
+
+    @property
+    def hash_collisions_in_events(self) -> int:
+        """Features that shared a hashed slot with another of the same event."""
+        return self.featurize.in_event_collisions if isinstance(self.featurize, Hasher) else 0
 
     @property
     def model_records_invalid(self) -> int:
@@ -367,6 +375,7 @@ class Worker:
         output_encoding = s.output_encoding
         limits = s.limits
         predict, learn = self.model.predict_proba, self.model.learn
+        featurize = self.featurize
         clock = self._clock
         name, version = self.name, self.model_version
         co_partitioned = self._co_partitioned
@@ -382,8 +391,9 @@ class Worker:
             try:
                 event = decode_event(value, limits)
                 y = event.y
+                x = featurize(event.x)
                 if not replay:
-                    p = predict(event.x)
+                    p = predict(x)
             except Exception as exc:
                 if not replay:
                     self._dead_letter(_bad(exc, "scoring"), partition, offset, key, value)
@@ -423,7 +433,7 @@ class Worker:
                     scored += 1
             if y is not None:
                 try:
-                    if learn(event.x, y):
+                    if learn(x, y):
                         learned += 1
                     else:
                         refused += 1
@@ -483,7 +493,8 @@ class Worker:
         if self._decoder is None or self._decoder_model is not self.model:
             from stream.events.batch import BatchDecoder, packer
 
-            self._decoder = BatchDecoder(self.model.column, self.settings.limits)
+            hasher = self.featurize if isinstance(self.featurize, Hasher) else None
+            self._decoder = BatchDecoder(self.model.column, self.settings.limits, hasher)
             self._decoder_model = self.model
             self._pack = packer()
         return True

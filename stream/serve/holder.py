@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from stream.config import Quantize
+from stream.events.hashing import featurizer, unhashed
 from stream.model.online import OnlineModel
 from stream.model.quantize import quantize_state
 from stream.sync.checkpoint import Snapshot
@@ -34,6 +36,9 @@ class Served:
     quantize: Quantize
     loaded_at: float
     known: frozenset[str]
+    # The contract's features to the model's, as the worker takes them: slots
+    # when the version was learned with hash_bits (its model_config says so).
+    featurize: Callable[[dict[str, float]], dict[str, float]] = unhashed
 
     def predict_proba(self, x: dict[str, float]) -> float:
         """The one scoring function: the worker's and ``score --offline``'s
@@ -45,6 +50,7 @@ class Served:
         could grow without bound. Such features are left out first; p is the
         same bit for bit (tests/unit/test_serve_holder.py).
         """
+        x = self.featurize(x)
         if not x.keys() <= self.known:
             known = self.known
             x = {name: value for name, value in x.items() if name in known}
@@ -53,7 +59,8 @@ class Served:
     def predict_proba_many(self, xs: list[dict[str, float]]) -> list[float]:
         """The same p for each event, computed a column at a time
         (:meth:`OnlineModel.predict_proba_many`, identical bit for bit)."""
-        return self.model.predict_proba_many(xs)
+        featurize = self.featurize
+        return self.model.predict_proba_many([featurize(x) for x in xs])
 
 
 def serving(snapshot: Snapshot, quantize: Quantize = "none") -> Served:
@@ -66,7 +73,10 @@ def serving(snapshot: Snapshot, quantize: Quantize = "none") -> Served:
         snapshot = replace(snapshot, state=quantize_state(snapshot.state, quantize))
     state = snapshot.state
     known = frozenset(state.weights) | frozenset(state.scaler_vars)
-    return Served(snapshot.version, snapshot, model_of(snapshot), quantize, time.time(), known)
+    featurize = featurizer(snapshot.model_config.get("hash_bits"))
+    return Served(
+        snapshot.version, snapshot, model_of(snapshot), quantize, time.time(), known, featurize
+    )
 
 
 class ModelHolder:

@@ -126,6 +126,49 @@ HOSTILE = {
         3,
     ),
     "array_key": (lambda r, n: b"\x81\x91\x01\x02", {codec.UNDECODABLE}, 2),
+    # Categorical shapes: a string is a feature, but not every list or string is.
+    "list_non_string": (
+        lambda r, n: _json({"id": f"h{n}", "x": {"tags": ["a", r.choice([1.0, None, True, {}])]}}),
+        {codec.INVALID_LIST},
+        3,
+    ),
+    "list_nested": (
+        lambda r, n: msgpack.packb({"id": f"h{n}", "x": {"tags": [["a"], "b"]}}),
+        {codec.INVALID_LIST},
+        3,
+    ),
+    "list_too_long": (
+        lambda r, n: _json({"id": f"h{n}", "x": {"tags": [f"t{i}" for i in range(1001)]}}),
+        {codec.LIST_TOO_LONG},
+        1,
+    ),
+    "value_too_long": (
+        lambda r, n: msgpack.packb({"id": f"h{n}", "x": {"site": "s" * r.randint(257, 5000)}}),
+        {codec.VALUE_TOO_LONG},
+        3,
+    ),
+    "surrogate_value": (
+        lambda r, n: b'{"id": "h%d", "x": {"site": ["ok", "\\udfff"]}}' % n,
+        {codec.INVALID_FEATURES},
+        3,
+    ),
+    "duplicate_feature": (
+        lambda r, n: _json({"id": f"h{n}", "x": {"site": "a", "site=a": 1.0}}),
+        {codec.DUPLICATE_FEATURE},
+        2,
+    ),
+    "one_hot_too_many": (
+        lambda r, n: msgpack.packb(
+            {"id": f"h{n}", "x": {f"k{j}": [f"v{i}" for i in range(1000)] for j in range(11)}}
+        ),
+        {codec.TOO_MANY_FEATURES},
+        1,
+    ),
+    "null_value": (
+        lambda r, n: _json({"id": f"h{n}", "x": {"f0": None}}),
+        {codec.NON_NUMERIC_FEATURE},
+        2,
+    ),
     "too_many_features": (
         lambda r, n: msgpack.packb({"id": f"h{n}", "x": {f"{i:x}": 0 for i in range(10_001)}}),
         {codec.TOO_MANY_FEATURES},

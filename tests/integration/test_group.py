@@ -27,7 +27,7 @@ BAD = [
     (json.dumps(["bad-2"]).encode(), codec.NOT_A_MAP),
     (json.dumps({"x": {"a": 1}, "tag": "bad-3"}).encode(), codec.MISSING_ID),
     (json.dumps({"id": "bad-4", "y": 1}).encode(), codec.MISSING_FEATURES),
-    (json.dumps({"id": "bad-5", "x": {"f0": "high"}}).encode(), codec.NON_NUMERIC_FEATURE),
+    (json.dumps({"id": "bad-5", "x": {"f0": None}}).encode(), codec.NON_NUMERIC_FEATURE),
     (msgpack.packb({"id": "bad-6", "x": {"f0": math.nan}}), codec.NON_FINITE_FEATURE),
     (b'{"id": "bad-7", "x": {"f0": Infinity}}', codec.NON_FINITE_FEATURE),
     (json.dumps({"id": "bad-8", "x": {"f0": 1.0}, "y": "maybe"}).encode(), codec.INVALID_LABEL),

@@ -3,6 +3,8 @@ is (a bench that only breaks when someone runs it is no bench)."""
 
 from __future__ import annotations
 
+import json
+
 from stream.tools.bench import decoding_us
 
 
@@ -11,3 +13,21 @@ def test_decoding_costs_are_measured_for_both_decoders_and_both_encoders():
     assert result["features"] == 3
     for name in ("general_us", "batch_us", "packb_us", "packer_us"):
         assert result[name] > 0, name
+
+
+def test_the_categorical_bench_measures_every_kind_and_a_growing_vocabulary(tmp_path):
+    from stream.cli import main
+    from stream.tools.featurebench import rates, vocabulary_growth
+
+    result = rates(2000, fields=4, repeats=1, hash_bits=8)
+    for kind in ("numeric", "numeric_hashed", "categorical", "categorical_hashed",
+                 "categorical8_hashed"):  # fmt: skip
+        assert result[f"{kind}_eps"] > 0, kind
+    growth = vocabulary_growth(2000, fields=20, hash_bits=8)
+    assert growth["distinct_features"] == 2000 * 10 + 10 * 100
+    assert growth["by_name_features_held"] == growth["distinct_features"]
+    assert growth["hashed_features_held"] <= 2**8
+    assert len(growth["hashed_eps_by_quarter"]) == 4
+    out = tmp_path / "categorical.json"
+    assert main(["bench", "--categorical", "--events", "2000", "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())) == {"rates", "vocabulary_growth"}

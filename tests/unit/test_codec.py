@@ -65,8 +65,24 @@ BAD_INPUT = [
     (_json({"id": 1}), codec.MISSING_FEATURES),
     (_json({"id": 1, "x": [1, 2]}), codec.INVALID_FEATURES),
     (msgpack.packb({"id": 1, "x": {3: 1.0}}), codec.INVALID_FEATURES),
-    (_json({"id": 1, "x": {"a": "high"}}), codec.NON_NUMERIC_FEATURE),
+    (_json({"id": 1, "x": {"a": "high"}}), None),  # categorical: the feature a=high
     (_json({"id": 1, "x": {"a": None}}), codec.NON_NUMERIC_FEATURE),
+    (_json({"id": 1, "x": {"a": {"b": 1.0}}}), codec.NON_NUMERIC_FEATURE),
+    (msgpack.packb({"id": 1, "x": {"a": b"bytes"}}, use_bin_type=True), codec.NON_NUMERIC_FEATURE),
+    (_json({"id": 1, "x": {"a": "v" * 300}}), codec.VALUE_TOO_LONG),
+    (_json({"id": 1, "x": {"tags": ["a", "v" * 300]}}), codec.VALUE_TOO_LONG),
+    (_json({"id": 1, "x": {"tags": [f"t{i}" for i in range(1001)]}}), codec.LIST_TOO_LONG),
+    (_json({"id": 1, "x": {"tags": ["a", 1.0]}}), codec.INVALID_LIST),
+    (_json({"id": 1, "x": {"tags": ["a", ["b"]]}}), codec.INVALID_LIST),
+    (_json({"id": 1, "x": {"tags": [None]}}), codec.INVALID_LIST),
+    (_json({"id": 1, "x": {"tags": [True]}}), codec.INVALID_LIST),
+    (_json({"id": 1, "x": {"tags": [{"a": 1}]}}), codec.INVALID_LIST),
+    (_json({"id": 1, "x": {"tags": [f"t{i}" for i in range(21)]}}), codec.TOO_MANY_FEATURES),
+    (_json({"id": 1, "x": {"a": "b", "a=b": 2.0}}), codec.DUPLICATE_FEATURE),
+    (_json({"id": 1, "x": {"a=b": 2.0, "a": ["b"]}}), codec.DUPLICATE_FEATURE),
+    (_json({"id": 1, "x": {"a": "b=c", "a=b": "c"}}), codec.DUPLICATE_FEATURE),
+    (b'{"id": 1, "x": {"a": "\\ud800"}}', codec.INVALID_FEATURES),
+    (b'{"id": 1, "x": {"a": ["ok", "\\udfff"]}}', codec.INVALID_FEATURES),
     (_json({"id": 1, "x": {"a": True}}), codec.NON_NUMERIC_FEATURE),
     (b'{"id": 1, "x": {"a": NaN}}', codec.NON_FINITE_FEATURE),
     (b'{"id": 1, "x": {"a": Infinity}}', codec.NON_FINITE_FEATURE),
@@ -119,5 +135,91 @@ def test_bad_input_is_rejected_with_its_reason(value, reason):
 
 
 def test_error_message_names_the_offending_value():
-    with pytest.raises(BadEvent, match="feature 'temp' is 'hot'"):
-        codec.decode_event(_json({"id": "e9", "x": {"temp": "hot"}}), LIMIT)
+    with pytest.raises(BadEvent, match="feature 'temp' is None"):
+        codec.decode_event(_json({"id": "e9", "x": {"temp": None}}), LIMIT)
+
+
+# -- categorical values --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_a_string_value_is_the_one_hot_feature_name_equals_value(encoding):
+    sent = {"id": "e-1", "x": {"age": 31, "site": "news.example", "score": -0.5}}
+    event = codec.decode_event(codec.encode(sent, encoding), LIMIT)
+    assert event.x == {"age": 31.0, "site=news.example": 1.0, "score": -0.5}
+    assert list(event.x) == ["age", "site=news.example", "score"]  # the event's order
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_a_list_of_strings_is_one_feature_per_string_in_order(encoding):
+    sent = {"id": 1, "x": {"tags": ["sports", "a=b", ""], "n": 2.0}}
+    event = codec.decode_event(codec.encode(sent, encoding), LIMIT)
+    assert list(event.x.items()) == [
+        ("tags=sports", 1.0),
+        ("tags=a=b", 1.0),
+        ("tags=", 1.0),
+        ("n", 2.0),
+    ]
+
+
+def test_a_repeated_string_in_a_list_is_one_feature():
+    event = codec.decode_event(_json({"id": 1, "x": {"q": ["new", "york", "new"]}}), LIMIT)
+    assert event.x == {"q=new": 1.0, "q=york": 1.0}
+
+
+def test_an_empty_list_adds_no_feature():
+    event = codec.decode_event(_json({"id": 1, "x": {"tags": [], "a": 1.0}, "y": 1}), LIMIT)
+    assert (event.x, event.y) == ({"a": 1.0}, True)
+
+
+def test_strings_of_any_content_are_features():
+    for value in ("", " ", "=", "ü日本", "a\u0000b", "\n", "x" * 256):
+        event = codec.decode_event(_json({"id": 1, "x": {"k": value}}), LIMIT)
+        assert event.x == {f"k={value}": 1.0}
+
+
+def test_value_and_list_limits_are_settings():
+    limits = EventLimits(max_value_chars=3, max_list_values=2)
+    assert codec.decode_event(_json({"id": 1, "x": {"k": ["abc", "de"]}}), limits).x == {
+        "k=abc": 1.0,
+        "k=de": 1.0,
+    }
+    for x, reason in (
+        ({"k": "abcd"}, codec.VALUE_TOO_LONG),
+        ({"k": ["a", "b", "c"]}, codec.LIST_TOO_LONG),
+    ):
+        with pytest.raises(BadEvent) as caught:
+            codec.decode_event(_json({"id": 1, "x": x}), limits)
+        assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (
+            {"tags": ["a", 7]},
+            "event 1: feature 'tags' holds 7 at index 1; a list holds strings only",
+        ),
+        ({"tags": [["b"]]}, "feature 'tags' holds ['b'] at index 0"),
+        ({"k": "v" * 300}, "feature 'k' has a string value of 300 characters, limit is 256: 'vvv"),
+        ({"tags": ["t"] * 1001}, "feature 'tags' is a list of 1001 values, limit is 1000"),
+        ({"a": "b", "a=b": 1.0}, "feature 'a=b' is given twice"),
+        ({"k": {"a": 1}}, "feature 'k' is {'a': 1}, not a number, a string or a list of strings"),
+    ],
+)
+def test_categorical_errors_name_the_offending_value(x, message):
+    with pytest.raises(BadEvent) as caught:
+        codec.decode_event(_json({"id": 1, "x": x}), LIMIT)
+    assert message in caught.value.message
+
+
+def test_features_is_the_contracts_one_function_for_x():
+    """What serve and score call on a row's x: the decoder's own verdict."""
+    raw = {"site": "a", "tags": ["x", "y"], "n": 3}
+    assert (
+        codec.features(raw, "r1", LIMIT)
+        == codec.decode_event(_json({"id": "r1", "x": raw}), LIMIT).x
+    )
+    with pytest.raises(BadEvent) as caught:
+        codec.features({"tags": [1]}, "r1", LIMIT)
+    assert caught.value.reason == codec.INVALID_LIST

@@ -25,7 +25,9 @@ from stream.model.online import OnlineModel
 # Hypothesis warns when a strategy's repr is large (the nested event strategies are).
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")
 
-LIMITS = EventLimits(max_event_bytes=20_000, max_features=50, max_depth=8)
+LIMITS = EventLimits(
+    max_event_bytes=20_000, max_features=50, max_depth=8, max_value_chars=260, max_list_values=20
+)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -49,8 +51,11 @@ def assert_valid(event: codec.Event, limits: EventLimits) -> None:
         assert len(event.id) <= limits.max_id_chars
     assert len(event.x) <= limits.max_features
     for name, value in event.x.items():
-        assert type(name) is str and len(name) <= limits.max_feature_name_chars
+        # A categorical feature is ``name=value``: both parts within their limits.
+        longest = limits.max_feature_name_chars + 1 + limits.max_value_chars
+        assert type(name) is str and len(name) <= longest
         assert type(value) is float and abs(value) <= limits.max_abs_feature
+        name.encode()  # valid Unicode: it can be a model key in every encoding
     assert event.y in (None, True, False)
     assert event.ts is None or math.isfinite(event.ts)
     prediction = {"id": event.id, "p": 0.5, "ts_event": event.ts, "x": event.x}
@@ -96,7 +101,16 @@ def event_maps(scalars, trees, keys, ints, strings):
     ids = st.one_of(
         st.integers(-5, 5), strings, st.text(min_size=250, max_size=300), scalars, trees
     )
-    feature_values = st.one_of(floats, ints, scalars, trees)
+    categorical = st.one_of(
+        strings,
+        st.text(min_size=250, max_size=300),
+        st.lists(strings, max_size=6),
+        st.lists(st.one_of(strings, scalars, trees), max_size=4),  # non-strings, nested lists
+        st.lists(
+            st.just("t"), min_size=LIMITS.max_list_values, max_size=LIMITS.max_list_values + 2
+        ),
+    )
+    feature_values = st.one_of(floats, ints, scalars, trees, categorical)
     xs = st.one_of(
         st.dictionaries(st.text(max_size=5), floats, max_size=10),
         st.dictionaries(keys, feature_values, max_size=10),
@@ -217,6 +231,74 @@ def test_big_and_special_numbers_in_every_field(number):
             {"id": 1, "x": {}, "ts": number},
         ):
             decode_checked(msgpack.packb(obj))
+
+
+def one_hot(x: dict) -> dict[str, float] | None:
+    """The contract's categorical rule, written out plainly: numbers as they are,
+    ``name=value`` 1.0 per string (a list's repeats once); None if two entries
+    make the same feature."""
+    out: dict[str, float] = {}
+    for name, value in x.items():
+        if isinstance(value, str | list):
+            for item in dict.fromkeys([value] if isinstance(value, str) else value):
+                if f"{name}={item}" in out:
+                    return None
+                out[f"{name}={item}"] = 1.0
+        else:
+            if name in out:
+                return None
+            out[name] = float(value)
+    return out
+
+
+small_texts = st.text(alphabet="ab=", max_size=3) | st.text(max_size=4)
+categorical_xs = st.dictionaries(
+    small_texts,
+    st.one_of(
+        st.floats(-1e6, 1e6),
+        st.integers(-5, 5),
+        small_texts,
+        st.lists(small_texts, max_size=5),
+    ),
+    max_size=8,
+)
+
+
+@FAST
+@given(categorical_xs, st.sampled_from(["msgpack", "json"]))
+def test_categorical_x_decodes_to_its_one_hot_features_or_a_duplicate(x, encoding):
+    expected = one_hot(x)
+    try:
+        event = codec.decode_event(codec.encode({"id": 1, "x": x}, encoding), LIMITS)
+    except BadEvent as exc:
+        if expected is not None and len(expected) > LIMITS.max_features:
+            assert exc.reason == codec.TOO_MANY_FEATURES
+        else:
+            assert (exc.reason, expected) == (codec.DUPLICATE_FEATURE, None)
+        return
+    assert list(event.x.items()) == list(expected.items())
+
+
+@FAST
+@given(
+    st.text(max_size=3),
+    st.lists(st.one_of(texts, json_scalars, json_trees), min_size=1, max_size=5),
+)
+def test_a_list_holding_anything_but_strings_names_the_value(name, items):
+    """Non-strings, nested lists and maps in a list: invalid_list, naming the item."""
+    event_id = "e"
+    try:
+        x = codec.features({name: items}, event_id, LIMITS)
+    except BadEvent as exc:
+        assert exc.reason in codec.REASONS
+        first_bad = next((i for i, v in enumerate(items) if type(v) is not str), None)
+        if exc.reason == codec.INVALID_LIST:
+            assert f"holds {codec.show(items[first_bad])} at index {first_bad}" in exc.message
+        else:  # a string before the first non-string broke its own rule
+            assert exc.reason in (codec.INVALID_FEATURES, codec.VALUE_TOO_LONG)
+        return
+    assert all(type(v) is str for v in items)
+    assert set(x) == {f"{name}={v}" for v in items}
 
 
 MODELS = [

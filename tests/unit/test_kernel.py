@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from river import datasets
 
 from stream.config import ModelSettings
+from stream.events.codec import features
 from stream.model.factory import build_model
 from stream.model.kernel import KernelModel
 from stream.model.online import OnlineModel
@@ -77,7 +78,25 @@ def varying(n: int, seed: int) -> list[tuple[dict[str, float], bool | None]]:
     return stream
 
 
+def categorical(n: int, seed: int) -> list[tuple[dict[str, float], bool | None]]:
+    """Strings and lists of strings, one-hot by the contract's own function: a
+    vocabulary that keeps growing, names that differ from event to event."""
+    rng = random.Random(seed)
+    stream = []
+    for i in range(n):
+        raw = {
+            "site": f"s{rng.randint(0, 20 + i // 10)}",
+            "tags": rng.sample(["a", "b", "c", "d", "a=b"], rng.randint(0, 3)),
+            "n": rng.gauss(0, 3),
+        }
+        x = features(raw, i)
+        y = None if rng.random() < 0.2 else bool(("a" in raw["tags"]) ^ (rng.random() < 0.2))
+        stream.append((x, y))
+    return stream
+
+
 STREAMS = {
+    "categorical": lambda: categorical(3000, seed=4),
     "phishing": phishing,
     "bananas": bananas,
     "varying": lambda: varying(3000, seed=7),

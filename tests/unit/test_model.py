@@ -100,3 +100,41 @@ def test_predict_proba_many_is_predict_proba_bit_for_bit(which, seed, batch):
     many = model.predict_proba_many(xs)
     assert many == [model.predict_proba(x) for x in xs]
     assert [type(p) for p in many] == [type(model.predict_proba(x)) for x in xs]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ModelSettings(l2=0.01),
+        ModelSettings(scale=False, l2=0.5, learning_rate=0.1),
+        ModelSettings(optimizer="ftrl", l2=0.5, ftrl_l1=0.1),
+    ],
+    ids=repr,
+)
+def test_a_learning_step_changes_only_the_state_of_the_events_features(model):
+    """With an L2 penalty too (river masks its weights with the event while it
+    learns): so a step costs time in the event's size, not the model's, and the
+    numeric guard need save and restore only the event's features."""
+    online = OnlineModel(model)
+    for i in range(300):
+        online.learn({f"f{i % 50}": 1.0 + i % 3, f"g{i % 7}": -0.5}, i % 2 == 0)
+    before = online.state()
+    x = {"f3": 2.0, "new": 1.0}
+    online.learn(x, True)
+    after = online.state()
+    for field in ("weights", "scaler_counts", "scaler_means", "scaler_vars", "ftrl_z", "ftrl_n"):
+        old, new = getattr(before, field), getattr(after, field)
+        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        assert changed <= set(x), (field, changed)
+    assert after != before  # the step did change the event's features
+
+
+def test_a_refused_step_with_l2_is_undone_exactly():
+    online = OnlineModel(ModelSettings(scale=False, l2=0.01, learning_rate=1.0), max_abs_weight=5)
+    for i in range(50):
+        online.learn({f"f{i % 10}": 1.0}, i % 2 == 0)
+    before = online.state()
+    x = {"f1": 1e10, "brand-new": 3.0}
+    wrong = online.predict_proba(x) < 0.5  # the label that makes the step huge
+    assert online.learn(x, wrong) is False
+    assert online.state() == before
