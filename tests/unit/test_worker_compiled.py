@@ -20,7 +20,6 @@ from stream.model.online import OnlineModel
 from stream.runtime.worker import Worker
 from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
 
-
 SITES = [f"site-{i}" for i in range(30)]
 
 
