@@ -6,11 +6,12 @@ implementations can import the interface without a cycle.
 
 from __future__ import annotations
 
-from stream.config import ClientName, KafkaSettings
+from stream.config import ClientName, KafkaSettings, choices_of
 from stream.errors import ConfigError
 from stream.kafka.transport import Compression, Consumer, Producer, Reader
 
-CLIENTS: tuple[ClientName, ...] = ("kafka-python", "confluent")
+# The clients, from the ClientName type (the one list of them).
+CLIENTS: tuple[ClientName, ...] = choices_of(ClientName)
 
 
 def consumer(

@@ -42,8 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from stream.config import (
+    BenchModel,
+    BenchSettings,
     ClientName,
-    Encoding,
     EventLimits,
     KafkaSettings,
     MergerSettings,
@@ -52,7 +53,7 @@ from stream.config import (
     TopicSettings,
     WorkerSettings,
 )
-from stream.errors import ConfigError, StreamError
+from stream.errors import StreamError
 from stream.events.codec import decode_map, encode
 from stream.events.sources import SyntheticStream
 from stream.kafka import connect
@@ -72,7 +73,8 @@ from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
 
-MODELS: dict[str, ModelSettings] = {
+# One per BenchModel choice (tests/unit/test_settings_env.py checks they match).
+MODELS: dict[BenchModel, ModelSettings] = {
     "lr": ModelSettings(scale=False),
     "scaler+lr": ModelSettings(),
     "ftrl": ModelSettings(optimizer="ftrl", learning_rate=0.1, scale=False),
@@ -84,30 +86,6 @@ _GROUP = {
     "session_timeout_ms": 3_000,
     "heartbeat_interval_ms": 1_000,
 }
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    bootstrap: str | None = None
-    clients: tuple[ClientName, ...] = ("confluent", "kafka-python")
-    models: tuple[str, ...] = ("scaler+lr",)
-    features: tuple[int, ...] = (10, 50)
-    encoding: Encoding = "msgpack"
-    events: int = 100_000
-    scale_workers: int = 2
-    latency_fractions: tuple[float, ...] = (0.5,)
-    latency_duration_s: float = 5.0
-    merge_cost: bool = True
-
-    def __post_init__(self) -> None:
-        unknown = set(self.models) - set(MODELS)
-        if unknown:
-            raise ConfigError(f"unknown models {sorted(unknown)}; known: {sorted(MODELS)}")
-        if self.events < 1000:
-            raise ConfigError(f"events must be >= 1000 for a stable figure, got {self.events}")
-        bad = [f for f in self.latency_fractions if not 0 < f < 1]
-        if bad:
-            raise ConfigError(f"latency fractions must be in (0, 1), got {bad}")
 
 
 @dataclass

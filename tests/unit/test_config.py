@@ -24,7 +24,7 @@ def test_dead_letter_topic_follows_features_topic():
     "build, message",
     [
         (lambda: ModelSettings(optimizer="adam"), "'adam'"),
-        (lambda: ModelSettings(learning_rate=0), "learning_rate must be a positive number, got 0"),
+        (lambda: ModelSettings(learning_rate=0), "learning_rate must be > 0, got 0"),
         (lambda: ModelSettings(l2=-1.0), "l2 must be >= 0, got -1.0"),
         (lambda: TopicSettings(features="t", predictions="t"), "same topic 't'"),
         (lambda: TopicSettings(features="my topic"), "'my topic' is not a valid Kafka topic name"),
@@ -56,14 +56,14 @@ def test_settings_are_frozen():
 
 
 def test_cli_flags_fall_back_to_environment(monkeypatch):
-    from stream.cli import build_parser
+    from stream.cli import parse_args
     from stream.cliargs import kafka_settings, topic_settings
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9093,k2:9093")
     monkeypatch.setenv("LEARNSTREAM_FEATURES_TOPIC", "events")
     monkeypatch.setenv("LEARNSTREAM_GROUP_ID", "scorers")
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    args = build_parser().parse_args(
+    args = parse_args(
         ["work", "--sasl-username", "me", "--kafka-option", "ssl_check_hostname=false"]
     )
     kafka = kafka_settings(args)
