@@ -154,7 +154,9 @@ def run_workers(
         settings = WorkSettings(worker=settings)
     worker = settings.worker
     ensure_pipeline(worker.kafka, worker.topics)
-    merger = MergerSettings.for_workers(worker) if worker.merge.enabled and settings.merger else None
+    merger = (
+        MergerSettings.for_workers(worker) if worker.merge.enabled and settings.merger else None
+    )
     supervisor = Supervisor(
         worker,
         settings.processes,
