@@ -24,6 +24,7 @@ from stream.config import (
     BenchSettings,
     DemoSettings,
     EventLimits,
+    GroupTimeouts,
     KafkaSettings,
     LogSettings,
     MergerSettings,
@@ -48,6 +49,7 @@ _GROUP_TITLES = {
     EventLimits: "event limits (what exceeds one is dead-lettered with its own reason)",
     RestartSettings: "restarts",
     LogSettings: "logging",
+    GroupTimeouts: "consumer group timing",
 }
 
 

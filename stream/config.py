@@ -523,31 +523,48 @@ def _client() -> Any:
     )
 
 
-def _session_timeout_ms() -> Any:
-    return setting(10_000, ge=1, help="group session timeout: a member silent this long is evicted")
-
-
-def _heartbeat_interval_ms() -> Any:
-    return setting(3_000, ge=1, help="group heartbeat interval; below the session timeout")
-
-
-def _max_poll_interval_ms() -> Any:
-    return setting(
-        15_000,
-        ge=1,
-        help="group rebalance timeout; the embedded broker holds each join this long",
-    )
-
-
 @dataclass(frozen=True)
-class WorkerSettings:
-    """One worker process: where to read, how to score, how to batch.
+class GroupTimeouts:
+    """The consumer group's timing: the same for the workers, their merger and
+    every group client (the clients take it whole, with no defaults of their own).
 
     ``max_poll_interval_ms`` is also the group's rebalance timeout: how long a
     join waits for members. The embedded broker holds every join about this
     long, so the default is 15 s rather than Kafka's 5 minutes; a batch takes
     milliseconds, so a worker never comes near it by being slow.
     """
+
+    session_timeout_ms: int = setting(
+        10_000, ge=1, help="group session timeout: a member silent this long is evicted"
+    )
+    heartbeat_interval_ms: int = setting(
+        3_000, ge=1, help="group heartbeat interval; below the session timeout"
+    )
+    max_poll_interval_ms: int = setting(
+        15_000,
+        ge=1,
+        help="group rebalance timeout; the embedded broker holds each join this long",
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            # librdkafka refuses this combination; kafka-python would accept it.
+            raise ConfigError(
+                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must be at least "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker process: where to read, how to score, how to batch
+    (``group``: the consumer group's timing, see :class:`GroupTimeouts`)."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -574,9 +591,7 @@ class WorkerSettings:
     )
     max_poll_records: int = setting(1000, ge=1, help="batch size")
     poll_timeout_ms: int = field(default=100)
-    session_timeout_ms: int = _session_timeout_ms()
-    heartbeat_interval_ms: int = _heartbeat_interval_ms()
-    max_poll_interval_ms: int = _max_poll_interval_ms()
+    group: GroupTimeouts = field(default_factory=GroupTimeouts)
     auto_offset_reset: OffsetReset = setting(
         "earliest", flag="--from", help="where a new group starts reading"
     )
@@ -612,21 +627,11 @@ class WorkerSettings:
         check_choice("on_drift", self.on_drift, OnDrift)
         check_choice("auto_offset_reset", self.auto_offset_reset, OffsetReset)
         check_ranges(self)
-        if self.max_poll_interval_ms < self.session_timeout_ms:
-            # librdkafka refuses this combination; kafka-python would accept it.
-            raise ConfigError(
-                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must be at least "
-                f"session_timeout_ms ({self.session_timeout_ms})"
-            )
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ConfigError(
-                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
-                f"session_timeout_ms ({self.session_timeout_ms})"
-            )
-        if self.merge.enabled and self.merge.catch_up_timeout_s * 1000 >= self.max_poll_interval_ms:
+        poll_ms = self.group.max_poll_interval_ms
+        if self.merge.enabled and self.merge.catch_up_timeout_s * 1000 >= poll_ms:
             raise ConfigError(
                 f"merge.catch_up_timeout_s ({self.merge.catch_up_timeout_s}) must be below "
-                f"max_poll_interval_ms ({self.max_poll_interval_ms} ms): the wait happens "
+                f"max_poll_interval_ms ({poll_ms} ms): the wait happens "
                 "inside a rebalance, and a longer one would get the worker evicted"
             )
         if self.on_drift == "reset" and self.merge.enabled:
@@ -689,9 +694,7 @@ class MergerSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
     client: ClientName = _client()
-    session_timeout_ms: int = _session_timeout_ms()
-    heartbeat_interval_ms: int = _heartbeat_interval_ms()
-    max_poll_interval_ms: int = _max_poll_interval_ms()
+    group: GroupTimeouts = field(default_factory=GroupTimeouts)
     metrics_port: int = setting(
         0, cli_default=9399, ge=0, le=65535, help="Prometheus endpoint; 0: off"
     )
@@ -713,9 +716,7 @@ class MergerSettings:
             model=workers.model,
             merge=workers.merge,
             client=workers.client,
-            session_timeout_ms=workers.session_timeout_ms,
-            heartbeat_interval_ms=workers.heartbeat_interval_ms,
-            max_poll_interval_ms=workers.max_poll_interval_ms,
+            group=workers.group,
             crash_at=workers.crash_at,
         )
 

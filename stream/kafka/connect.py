@@ -17,8 +17,8 @@ CLIENTS: tuple[ClientName, ...] = choices_of(ClientName)
 def consumer(
     client: ClientName, kafka: KafkaSettings, topic: str, client_id: str, **group: object
 ) -> Consumer:
-    """``group``: group_id, auto_offset_reset, session_timeout_ms, heartbeat_interval_ms,
-    max_poll_interval_ms, max_poll_records."""
+    """``group``: group_id, auto_offset_reset, timeouts (:class:`GroupTimeouts`),
+    max_poll_records."""
     if client == "kafka-python":
         from stream.kafka.kafka_python import KafkaPythonConsumer
 

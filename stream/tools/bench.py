@@ -46,6 +46,7 @@ from stream.config import (
     BenchSettings,
     ClientName,
     EventLimits,
+    GroupTimeouts,
     KafkaSettings,
     MergerSettings,
     MergeSettings,
@@ -81,11 +82,9 @@ MODELS: dict[BenchModel, ModelSettings] = {
 }
 
 # Group timing for bench workers: the embedded broker holds a join this long.
-_GROUP = {
-    "max_poll_interval_ms": 3_000,
-    "session_timeout_ms": 3_000,
-    "heartbeat_interval_ms": 1_000,
-}
+_GROUP = GroupTimeouts(
+    max_poll_interval_ms=3_000, session_timeout_ms=3_000, heartbeat_interval_ms=1_000
+)
 
 
 @dataclass
@@ -378,7 +377,7 @@ class Bench:
             model=model,
             client=client,
             merge=merge or MergeSettings(enabled=False),
-            **_GROUP,
+            group=_GROUP,
         )
 
     def drain(self, topics: TopicSettings, settings: WorkerSettings, n: int, model=None) -> float:
@@ -445,7 +444,7 @@ class Bench:
             group_id=topics.group_id,
             auto_offset_reset="earliest",
             max_poll_records=1000,
-            **_GROUP,
+            timeouts=_GROUP,
         )
         producer = connect.producer(client, self.kafka, "bench-bare")
         consumer.subscribe(lambda assigned: None, lambda revoked: None, lambda lost: None)

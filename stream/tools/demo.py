@@ -13,7 +13,13 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stream.config import DemoSettings, KafkaSettings, MergerSettings, WorkerSettings
+from stream.config import (
+    DemoSettings,
+    GroupTimeouts,
+    KafkaSettings,
+    MergerSettings,
+    WorkerSettings,
+)
 from stream.errors import StreamError
 from stream.events.codec import decode_map
 from stream.events.sources import river_dataset
@@ -105,9 +111,9 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         model=settings.model,
         merge=replace(merge, checkpoint_dir=checkpoint_dir),
         # The embedded broker holds a join open for about this long; keep it short.
-        max_poll_interval_ms=5_000,
-        session_timeout_ms=5_000,
-        heartbeat_interval_ms=1_000,
+        group=GroupTimeouts(
+            max_poll_interval_ms=5_000, session_timeout_ms=5_000, heartbeat_interval_ms=1_000
+        ),
     )
     run_id = uuid.uuid4().hex[:8]
     merger = MergerSettings.for_workers(worker_settings) if merge.enabled else None

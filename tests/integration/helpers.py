@@ -6,7 +6,13 @@ import threading
 import time
 from collections.abc import Iterable
 
-from stream.config import KafkaSettings, MergeSettings, TopicSettings, WorkerSettings
+from stream.config import (
+    GroupTimeouts,
+    KafkaSettings,
+    MergeSettings,
+    TopicSettings,
+    WorkerSettings,
+)
 from stream.events.codec import decode_map
 from stream.events.deadletter import DeadLetter, parse
 from stream.kafka import clients
@@ -17,9 +23,9 @@ from tests.waiting import wait_for  # noqa: F401 - re-exported for the integrati
 
 # Short group timeouts: the embedded broker holds a join for about max_poll_interval_ms.
 FAST_GROUP = {
-    "max_poll_interval_ms": 3_000,
-    "session_timeout_ms": 3_000,
-    "heartbeat_interval_ms": 1_000,
+    "group": GroupTimeouts(
+        max_poll_interval_ms=3_000, session_timeout_ms=3_000, heartbeat_interval_ms=1_000
+    )
 }
 
 

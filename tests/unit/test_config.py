@@ -8,6 +8,7 @@ import pytest
 
 from stream.config import (
     EventLimits,
+    GroupTimeouts,
     KafkaSettings,
     ModelSettings,
     TopicSettings,
@@ -32,7 +33,10 @@ def test_dead_letter_topic_follows_features_topic():
         (lambda: EventLimits(max_depth=1), "max_depth must be >= 2"),
         (lambda: EventLimits(max_abs_feature=1e200), "max_abs_feature must be in (0, 1e150]"),
         (lambda: WorkerSettings(max_abs_weight=math.inf), "max_abs_weight must be in"),
-        (lambda: WorkerSettings(heartbeat_interval_ms=5000, session_timeout_ms=5000), "5000"),
+        (
+            lambda: GroupTimeouts(heartbeat_interval_ms=5000, session_timeout_ms=5000),
+            "must be below session_timeout_ms",
+        ),
         (lambda: WorkerSettings(output_encoding="xml"), "'xml'"),
         (lambda: KafkaSettings(client_options=(("sasl_pasword", "x"),)), "'sasl_pasword'"),
         (lambda: KafkaSettings(bootstrap_servers=" "), "bootstrap_servers is empty"),
