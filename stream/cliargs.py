@@ -30,8 +30,11 @@ from stream.config import (
     MergerSettings,
     MergeSettings,
     ModelSettings,
+    ProduceCommand,
+    ProduceSettings,
     RestartSettings,
     ServeSettings,
+    SourceSettings,
     TopicSettings,
     WorkerSettings,
     WorkSettings,
@@ -50,6 +53,8 @@ _GROUP_TITLES = {
     RestartSettings: "restarts",
     LogSettings: "logging",
     GroupTimeouts: "consumer group timing",
+    SourceSettings: "source (pick one; the synthetic stream by default)",
+    ProduceSettings: "output",
 }
 
 
@@ -455,24 +460,27 @@ _TABLE = (
     ("", WorkSettings),
     ("", MergerSettings),
     ("", ServeSettings),
+    ("produce ", ProduceCommand),
     ("demo ", DemoSettings),
     ("bench ", BenchSettings),
 )
+# Listed once, with the pipeline's commands (not again as `produce --bootstrap`, ...).
+_SHARED = (KafkaSettings, TopicSettings, ModelSettings, LogSettings)
 
 
 def settings_table() -> str:
     """The configuration table of docs/configuration.md: every declared setting of
-    ``work`` (workers, restarts, logging), the merger, the HTTP server, ``demo`` and
-    ``bench``, with its flag, environment variable, default and help (a flag shared
-    by several commands is listed once)."""
+    ``work`` (workers, restarts, logging), the merger, the HTTP server, then the own
+    options of ``produce``, ``demo`` and ``bench``, with its flag, environment
+    variable, default and help (a variable shared by several commands is listed once)."""
     rows = ["| flag | env | default | what |", "|---|---|---|---|"]
     seen: set[str] = set()
     for command, cls in _TABLE:
         for option in options(cls):
             flag = command + option.flag
-            if flag in seen or option.hidden or (command and option.owner is not cls):
+            if option.env in seen or option.hidden or (command and option.owner in _SHARED):
                 continue
-            seen.add(flag)
+            seen.add(option.env)
             base, choices = _base_and_choices(option.kind)
             if base is bool:
                 default = "off"  # the flag names the choice that is not the default

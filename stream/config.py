@@ -33,6 +33,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 # River datasets `demo` and `produce --dataset` replay.
 Dataset = Literal["phishing", "bananas"]
+# How `produce` keys records: by event id, or not at all.
+KeyMode = Literal["id", "none"]
 # The model settings `bench` measures (stream.tools.bench.MODELS).
 BenchModel = Literal["lr", "scaler+lr", "ftrl"]
 
@@ -931,3 +933,80 @@ class BenchSettings:
             check_choice("model", model, BenchModel)
         check_choice("encoding", self.encoding, Encoding)
         check_ranges(self)
+
+
+@dataclass(frozen=True)
+class ProduceSettings:
+    """Sending events to the features topic (``learnstream produce``, the demo,
+    the bench). ``rate``: events per second (None: as fast as the broker takes
+    them). ``key``: "id" keys each record by its event id (so an id always lands
+    on the same partition), "none" lets the client spread records.
+    ``timestamp``: add ``ts`` (send time, epoch seconds) to each event.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topic: str = DEFAULT_FEATURES_TOPIC
+    encoding: Encoding = setting("msgpack", help="event encoding")
+    rate: float | None = setting(None, gt=0, help="events per second; unset: as fast as possible")
+    limit: int | None = setting(None, ge=0, help="stop after this many events; unset: no limit")
+    key: KeyMode = setting("id", help="record key")
+    timestamp: bool = True
+    client: ClientName = _client()
+
+    def __post_init__(self) -> None:
+        check_choice("key", self.key, KeyMode)
+        check_choice("encoding", self.encoding, Encoding)
+        check_choice("client", self.client, ClientName)
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where ``learnstream produce`` takes its events: the synthetic stream (the
+    default), a river dataset or a file; one of them."""
+
+    synthetic: bool = setting(
+        False, help="logistic data from a known model (the default source; needs --limit)"
+    )
+    dataset: Dataset | None = setting(None, help="a dataset bundled with river")
+    file: Path | None = setting(None, help="a .csv (with header) or .jsonl file")
+    features: int = setting(10, ge=1, help="synthetic: features per event")
+    seed: int = setting(42, help="synthetic: random seed")
+    drift_at: int | None = setting(
+        None, ge=0, help="synthetic: event index where the true model changes; unset: no drift"
+    )
+    label_column: str = setting("y", help="file: label column, empty cell = unlabeled")
+    id_column: str | None = setting(None, help="file: id column; unset: the row number")
+    passes: int = setting(1, ge=1, help="dataset/file: replay this many times")
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None:
+            check_choice("dataset", self.dataset, Dataset)
+        check_ranges(self)
+        chosen = [
+            flag
+            for flag, given in (
+                ("--synthetic", self.synthetic),
+                ("--dataset", self.dataset is not None),
+                ("--file", self.file is not None),
+            )
+            if given
+        ]
+        if len(chosen) > 1:
+            raise ConfigError(f"one source at a time: {' and '.join(chosen)} were both given")
+
+
+@dataclass(frozen=True)
+class ProduceCommand:
+    """``learnstream produce``: events from ``source`` to the features topic of
+    ``topics``, sent as ``output`` says, with a progress bar unless ``progress`` is off."""
+
+    source: SourceSettings = field(default_factory=SourceSettings, metadata={"flatten": True})
+    output: ProduceSettings = field(default_factory=ProduceSettings, metadata={"flatten": True})
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    progress: bool = setting(True, flag="--no-progress", help="no progress bar on stderr")
+
+    @property
+    def produce(self) -> ProduceSettings:
+        """The output settings, sending to the features topic."""
+        return replace(self.output, topic=self.topics.features)
