@@ -14,7 +14,7 @@ from pathlib import Path
 from consumers import inspect, merge, model, predictions, serve, work
 from producers import produce
 from stream import __version__, cliargs
-from stream.config import BenchSettings, DemoSettings
+from stream.config import BenchSettings, BrokerSettings, DemoSettings, TopicsCreateSettings
 from stream.errors import ConfigError, StreamError
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.topics import ensure_pipeline
@@ -31,7 +31,8 @@ def _broker(args: argparse.Namespace) -> int:
     own wait needs (it hung until SIGKILL). SIGTERM raises KeyboardInterrupt
     (see :func:`_sigterm_as_interrupt`), which unwinds that wait first.
     """
-    broker = EmbeddedBroker(host=args.host, port=args.port, log_path=args.log_file)
+    settings = cliargs.build(BrokerSettings, args)
+    broker = EmbeddedBroker(host=settings.host, port=settings.port, log_path=settings.log_file)
     try:
         broker.start()
         print(f"learnstream broker ready at {broker.bootstrap_servers}", flush=True)
@@ -46,8 +47,9 @@ def _broker(args: argparse.Namespace) -> int:
 
 def _topics_create(args: argparse.Namespace) -> int:
     topics = cliargs.topic_settings(args)
+    sizes = cliargs.build(TopicsCreateSettings, args)
     counts = ensure_pipeline(
-        cliargs.kafka_settings(args), topics, args.partitions, args.replication_factor
+        cliargs.kafka_settings(args), topics, sizes.partitions, sizes.replication_factor
     )
     for name, count in sorted(counts.items()):
         print(f"{name}\tpartitions={count}")
@@ -97,11 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("broker", help="run the embedded broker (memory only) in the foreground")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=9092, help="Kafka port (default: %(default)s)")
-    p.add_argument(
-        "--log-file", type=Path, default=None, help="the broker's own log (default: stderr)"
-    )
+    cliargs.add_settings(p, BrokerSettings)
     cliargs.add_logging(p)
     p.set_defaults(func=_broker)
 
@@ -110,18 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = topics_sub.add_parser(
         "create", help="create the features, predictions and dead-letter topics"
     )
-    c.add_argument(
-        "--partitions",
-        type=int,
-        default=4,
-        help="features/predictions partitions (default %(default)s)",
-    )
-    c.add_argument(
-        "--replication-factor",
-        type=int,
-        default=1,
-        help="copies of each partition; 3 on a production cluster (default: %(default)s)",
-    )
+    cliargs.add_settings(c, TopicsCreateSettings)
     cliargs.add_kafka(c)
     cliargs.add_topics(c, group_id=False)
     cliargs.add_logging(c)

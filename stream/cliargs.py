@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from stream.config import (
     BenchSettings,
+    BrokerSettings,
     DemoSettings,
     EventLimits,
     GroupTimeouts,
@@ -35,6 +36,7 @@ from stream.config import (
     RestartSettings,
     ServeSettings,
     SourceSettings,
+    TopicsCreateSettings,
     TopicSettings,
     WorkerSettings,
     WorkSettings,
@@ -460,9 +462,11 @@ _TABLE = (
     ("", WorkSettings),
     ("", MergerSettings),
     ("", ServeSettings),
+    ("topics create ", TopicsCreateSettings),
     ("produce ", ProduceCommand),
     ("demo ", DemoSettings),
     ("bench ", BenchSettings),
+    ("broker ", BrokerSettings),
 )
 # Listed once, with the pipeline's commands (not again as `produce --bootstrap`, ...).
 _SHARED = (KafkaSettings, TopicSettings, ModelSettings, LogSettings)
@@ -471,8 +475,9 @@ _SHARED = (KafkaSettings, TopicSettings, ModelSettings, LogSettings)
 def settings_table() -> str:
     """The configuration table of docs/configuration.md: every declared setting of
     ``work`` (workers, restarts, logging), the merger, the HTTP server, then the own
-    options of ``produce``, ``demo`` and ``bench``, with its flag, environment
-    variable, default and help (a variable shared by several commands is listed once)."""
+    options of ``topics create``, ``produce``, ``demo``, ``bench`` and ``broker``,
+    with its flag, environment variable, default and help (a variable shared by
+    several commands is listed once)."""
     rows = ["| flag | env | default | what |", "|---|---|---|---|"]
     seen: set[str] = set()
     for command, cls in _TABLE:

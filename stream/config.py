@@ -1010,3 +1010,28 @@ class ProduceCommand:
     def produce(self) -> ProduceSettings:
         """The output settings, sending to the features topic."""
         return replace(self.output, topic=self.topics.features)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """``learnstream broker``: the embedded broker (memory only), in the foreground.
+
+    Its variables are ``LEARNSTREAM_BROKER_*``: ``--host`` and ``--port`` mean
+    the HTTP server's to ``serve``.
+    """
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_BROKER_"
+
+    host: str = setting("127.0.0.1", help="address to bind")
+    port: int = setting(9092, ge=0, le=65535, help="Kafka port")
+    log_file: Path | None = setting(None, help="the broker's own log; unset: stderr")
+
+
+@dataclass(frozen=True)
+class TopicsCreateSettings:
+    """``learnstream topics create``: the pipeline's topics, sized for the cluster."""
+
+    partitions: int = setting(4, ge=1, help="features/predictions partitions")
+    replication_factor: int = setting(
+        1, ge=1, help="copies of each partition; 3 on a production cluster"
+    )

@@ -150,7 +150,15 @@ def _one_line_error(capsys, path, environ) -> str:
 
 def test_every_command_has_settings_to_try():
     commands = {path for path, _, _ in SETTINGS}
-    for command in [("work",), ("merge",), ("serve",), ("demo",), ("bench",), ("produce",)]:
+    for command in [
+        ("work",),
+        ("merge",),
+        ("serve",),
+        ("demo",),
+        ("bench",),
+        ("produce",),
+        ("broker",),
+    ]:
         assert command in commands
     assert len(SETTINGS) > 200
 
@@ -264,7 +272,8 @@ def test_the_configuration_table_shows_every_variable():
     table = settings_table()
     hidden = {"LEARNSTREAM_CRASH_AT"}
     for path, _, option in SETTINGS:
-        if option.env not in hidden and path[0] in ("work", "merge", "serve", "demo", "bench"):
+        tabled = ("work", "merge", "serve", "demo", "bench", "produce", "broker", "topics")
+        if option.env not in hidden and path[0] in tabled:
             assert f"`{option.env}`" in table, option.env
 
 
