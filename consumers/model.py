@@ -112,7 +112,7 @@ def run_show(args: argparse.Namespace) -> int:
         f"intercept        {state.intercept:+.6f}",
         "learned up to    "
         + (", ".join(f"p{p}@{o}" for p, o in sorted(snapshot.offsets.items())) or "-"),
-        f"workers merged   {len(snapshot.applied)} "
+        f"worker lives     {len(snapshot.applied)} merged "
         f"(contributions rejected from {len(snapshot.rejected)})",
         f"top {len(top)} weights by magnitude:",
         *(f"  {name:<32} {weight:+.6f}" for name, weight in top),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class StreamError(Exception):
     """Root of all learnstream errors."""
@@ -60,3 +63,19 @@ class CheckpointError(RecordError):
 
 class TopicError(StreamError):
     """A topic learnstream needs is missing or has settings the protocol cannot work with."""
+
+
+class MissingExtra(StreamError):
+    """An optional part of learnstream is used without its dependencies installed."""
+
+
+def optional(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import ``module``, which only the optional part ``purpose`` needs; if it is
+    missing, say which extra installs it (``pip install 'learnstream[extra]'``)
+    rather than fail with an ImportError deep in a command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(
+            f"{purpose} needs the {module} package: pip install 'learnstream[{extra}]' ({exc})"
+        ) from exc

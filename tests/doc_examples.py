@@ -66,7 +66,10 @@ NOT_RUN = {
     "--events 50000": "minutes of load on purpose",
     "learnstream bench --serve": ("needs wrk and hey, and minutes of load"),
     "export KAFKA_BOOTSTRAP_SERVERS=broker1:9093,broker2:9093": ("needs a real, secured cluster"),
-    "docker compose up -d kafka topics": "needs Docker",
+    "docker compose up -d kafka topics": (
+        "needs Docker; the files its prometheus and grafana services mount are checked by "
+        "tests/unit/test_monitoring.py"
+    ),
     "learnstream serve": (
         f"long-running servers; {_SERVE_TESTS} and tests/unit/test_serve_runtime.py"
     ),

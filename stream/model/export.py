@@ -27,6 +27,7 @@ import msgpack
 import numpy as np
 
 from stream.config import Quantize
+from stream.errors import optional
 from stream.model.quantize import quantize_int8, round_weights
 from stream.model.state import ModelState
 
@@ -168,7 +169,7 @@ def read_portable(payload: bytes) -> Linear:
 
 def to_onnx(linear: Linear, meta: dict[str, Any], quantize: Quantize) -> bytes:
     """A standard ONNX graph: ``x`` double [N, K] -> ``p`` double [N]."""
-    import onnx
+    onnx = optional("onnx", "onnx", "model export --format onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     k = len(linear.features)

@@ -17,18 +17,22 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no screen
-
-import matplotlib.pyplot as plt
 import numpy as np
 
 from stream.config import KafkaSettings, TopicSettings
-from stream.errors import StreamError
+from stream.errors import StreamError, optional
 from stream.events.codec import decode_map
 from stream.kafka.reader import records
 from stream.observe.monitor import Monitor
+
+
+def _pyplot():
+    """matplotlib's pyplot, drawing to files only (no screen); matplotlib comes
+    with the [report] extra, needed by this command only."""
+    optional("matplotlib", "report", "learnstream report").use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def _rolling(labeled: list[tuple[float, bool, float]], window: int):
 def _png(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -92,7 +96,7 @@ def build(predictions: list[dict], out: Path, window: int = 500, bins: int = 60)
         if monitor.observe([(y, p)]):
             drifts.append(t)
 
-    fig, (ax_acc, ax_loss) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+    fig, (ax_acc, ax_loss) = _pyplot().subplots(2, 1, figsize=(10, 6.5), sharex=True)
     if labeled:
         ts, acc, loss = _rolling(labeled, window)
         ax_acc.plot(ts, acc, label="all workers", color="black", linewidth=1.6)
@@ -124,14 +128,14 @@ def build(predictions: list[dict], out: Path, window: int = 500, bins: int = 60)
     width = edges[1] - edges[0]
     centers = (edges[:-1] + edges[1:]) / 2
 
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(10, 3.5))
     ax.bar(centers, np.bincount(which, minlength=bins) / width, width=width * 0.9, color="tab:blue")
     ax.set_ylabel("predictions / s")
     ax.set_xlabel("seconds since the first prediction")
     ax.set_title("Throughput")
     throughput_png = _png(fig, Path(f"{stem}-throughput.png"))
 
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(10, 3.5))
     for q, style in ((50, "-"), (95, "--"), (99, ":")):
         values = [
             np.percentile(latency_ms[which == b], q) if np.any(which == b) else np.nan
@@ -172,4 +176,5 @@ def report(
     window: int = 500,
     idle_s: float = 3.0,
 ) -> Report:
+    _pyplot()  # a missing [report] extra is said before the topic is read
     return build(read_predictions(kafka, topics.predictions, limit, idle_s), out, window)

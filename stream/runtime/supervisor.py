@@ -22,6 +22,7 @@ from multiprocessing.context import SpawnProcess
 from stream.config import MergerSettings, RestartSettings, WorkerSettings
 from stream.errors import StreamError
 from stream.observe.logs import LogFormat, configure
+from stream.runtime.identity import life_id, new_incarnation
 from stream.runtime.merger import Merger
 from stream.runtime.worker import Worker
 
@@ -31,6 +32,9 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 
 def worker_name(index: int) -> str:
+    """The worker's name: the same for every life of it (restarts, and a restarted
+    container, keep it). The protocol tells lives apart by their incarnation
+    (:mod:`stream.runtime.identity`), not by this name."""
     return f"{socket.gethostname()}-{os.getpid()}-w{index}"
 
 
@@ -62,15 +66,17 @@ def run_worker(
     log_format: LogFormat,
     assignments: multiprocessing.Queue | None = None,
     restarts: int = 0,
+    incarnation: str | None = None,
 ) -> None:
     """Entry of one worker process: SIGTERM/SIGINT finish the batch, flush, commit, exit 0.
 
     ``assignments`` receives ``(name, partitions)`` after every rebalance, so a
-    supervisor can tell when the group has settled.
+    supervisor can tell when the group has settled. ``incarnation``: this
+    life's, made by whoever starts it (a fresh one if None).
     """
     configure(log_level, log_format)
     on_assign = None if assignments is None else (lambda n, parts: assignments.put((n, parts)))
-    worker = Worker(settings, name, on_assign=on_assign)
+    worker = Worker(settings, name, on_assign=on_assign, incarnation=incarnation)
     worker.restarts = restarts
 
     def _stop(signum: int, _frame: object) -> None:
@@ -139,6 +145,8 @@ class Supervisor:
         self.stop_timeout_s = stop_timeout_s
         self.processes: dict[str, SpawnProcess] = {}
         self.names: dict[str, str] = {}
+        # Per worker key: its current life (name~incarnation), new on every restart.
+        self.lives: dict[str, str] = {}
         self.assignments: dict[str, list[int]] = {}
         self._assignment_queue = _SPAWN.Queue()
         self._stopping = False
@@ -153,6 +161,7 @@ class Supervisor:
         # One metrics port per process: worker i on base + i, the merger after them.
         base = self.settings.metrics_port
         crash_at = None if key in self.processes else self.settings.crash_at
+        life = None
         if key == "merger":
             assert self.merger_settings is not None
             name = merger_name()
@@ -167,6 +176,9 @@ class Supervisor:
         else:
             index = int(key[1:])
             name = worker_name(index)
+            # A new life on every start and restart, under the same name.
+            incarnation = new_incarnation()
+            life = life_id(name, incarnation)
             worker = replace(
                 self.settings, metrics_port=base + index if base else 0, crash_at=crash_at
             )
@@ -178,13 +190,18 @@ class Supervisor:
                 self.log_format,
                 self._assignment_queue,
                 self.restarts.get(key, 0),
+                incarnation,
             )
         process = _SPAWN.Process(target=target, args=args, name=key, daemon=False)
         process.start()
         self.processes[key] = process
         self.names[key] = name
+        if life is not None:
+            self.lives[key] = life
         self._started_at[key] = time.monotonic()
-        logger.info("process started key=%s pid=%d name=%s", key, process.pid, name)
+        logger.info(
+            "process started key=%s pid=%d name=%s life=%s", key, process.pid, name, life or "-"
+        )
 
     def start(self) -> Supervisor:
         if self.merger_settings is not None:

@@ -54,12 +54,14 @@ from stream.model.online import OnlineModel
 from stream.model.state import ModelState
 from stream.observe.metrics import WorkerCollector, serve
 from stream.observe.monitor import Monitor
+from stream.runtime.identity import life_id, new_incarnation
 from stream.runtime.isolation import whole_or_each
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.feed import ModelFeed
 from stream.sync.fence import check_compatible
 from stream.sync.ledger import Ledger
+from stream.sync.pending import Pending, settle
 
 if TYPE_CHECKING:
     from stream.events.batch import DecodedBatch
@@ -137,14 +139,6 @@ def _subset(decoded, keep: list[int]):
     )
 
 
-@dataclass(frozen=True)
-class _Pending:
-    """A contribution sent but not yet seen in a global version."""
-
-    seq: int
-    delta: ModelState
-
-
 class Worker:
     """One member of the consumer group. ``run()`` blocks until ``stop()``."""
 
@@ -155,9 +149,15 @@ class Worker:
         model: OnlineModel | KernelModel | None = None,
         clock: Callable[[], float] = time.time,
         on_assign: AssignmentCallback | None = None,
+        incarnation: str | None = None,
     ) -> None:
+        """``incarnation``: this process life's (see :mod:`stream.runtime.identity`);
+        a fresh one if None, so every Worker object is a life of its own."""
         self.settings = settings
         self.name = name
+        # What the protocol knows this life by: contributions carry it, the
+        # merger's applied/rejected seqs are keyed by it.
+        self.life = life_id(name, incarnation or new_incarnation())
         self.model = model if model is not None else self._new_model()
         self._decoder = None  # the BatchDecoder of the compiled path, per model
         self._decoder_model = None
@@ -188,7 +188,7 @@ class Worker:
         self.ledger = Ledger()
         # Merging state (used only when settings.merge.enabled).
         self._seq = 0
-        self._pending: list[_Pending] = []
+        self._pending: list[Pending] = []
         self._cut_state = self.model.state()
         self._labeled_since_cut = 0
         self._last_cut = time.monotonic()
@@ -247,8 +247,10 @@ class Worker:
             self._warm_up()
             consumer.subscribe(self.on_assigned, self.on_revoked, self.on_lost)
             logger.info(
-                "worker started worker=%s client=%s group=%s topic=%s merging=%s model_version=%d",
+                "worker started worker=%s life=%s client=%s group=%s topic=%s merging=%s "
+                "model_version=%d",
                 self.name,
+                self.life,
                 s.client,
                 s.topics.group_id,
                 s.topics.features,
@@ -688,12 +690,13 @@ class Worker:
         state = self.model.state()
         delta = subtract(state, self._cut_state)
         contribution = Contribution(
-            worker=self.name,
+            worker=self.life,
             seq=self._seq,
             base_version=self.model_version,
             ranges=ranges,
             delta=delta,
             created_at=time.time(),
+            opens=self.ledger.opening(ranges),
         )
         # Not flushed here: the next batch's flush acknowledges it (or fails the
         # worker, and the fence makes its successor re-learn those events).
@@ -701,10 +704,10 @@ class Worker:
         self._producer.send(
             self.settings.topics.contributions,
             contribution.to_bytes(),
-            self.name.encode(),
+            self.life.encode(),
             partition=0,
         )
-        self._pending.append(_Pending(self._seq, delta))
+        self._pending.append(Pending(self._seq, ranges, delta, contribution.opens))
         self._seq += 1
         self._cut_state = state
         self.ledger.contributed(ranges)
@@ -734,18 +737,20 @@ class Worker:
         latest = self._feed.poll()
         if latest is None or latest.order <= (self.model_epoch, self.model_version):
             return
-        if self._pending and latest.rejected.get(self.name, -1) >= self._pending[0].seq:
+        settled = settle(self._pending, latest, self.life)
+        if settled.rejected:
             logger.warning(
-                "contribution rejected by merger worker=%s seq>=%d; re-learning from version=%d",
+                "contribution rejected by merger worker=%s life=%s seq=%d; re-learning from "
+                "version=%d",
                 self.name,
-                self._pending[0].seq,
+                self.life,
+                settled.rejected[0].seq,
                 latest.version,
             )
             self._rebase_all(latest)
             self._seek_to_model(latest, self._consumer.assignment())
             return
-        applied = latest.applied.get(self.name, -1)
-        self._pending = [c for c in self._pending if c.seq > applied]
+        self._pending = settled.pending
         state = latest.state
         for contribution in self._pending:
             state = add(state, contribution.delta, ftrl=self._ftrl)

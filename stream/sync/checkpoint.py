@@ -53,8 +53,12 @@ class Snapshot:
     """One global model version.
 
     ``offsets``: features partition -> next offset not learned. ``applied`` /
-    ``rejected``: worker name -> highest contribution seq applied / rejected
-    (workers read these to know what became of their contributions).
+    ``rejected``: worker life (``name~incarnation``, one per process life, see
+    :mod:`stream.runtime.identity`) -> highest contribution seq applied /
+    rejected, for the lives heard from most recently and every life this
+    version decided (workers read these, and the offsets, to know what became
+    of their contributions: :func:`stream.sync.pending.settle`). Versions
+    written before lives name plain workers; they load, and judge no life.
     ``model_config``: the model settings it was learned with, so a checkpoint
     is never loaded into a differently configured model. ``topic_ids``: the
     broker's ids of the features and contributions topics the offsets refer to,

@@ -6,6 +6,14 @@ contribution only if every range starts exactly where the global model's
 offset for that partition stands, so no event is ever learned twice, and
 advances those offsets to the ends, so none is skipped.
 
+A partition the model has not learned from yet has no offset to check a start
+against, so ``opens`` names the partitions whose range starts where this
+worker's learning of the partition began (its beginning, or with ``--from
+latest`` the offset committed before the first prediction): only such a range
+opens a partition in the model. A later range of the same worker, sent while
+the one before it was still undecided, would otherwise be accepted alone when
+that one is rejected, and the events between them never learned.
+
 The delta is sparse (only the features its events changed) and packed
 (:func:`~stream.model.state.pack_state`), so its size follows the events it
 covers, not the vocabulary.
@@ -30,10 +38,16 @@ class Contribution:
     ranges: dict[int, tuple[int, int]]
     delta: ModelState
     created_at: float
+    # Partitions whose range starts at the worker's origin for them (see the
+    # module docstring). None: written before the field existed; such a
+    # contribution opens any partition, as it did then.
+    opens: frozenset[int] | None = frozenset()
 
     def to_bytes(self) -> bytes:
+        opens = {} if self.opens is None else {"opens": sorted(self.opens)}
         return msgpack.packb(
             {
+                **opens,
                 "worker": self.worker,
                 "seq": self.seq,
                 "base_version": self.base_version,
@@ -77,7 +91,20 @@ class Contribution:
             ranges=ranges,
             delta=delta,
             created_at=fields.number("created_at"),
+            opens=_opens(fields, ranges),
         )
+
+
+def _opens(fields: Fields, ranges: dict[int, tuple[int, int]]) -> frozenset[int] | None:
+    raw = fields.raw("opens", None)
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        fields.fail("opens", "not a list of partitions", raw)
+    opens = frozenset(fields.check_integer("opens", p) for p in raw)
+    if not opens <= set(ranges):
+        fields.fail("opens", "names a partition that has no range", sorted(opens - set(ranges)))
+    return opens
 
 
 def _ranges(fields: Fields, watermarks: Watermarks | None) -> dict[int, tuple[int, int]]:

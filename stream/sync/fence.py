@@ -26,16 +26,24 @@ from stream.sync.records import Watermarks, show
 
 logger = logging.getLogger(__name__)
 
-# How many workers' applied/rejected sequence numbers a snapshot remembers.
-# Workers are named per process, so restarts add names; old ones are dropped.
+# How many worker lives' applied/rejected sequence numbers a snapshot remembers
+# at least (it keeps every life it decided itself too). Each process life is
+# its own contributor (stream.runtime.identity), so restarts add lives; the
+# ones heard from longest ago are dropped. A worker does not depend on its
+# entry: its pending contributions are judged by the offsets as well
+# (stream.sync.pending), so an evicted live worker neither stalls nor counts
+# a merged delta twice.
 MAX_TRACKED_WORKERS = 1000
 
 
 def fence(snapshot_offsets: dict[int, int], contribution: Contribution) -> str | None:
     """Why ``contribution`` cannot be applied on top of these offsets, or None.
 
-    A partition the model has never learned from accepts any start (the first
-    contribution for it defines where learning began).
+    A partition the model has never learned from is opened only by a range
+    that starts where the sender's learning of it began (``opens``): that
+    range defines where learning began. Any other range of it is rejected, so a
+    range sent after a rejected one cannot open the partition past the events
+    the rejected one held.
     """
     for partition, (start, end) in contribution.ranges.items():
         if end < start:
@@ -43,6 +51,12 @@ def fence(snapshot_offsets: dict[int, int], contribution: Contribution) -> str |
         current = snapshot_offsets.get(partition)
         if current is not None and start != current:
             return f"partition {partition}: starts at {start}, model is at {current}"
+        opens = contribution.opens
+        if current is None and opens is not None and partition not in opens:
+            return (
+                f"partition {partition}: the model has not learned from it, and [{start}, {end})"
+                " does not start where the worker's learning of it began"
+            )
     return None
 
 
@@ -68,6 +82,9 @@ def apply_contributions(
     rejected = dict(snapshot.rejected)
     state = snapshot.state
     n_applied = n_rejected = 0
+    # The lives this version decides: it keeps them whatever the bound says.
+    decided_applied: set[str] = set()
+    decided_rejected: set[str] = set()
     for offset, contribution in contributions:
         reason = fence(offsets, contribution)
         if reason is None:
@@ -85,6 +102,7 @@ def apply_contributions(
                 reason = f"merge refused: the merged model would not be finite ({bad})"
         if reason is not None:
             _touch(rejected, contribution.worker, contribution.seq)
+            decided_rejected.add(contribution.worker)
             n_rejected += 1
             logger.warning(
                 "contribution rejected worker=%s seq=%d offset=%d reason=%s",
@@ -98,6 +116,7 @@ def apply_contributions(
         for partition, (_, end) in contribution.ranges.items():
             offsets[partition] = end
         _touch(applied, contribution.worker, contribution.seq)
+        decided_applied.add(contribution.worker)
         n_applied += 1
     next_snapshot = Snapshot(
         epoch=snapshot.epoch,
@@ -105,8 +124,8 @@ def apply_contributions(
         state=state,
         offsets=offsets,
         contributions_offset=next_offset,
-        applied=_newest(applied),
-        rejected=_newest(rejected),
+        applied=_newest(applied, len(decided_applied)),
+        rejected=_newest(rejected, len(decided_rejected)),
         model_config=snapshot.model_config,
         topic_ids=snapshot.topic_ids,
         created_at=time.time(),
@@ -160,19 +179,23 @@ def merge_records(
     return Merged(next_snapshot, n_applied, n_rejected, n_invalid)
 
 
-def _touch(seqs: dict[str, int], worker: str, seq: int) -> None:
-    """Record ``worker``'s newest seq and move it to the end: the dict's order is
+def _touch(seqs: dict[str, int], life: str, seq: int) -> None:
+    """Record ``life``'s newest seq and move it to the end: the dict's order is
     least recently heard from first, which is what eviction drops."""
-    seq = max(seqs.pop(worker, -1), seq)
-    seqs[worker] = seq
+    seq = max(seqs.pop(life, -1), seq)
+    seqs[life] = seq
 
 
-def _newest(seqs: dict[str, int]) -> dict[str, int]:
-    """The ``MAX_TRACKED_WORKERS`` workers heard from most recently (a worker
-    still contributing is never evicted in favour of one that died)."""
-    if len(seqs) <= MAX_TRACKED_WORKERS:
+def _newest(seqs: dict[str, int], decided: int) -> dict[str, int]:
+    """The ``MAX_TRACKED_WORKERS`` lives heard from most recently (a worker
+    still contributing is never evicted in favour of one that died), and
+    every one of the ``decided`` lives this version decided (touched last,
+    so at the end): a life learns what became of its contribution from the
+    version that decided it, however many lives that version decided."""
+    keep = max(MAX_TRACKED_WORKERS, decided)
+    if len(seqs) <= keep:
         return seqs
-    return dict(list(seqs.items())[-MAX_TRACKED_WORKERS:])
+    return dict(list(seqs.items())[-keep:])
 
 
 def initial_snapshot(model: ModelSettings) -> Snapshot:

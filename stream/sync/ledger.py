@@ -171,6 +171,16 @@ class Ledger:
                 ranges[partition] = (start, end)
         return ranges
 
+    def opening(self, ranges: Ranges) -> frozenset[int]:
+        """The partitions of ``ranges`` whose range starts at the origin: where
+        this worker's learning of a partition the global model had not learned
+        from began (see :attr:`Contribution.opens <stream.sync.contribution.Contribution>`)."""
+        return frozenset(
+            p
+            for p, (start, _) in ranges.items()
+            if p in self.partitions and self.partitions[p].origin == start
+        )
+
     def has_open_segment(self) -> bool:
         return any(
             part.contributed is not None

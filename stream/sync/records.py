@@ -117,7 +117,7 @@ class Fields:
         return dict(value)
 
     def seq_map(self, name: str) -> dict[str, int]:
-        """Worker name -> contribution seq."""
+        """Worker life (or, in versions from before lives, worker name) -> contribution seq."""
         out = {}
         for key, item in self.mapping(name).items():
             worker = self.check_text(f"{name} key", key)

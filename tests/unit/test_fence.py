@@ -17,8 +17,11 @@ from stream.sync.fence import apply_contributions, merge_records, model_key, nex
 
 
 def _contribution(worker: str, seq: int, ranges: dict, n: int) -> Contribution:
+    """A contribution whose ranges from offset 0 open their partitions (its worker
+    read them from their beginning)."""
     delta = ModelState(weights={"a": float(n)}, n_learned=n)
-    return Contribution(worker, seq, 0, ranges, delta, 0.0)
+    opens = frozenset(p for p, (start, _) in ranges.items() if start == 0)
+    return Contribution(worker, seq, 0, ranges, delta, 0.0, opens)
 
 
 def test_contiguous_contributions_are_applied_and_advance_the_offsets():
@@ -100,16 +103,32 @@ def test_eviction_keeps_the_workers_heard_from_most_recently(monkeypatch):
     monkeypatch.setattr(fence_module, "MAX_TRACKED_WORKERS", 3)
     start = Snapshot(version=0, state=ModelState())
     # "old" contributes first and keeps contributing; three others come and go.
-    contributions = [
+    first = [
         (0, _contribution("old", 0, {0: (0, 1)}, 1)),
         (1, _contribution("a", 0, {1: (0, 1)}, 1)),
         (2, _contribution("b", 0, {2: (0, 1)}, 1)),
+    ]
+    second = [
         (3, _contribution("old", 1, {0: (1, 2)}, 1)),
         (4, _contribution("c", 0, {3: (0, 1)}, 1)),
     ]
-    snapshot, applied, _ = apply_contributions(start, contributions, "sum", next_offset=5)
-    assert applied == 5
+    middle, _, _ = apply_contributions(start, first, "sum", next_offset=3)
+    snapshot, applied, _ = apply_contributions(middle, second, "sum", next_offset=5)
+    assert applied == 2
     assert snapshot.applied == {"b": 0, "old": 1, "c": 0}
+
+
+def test_a_version_keeps_every_life_it_decided_beyond_the_bound(monkeypatch):
+    import stream.sync.fence as fence_module
+
+    monkeypatch.setattr(fence_module, "MAX_TRACKED_WORKERS", 3)
+    start = Snapshot(version=0, state=ModelState(), applied={"gone": 7}, rejected={"gone": 8})
+    contributions = [(i, _contribution(f"life{i}", 0, {i: (0, 1)}, 1)) for i in range(4)]
+    contributions.append((4, _contribution("late", 0, {0: (0, 1)}, 1)))  # fenced out
+    snapshot, applied, rejected = apply_contributions(start, contributions, "sum", next_offset=5)
+    assert (applied, rejected) == (4, 1)
+    assert snapshot.applied == {"life0": 0, "life1": 0, "life2": 0, "life3": 0}
+    assert snapshot.rejected == {"gone": 8, "late": 0}
 
 
 def test_a_new_version_keeps_its_mergers_epoch():
@@ -146,7 +165,12 @@ def test_a_good_contribution_is_not_rejected_for_the_overflow_of_another_in_its_
 def test_the_outcome_does_not_depend_on_how_contributions_are_grouped(deltas, size):
     start = Snapshot(version=0, state=ModelState(weights={"a": 1e308}))
     contributions = [
-        (i, Contribution(f"w{i}", 0, 0, {i: (0, 1)}, ModelState(weights={"a": d}, n_learned=1), 0))
+        (
+            i,
+            Contribution(
+                f"w{i}", 0, 0, {i: (0, 1)}, ModelState(weights={"a": d}, n_learned=1), 0, {i}
+            ),
+        )
         for i, d in enumerate(deltas)
     ]
     once, _, _ = apply_contributions(start, contributions, "sum", len(contributions))
@@ -177,10 +201,7 @@ class _Highs:
 
 
 def test_the_merge_step_skips_invalid_records_and_applies_the_rest():
-    good = [
-        Contribution("w", s, 0, {0: (10 * s, 10 * s + 10)}, ModelState(n_learned=10), 1.0)
-        for s in range(2)
-    ]
+    good = [_contribution("w", s, {0: (10 * s, 10 * s + 10)}, 10) for s in range(2)]
     records = [
         Record(0, b"w", good[0].to_bytes(), 0),
         Record(1, b"x", b"not msgpack \xc1", 0),

@@ -76,7 +76,8 @@ def _record(offset: int, worker: str, value: bytes) -> Record:
 
 def _contribution(worker: str, seq: int, start: int, end: int) -> bytes:
     delta = ModelState(weights={"a": 1.0}, n_learned=end - start)
-    return Contribution(worker, seq, 0, {0: (start, end)}, delta, 1.0).to_bytes()
+    opens = frozenset({0} if start == 0 else ())  # read from the partition's beginning
+    return Contribution(worker, seq, 0, {0: (start, end)}, delta, 1.0, opens).to_bytes()
 
 
 def _merger(consumer: FakeConsumer, producer: FakeProducer, start: Snapshot) -> Merger:

@@ -79,6 +79,7 @@ def contributions(draw) -> Contribution:
         ranges=ranges,
         delta=draw(possible_states(max_learned=span)),
         created_at=draw(finite),
+        opens=frozenset(draw(st.lists(st.sampled_from(partitions), unique=True))),
     )
 
 
@@ -214,6 +215,9 @@ def test_any_contribution_bytes_decode_to_a_valid_one_or_raise_contribution_erro
         ("ranges", {"-1": [0, 5]}, "field ranges: partition key is not a decimal string"),
         ("ranges", {}, "field ranges: empty"),
         ("created_at", float("nan"), "field created_at: not finite"),
+        ("opens", {"0": True}, "field opens: not a list of partitions"),
+        ("opens", [-1], "field opens: outside"),
+        ("opens", [3], "field opens: names a partition that has no range: [3]"),
     ],
 )
 def test_named_hostile_fields_are_refused_naming_field_and_value(field, value, named):
@@ -222,6 +226,17 @@ def test_named_hostile_fields_are_refused_naming_field_and_value(field, value, n
     with pytest.raises(ContributionError, match="contribution") as caught:
         Contribution.from_bytes(payload, WATERMARKS)
     assert named in str(caught.value)
+
+
+def test_a_contribution_from_before_opens_existed_opens_any_partition():
+    old = msgpack.unpackb(_good().to_bytes(), raw=False)
+    del old["opens"]
+    contribution = Contribution.from_bytes(msgpack.packb(old), WATERMARKS)
+    assert contribution.opens is None
+    model, applied, _ = apply_contributions(
+        Snapshot(version=0, state=ModelState()), [(0, contribution)], "sum", next_offset=1
+    )
+    assert applied == 1 and model.offsets == {0: 15}
 
 
 @pytest.mark.parametrize(

@@ -18,29 +18,7 @@ from stream.kafka.transport import Record
 from stream.model.kernel import KernelModel
 from stream.model.online import OnlineModel
 from stream.runtime.worker import Worker
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple] = []
-
-    def send(self, topic, value, key=None, headers=None, partition=None) -> None:
-        self.sent.append((topic, value, key, headers, partition))
-
-    def flush(self, timeout_s: float) -> None:
-        return None
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.commits: list[dict[int, int]] = []
-
-    def commit(self, offsets: dict[int, int]) -> bool:
-        self.commits.append(dict(offsets))
-        return True
-
-    def highwater(self, partition: int) -> int | None:
-        return None
+from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
 
 
 def batches(seed: int) -> list[dict[int, list[Record]]]:

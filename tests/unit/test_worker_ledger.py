@@ -9,37 +9,12 @@ from stream.config import MergeSettings, WorkerSettings
 from stream.errors import DeliveryError
 from stream.events.codec import encode, event_to_map
 from stream.kafka.transport import Record
+from stream.model.state import ModelState
 from stream.runtime.worker import Worker
+from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
-
-
-class FakeProducer:
-    def __init__(self, fail_flush: bool = False) -> None:
-        self.sent: list[tuple[str, bytes | None, int | None]] = []
-        self.fail_flush = fail_flush
-
-    def send(self, topic, value, key=None, headers=None, partition=None) -> None:
-        self.sent.append((topic, value, partition))
-
-    def flush(self, timeout_s: float) -> None:
-        if self.fail_flush:
-            raise DeliveryError("broker rejected 1 records")
-
-
-class FakeConsumer:
-    def __init__(self, accept_commits: bool = True) -> None:
-        self.accept_commits = accept_commits
-        self.commits: list[dict[int, int]] = []
-
-    def commit(self, offsets: dict[int, int]) -> bool:
-        self.commits.append(dict(offsets))
-        return self.accept_commits
-
-    def highwater(self, partition: int) -> int | None:
-        return None
-
-    def assignment(self) -> list[int]:
-        return [0]
+from stream.sync.fence import apply_contributions
+from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
 
 
 def _worker(producer: FakeProducer, consumer: FakeConsumer) -> Worker:
@@ -49,14 +24,14 @@ def _worker(producer: FakeProducer, consumer: FakeConsumer) -> Worker:
     return worker
 
 
-def _batch(n: int, first: int = 0) -> dict[int, list[Record]]:
+def _batch(n: int, first: int = 0, partition: int = 0) -> dict[int, list[Record]]:
     return {
-        0: [
+        partition: [
             Record(
                 i,
                 str(i).encode(),
                 encode(event_to_map(str(i), {"a": float(i)}, i % 2 == 0, None), "msgpack"),
-                0,
+                partition,
             )
             for i in range(first, first + n)
         ]
@@ -64,7 +39,7 @@ def _batch(n: int, first: int = 0) -> dict[int, list[Record]]:
 
 
 def _contributions(producer: FakeProducer, topic: str) -> list[tuple[Contribution, int | None]]:
-    return [(Contribution.from_bytes(v), p) for t, v, p in producer.sent if t == topic]
+    return [(Contribution.from_bytes(v), p) for t, v, _, _, p in producer.sent if t == topic]
 
 
 def test_a_failed_flush_commits_nothing_and_no_contribution_covers_the_batch():
@@ -104,3 +79,38 @@ def test_contributions_tile_the_batches_and_carry_what_they_learned():
     assert [c.ranges for c in sent] == [{0: (0, 3)}, {0: (3, 7)}]
     assert [c.delta.n_learned for c in sent] == [3, 4]
     assert consumer.commits == [{0: 3}, {0: 7}]
+
+
+def test_only_a_range_from_where_learning_began_opens_a_partition_the_model_has_not_learned():
+    producer, consumer = FakeProducer(), FakeConsumer()
+    worker = _worker(producer, consumer)  # the model stands at offset 0 of partition 0
+    worker.ledger.assign(1, model_offset=None, committed=None)  # and knows nothing of 1
+    worker._process({**_batch(5), **_batch(5, partition=1)})
+    worker._cut(sync=False)
+    worker.ledger.forget(0)  # partition 0 revoked
+    worker._process(_batch(5, first=5, partition=1))
+    worker._cut(sync=False)
+    first, second = (c for c, _ in _contributions(producer, worker.settings.topics.contributions))
+    assert (first.ranges, first.opens) == ({0: (0, 5), 1: (0, 5)}, {1})
+    assert (second.ranges, second.opens) == ({1: (5, 10)}, frozenset())
+
+    # Meanwhile the previous owner of partition 0 had its events 0-4 merged: the
+    # first contribution is fenced out, and the second cannot open partition 1
+    # at offset 5, which would leave events 0-4 of partition 1 never learned.
+    model = Snapshot(version=3, state=ModelState(n_learned=5), offsets={0: 5})
+    model, applied, rejected = apply_contributions(
+        model, [(0, first), (1, second)], "sum", next_offset=2
+    )
+    assert (applied, rejected) == (0, 2) and model.offsets == {0: 5}
+
+    # The worker rebases and reads partition 1 again from where it began: that
+    # range opens it, and every event of it is learned once.
+    worker._rebase_all(model)
+    assert worker._learning_starts(model, [1]) == {1: 0}
+    worker._process(_batch(10, partition=1))
+    worker._cut(sync=False)
+    third = _contributions(producer, worker.settings.topics.contributions)[-1][0]
+    assert (third.ranges, third.opens) == ({1: (0, 10)}, {1})
+    model, applied, rejected = apply_contributions(model, [(2, third)], "sum", next_offset=3)
+    assert (applied, rejected) == (1, 0)
+    assert model.offsets == {0: 5, 1: 10} and model.n_learned == 15
