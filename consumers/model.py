@@ -10,11 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from stream import cliargs
+from stream.config import Quantize, choices_of
 from stream.errors import BadEvent
 from stream.events.codec import features
 from stream.events.hashing import featurizer
 from stream.events.sources import file_rows
-from stream.model.export import export_bytes
+from stream.model.export import ExportFormat, export_bytes
 from stream.model.quantize import quantize_state
 from stream.observe.quality import prequential
 from stream.sync.globalmodel import export, load_latest, model_of
@@ -49,14 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     exp.add_argument(
         "--format",
-        choices=["json", "msgpack", "onnx"],
+        choices=choices_of(ExportFormat),
         default="json",
         help="json: the whole state; msgpack, onnx: the compact scoring form "
         "(default: %(default)s)",
     )
     exp.add_argument(
         "--quantize",
-        choices=["none", "float16", "int8"],
+        choices=choices_of(Quantize),
         default="none",
         help="store the weights as float16 or int8 (scaler statistics as float32) "
         "(default: %(default)s)",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import MISSING, asdict, dataclass, field
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from stream.errors import ConfigError
 from stream.faults import CrashAt
@@ -26,8 +27,19 @@ OnDrift = Literal["none", "reset"]
 ModelImpl = Literal["auto", "kernel", "river"]
 
 Quantize = Literal["none", "float16", "int8"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+OffsetReset = Literal["earliest", "latest"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+# River datasets `demo` and `produce --dataset` replay.
+Dataset = Literal["phishing", "bananas"]
+# How `produce` keys records: by event id, or not at all.
+KeyMode = Literal["id", "none"]
+# The model settings `bench` measures (stream.tools.bench.MODELS).
+BenchModel = Literal["lr", "scaler+lr", "ftrl"]
 
-# Environment fallbacks (used by the CLI only).
+# Environment fallbacks (used by the CLI only). Every other setting's variable
+# is derived from its flag (see setting()); these are the ones named otherwise.
 ENV_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_FEATURES_TOPIC = "LEARNSTREAM_FEATURES_TOPIC"
 ENV_PREDICTIONS_TOPIC = "LEARNSTREAM_PREDICTIONS_TOPIC"
@@ -58,19 +70,32 @@ def setting(
     hidden: bool = False,
     cli_default: Any = MISSING,
     default_factory: Any = MISSING,
+    secret: bool = False,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
 ) -> Any:
-    """Declare one user-facing setting: its default, help text, CLI flag and env var.
+    """Declare one user-facing setting: its default, help text, CLI flag, env var and range.
 
     This is the only place a setting is described. :mod:`stream.cliargs` turns
     these declarations into command-line options (help showing the default and
     the env var) and back into settings objects, and ``learnstream settings``
     prints the configuration table of docs/configuration.md from them. ``flag`` defaults to
     ``--field-name``; a boolean's flag names the non-default choice
-    (``--no-merge``). ``cli_default``: the command line's default where it
+    (``--no-merge``). ``env`` defaults to the flag's name as
+    ``LEARNSTREAM_FLAG_NAME`` (the settings class may set another prefix in
+    ``ENV_PREFIX``); the Kafka connection keeps the ``KAFKA_*`` names that other
+    Kafka tools use. ``cli_default``: the command line's default where it
     differs from the library's (checkpoints and metrics are on for a user, off
     for code that builds settings itself). ``hidden``: accepted but left out of
-    ``--help`` and the docs (test-only switches). A field declared with plain
-    ``field()`` is internal: not on the command line.
+    ``--help`` and the docs (test-only switches). ``secret``: left out of the
+    settings' repr, so no log line or traceback shows it.
+    ``ge``/``gt``/``le``/``lt``: the range (``>=``, ``>``, ``<=``, ``<``; of each
+    element of a tuple), checked by :func:`check_ranges` when the settings are
+    built and by the command line when a flag or variable is read, so a bad value
+    is named where it was given. A field declared with plain ``field()``
+    is internal: not on the command line.
     """
     metadata = {
         "help": help,
@@ -78,10 +103,80 @@ def setting(
         "env": env,
         "hidden": hidden,
         "cli_default": cli_default,
+        "secret": secret,
+        "range": (ge, gt, le, lt),
     }
     if default_factory is not MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return field(default_factory=default_factory, metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+def _number(x: float) -> str:
+    return f"{x:g}".replace("e+", "e")
+
+
+Bounds = tuple[float | None, float | None, float | None, float | None]
+
+
+def describe_range(bounds: Bounds) -> str:
+    """``>= 1``, ``> 0``, ``in [0, 65535]``, ``in (0, 1e150]``: a declared range in words."""
+    ge, gt, le, lt = bounds
+    low = f"[{_number(ge)}" if ge is not None else f"({_number(gt)}" if gt is not None else None
+    high = f"{_number(le)}]" if le is not None else f"{_number(lt)})" if lt is not None else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return (">= " if ge is not None else "> ") + low[1:]
+    if high:
+        return ("<= " if le is not None else "< ") + high[:-1]
+    return ""
+
+
+def out_of_range(value: Any, bounds: Bounds) -> bool:
+    """True if ``value`` (or an element of it) is outside the declared range
+    (NaN and infinities always are)."""
+    if isinstance(value, tuple):
+        return any(out_of_range(v, bounds) for v in value)
+    ge, gt, le, lt = bounds
+    if ge is None and gt is None and le is None and lt is None:
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return True
+    return bool(
+        (ge is not None and not value >= ge)
+        or (gt is not None and not value > gt)
+        or (le is not None and not value <= le)
+        or (lt is not None and not value < lt)
+    )
+
+
+def check_ranges(settings: Any) -> None:
+    """Refuse a value outside its declared range, naming the setting and the range."""
+    for f in fields(settings):
+        bounds = f.metadata.get("range")
+        value = getattr(settings, f.name)
+        if bounds and value is not None and out_of_range(value, bounds):
+            raise ConfigError(f"{f.name} must be {describe_range(bounds)}, got {value!r}")
+
+
+def internal(default_factory: Any) -> Any:
+    """A nested settings object that is not on the command line (set in code only)."""
+    return field(default_factory=default_factory, metadata={"internal": True})
+
+
+def choices_of(alias: Any) -> tuple[str, ...]:
+    """The values of a ``Literal`` alias (optionally ``| None``): the one list of choices."""
+    args = typing.get_args(alias)
+    if typing.get_origin(alias) is not Literal:
+        args = next(typing.get_args(a) for a in args if typing.get_origin(a) is Literal)
+    return args
+
+
+def check_choice(name: str, value: Any, alias: Any) -> None:
+    """Refuse a value that is not one of the ``Literal``'s choices, naming both."""
+    allowed = choices_of(alias)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -150,7 +245,7 @@ class KafkaSettings:
         env=ENV_BOOTSTRAP,
         help="broker list host:port[,host:port]",
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = setting(
+    security_protocol: SecurityProtocol | None = setting(
         None,
         env=ENV_SECURITY_PROTOCOL,
         help="how to talk to the brokers (client default: PLAINTEXT)",
@@ -159,18 +254,23 @@ class KafkaSettings:
         None, env=ENV_SASL_MECHANISM, help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ..."
     )
     sasl_username: str | None = setting(None, env=ENV_SASL_USERNAME, help="SASL user name")
-    sasl_password: str | None = setting(None, env=ENV_SASL_PASSWORD, help="SASL password")
+    sasl_password: str | None = setting(
+        None, env=ENV_SASL_PASSWORD, secret=True, help="SASL password (never shown or logged)"
+    )
     ssl_cafile: str | None = setting(None, env=ENV_SSL_CAFILE, help="CA bundle file for SSL")
     client_options: tuple[tuple[str, str | int | bool], ...] = setting(
         (),
         flag="--kafka-option",
         help="another client option, by kafka-python's name, as NAME=VALUE, e.g. "
-        "ssl_certfile=/path (repeatable; translated for confluent)",
+        "ssl_certfile=/path (repeatable, comma-separated in the variable; translated for "
+        "confluent)",
     )
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
             raise ConfigError("bootstrap_servers is empty")
+        if self.security_protocol is not None:
+            check_choice("security_protocol", self.security_protocol, SecurityProtocol)
         for name, value in self.client_options:
             if name in ASSIGNOR_OPTIONS:
                 raise ConfigError(
@@ -183,6 +283,18 @@ class KafkaSettings:
                 raise ConfigError(
                     f"unknown Kafka client option {name!r}; known: {sorted(PASSTHROUGH_OPTIONS)}"
                 )
+
+    def __repr__(self) -> str:
+        """The fields, with the password left out and any ``*password`` option masked."""
+        shown = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr and f.name != "client_options"
+        ]
+        masked = tuple(
+            (name, "***" if "password" in name else value) for name, value in self.client_options
+        )
+        return f"KafkaSettings({', '.join(shown)}, client_options={masked!r})"
 
     @property
     def options(self) -> dict[str, str | int | bool]:
@@ -262,13 +374,13 @@ class ModelSettings:
     """
 
     optimizer: Optimizer = setting("sgd", help="sgd, or ftrl (FTRL-Proximal)")
-    learning_rate: float = setting(0.01, help="SGD step size, or FTRL alpha")
-    l2: float = setting(0.0, help="L2 penalty")
+    learning_rate: float = setting(0.01, gt=0, help="SGD step size, or FTRL alpha")
+    l2: float = setting(0.0, ge=0, help="L2 penalty")
     scale: bool = setting(
         True, flag="--no-scaler", help="feed raw features to the regression (no StandardScaler)"
     )
-    ftrl_beta: float = setting(1.0, help="FTRL-Proximal beta")
-    ftrl_l1: float = setting(0.0, help="FTRL-Proximal L1 penalty")
+    ftrl_beta: float = setting(1.0, ge=0, help="FTRL-Proximal beta")
+    ftrl_l1: float = setting(0.0, ge=0, help="FTRL-Proximal L1 penalty")
     hash_bits: int | None = setting(
         None,
         help="hash every feature (after name=value) into 2^B slots with MurmurHash3 x86 32-bit, "
@@ -276,16 +388,8 @@ class ModelSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "ftrl"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'ftrl', got {self.optimizer!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(
-                f"learning_rate must be a positive number, got {self.learning_rate!r}"
-            )
-        for name in ("l2", "ftrl_beta", "ftrl_l1"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        check_choice("optimizer", self.optimizer, Optimizer)
+        check_ranges(self)
         if self.hash_bits is not None and (
             type(self.hash_bits) is not int or not MIN_HASH_BITS <= self.hash_bits <= MAX_HASH_BITS
         ):
@@ -327,53 +431,46 @@ class EventLimits:
     reaches the dead-letter topic as sent instead of being learned as something else.
     """
 
-    max_event_bytes: int = setting(100_000, help="larger records are dead-lettered as oversized")
+    max_event_bytes: int = setting(
+        100_000, ge=1, help="larger records are dead-lettered as oversized"
+    )
     max_depth: int = setting(
         16,
+        ge=2,
         help="deeper-nested records are dead-lettered as too_deep; the event and its x map are 2, "
         "a list of strings in x 3",
     )
     max_features: int = setting(
         10_000,
+        ge=1,
         help="events with more features (strings counted once one-hot) are dead-lettered as "
         "too_many_features",
     )
     max_feature_name_chars: int = setting(
-        256, help="longer feature names are dead-lettered as feature_name_too_long"
+        256, ge=1, help="longer feature names are dead-lettered as feature_name_too_long"
     )
-    max_id_chars: int = setting(256, help="longer string ids are dead-lettered as id_too_long")
+    max_id_chars: int = setting(
+        256, ge=1, help="longer string ids are dead-lettered as id_too_long"
+    )
     max_value_chars: int = setting(
-        256, help="longer string (categorical) feature values are dead-lettered as value_too_long"
+        256,
+        ge=1,
+        help="longer string (categorical) feature values are dead-lettered as value_too_long",
     )
     max_list_values: int = setting(
-        1000, help="longer lists of strings in x are dead-lettered as list_too_long"
+        1000, ge=1, help="longer lists of strings in x are dead-lettered as list_too_long"
     )
     max_abs_feature: float = setting(
         1e150,
+        gt=0,
+        le=1e150,
         help="features beyond +-this are dead-lettered as feature_out_of_range, not clipped "
         "(at most 1e150)",
     )
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_event_bytes",
-            "max_features",
-            "max_feature_name_chars",
-            "max_id_chars",
-            "max_value_chars",
-            "max_list_values",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_depth < 2:
-            raise ConfigError(
-                f"max_depth must be >= 2 (an event and its 'x' map), got {self.max_depth}"
-            )
-        if not (0 < self.max_abs_feature <= 1e150):
-            raise ConfigError(
-                f"max_abs_feature must be in (0, 1e150] (beyond, squares overflow), "
-                f"got {self.max_abs_feature!r}"
-            )
+        # max_depth: an event and its 'x' map; max_abs_feature: beyond, squares overflow.
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -396,10 +493,10 @@ class MergeSettings:
     # A contribution costs one acknowledged produce (about a millisecond) plus a
     # copy of the model state; every 1000 events keeps that well under 1%.
     every_events: int = setting(
-        1000, flag="--merge-every", help="labeled events per worker between contributions"
+        1000, flag="--merge-every", ge=1, help="labeled events per worker between contributions"
     )
     interval_s: float = setting(
-        1.0, flag="--merge-interval-s", help="at most this long between contributions"
+        1.0, flag="--merge-interval-s", gt=0, help="at most this long between contributions"
     )
     rule: MergeRule = setting(
         "sum",
@@ -412,42 +509,35 @@ class MergeSettings:
         cli_default=Path(DEFAULT_CHECKPOINT_DIR),
         help="global model checkpoint files",
     )
-    checkpoint_keep: int = setting(5, help="checkpoint files kept")
+    checkpoint_keep: int = setting(5, ge=1, help="checkpoint files kept")
     # The model topic has every version; files are for when the broker has lost it.
     checkpoint_interval_s: float = setting(
         5.0,
+        ge=0,
         help="at most one checkpoint file this often, and always at stop or handover; "
         "0: every version",
     )
     # Fewer full-model records on the model topic.
     version_linger_s: float = setting(
-        0.1, help="the merger gathers contributions arriving this close together into one version"
+        0.1,
+        ge=0,
+        help="the merger gathers contributions arriving this close together into one version",
     )
     catch_up_timeout_s: float = setting(
         5.0,
+        ge=0,
         help="on assignment, wait this long for the merger to catch up; must be below "
         "--max-poll-interval-ms",
     )
 
     def __post_init__(self) -> None:
-        if self.every_events < 1:
-            raise ConfigError(f"every_events must be >= 1, got {self.every_events}")
-        if not self.interval_s > 0:
-            raise ConfigError(f"interval_s must be > 0, got {self.interval_s}")
         if self.rule == "average":
             raise ConfigError(
                 "merge rule 'average' was removed: its result depended on which contributions "
                 "the merger happened to gather into one version (timing); use 'sum'"
             )
-        if self.rule != "sum":
-            raise ConfigError(f"merge rule must be 'sum', got {self.rule!r}")
-        if self.checkpoint_interval_s < 0 or self.version_linger_s < 0:
-            raise ConfigError(
-                f"checkpoint_interval_s ({self.checkpoint_interval_s}) and version_linger_s "
-                f"({self.version_linger_s}) must be >= 0"
-            )
-        if self.checkpoint_keep < 1:
-            raise ConfigError(f"checkpoint_keep must be >= 1, got {self.checkpoint_keep}")
+        check_choice("merge rule", self.rule, MergeRule)
+        check_ranges(self)
 
 
 def _crash_at() -> Any:
@@ -469,30 +559,48 @@ def _client() -> Any:
     )
 
 
-def _session_timeout_ms() -> Any:
-    return setting(10_000, help="group session timeout: a member silent this long is evicted")
-
-
-def _heartbeat_interval_ms() -> Any:
-    return setting(3_000, help="group heartbeat interval; below the session timeout")
-
-
-def _max_poll_interval_ms() -> Any:
-    return setting(
-        15_000,
-        help="group rebalance timeout; the embedded broker holds each join this long",
-    )
-
-
 @dataclass(frozen=True)
-class WorkerSettings:
-    """One worker process: where to read, how to score, how to batch.
+class GroupTimeouts:
+    """The consumer group's timing: the same for the workers, their merger and
+    every group client (the clients take it whole, with no defaults of their own).
 
     ``max_poll_interval_ms`` is also the group's rebalance timeout: how long a
     join waits for members. The embedded broker holds every join about this
     long, so the default is 15 s rather than Kafka's 5 minutes; a batch takes
     milliseconds, so a worker never comes near it by being slow.
     """
+
+    session_timeout_ms: int = setting(
+        10_000, ge=1, help="group session timeout: a member silent this long is evicted"
+    )
+    heartbeat_interval_ms: int = setting(
+        3_000, ge=1, help="group heartbeat interval; below the session timeout"
+    )
+    max_poll_interval_ms: int = setting(
+        15_000,
+        ge=1,
+        help="group rebalance timeout; the embedded broker holds each join this long",
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            # librdkafka refuses this combination; kafka-python would accept it.
+            raise ConfigError(
+                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must be at least "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                f"session_timeout_ms ({self.session_timeout_ms})"
+            )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker process: where to read, how to score, how to batch
+    (``group``: the consumer group's timing, see :class:`GroupTimeouts`)."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
@@ -512,26 +620,28 @@ class WorkerSettings:
     # with features up to EventLimits.max_abs_feature stay below 1e170).
     max_abs_weight: float = setting(
         1e12,
+        gt=0,
+        le=1e100,
         help="a learning step that would put a weight beyond +-this (or make the model "
         "non-finite) is refused; the event is still predicted",
     )
-    max_poll_records: int = setting(1000, help="batch size")
+    max_poll_records: int = setting(1000, ge=1, help="batch size")
     poll_timeout_ms: int = field(default=100)
-    session_timeout_ms: int = _session_timeout_ms()
-    heartbeat_interval_ms: int = _heartbeat_interval_ms()
-    max_poll_interval_ms: int = _max_poll_interval_ms()
-    auto_offset_reset: Literal["earliest", "latest"] = setting(
+    group: GroupTimeouts = field(default_factory=GroupTimeouts)
+    auto_offset_reset: OffsetReset = setting(
         "earliest", flag="--from", help="where a new group starts reading"
     )
     delivery_timeout_s: float = field(default=30.0)
-    stats_interval_s: float = setting(30.0, help="a 'worker stats' log line this often")
+    stats_interval_s: float = setting(30.0, gt=0, help="a 'worker stats' log line this often")
     metrics_port: int = setting(
         0,
         cli_default=9400,
+        ge=0,
+        le=65535,
         help="Prometheus endpoint of worker i on PORT+i, of its merger on PORT+processes; 0: off",
     )
     quality_window: int = setting(
-        1000, help="labeled events in the rolling accuracy/log loss/ROC AUC"
+        1000, ge=1, help="labeled events in the rolling accuracy/log loss/ROC AUC"
     )
     drift_detector: DriftDetector = setting(
         "adwin", help="drift detector on the per-event log loss"
@@ -545,54 +655,25 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if self.crash_at:
             CrashAt.parse(self.crash_at)
-        if self.client not in ("kafka-python", "confluent"):
-            raise ConfigError(f"client must be kafka-python or confluent, got {self.client!r}")
+        check_choice("client", self.client, ClientName)
         check_client_options(self.client, self.kafka)
-        if self.model_impl not in ("auto", "kernel", "river"):
-            raise ConfigError(f"model_impl must be auto, kernel or river, got {self.model_impl!r}")
-        if self.output_encoding not in ("same", "msgpack", "json"):
-            raise ConfigError(
-                f"output_encoding must be same, msgpack or json, got {self.output_encoding!r}"
-            )
-        if not (0 < self.max_abs_weight <= 1e100):
-            raise ConfigError(f"max_abs_weight must be in (0, 1e100], got {self.max_abs_weight!r}")
-        if self.max_poll_records <= 0:
-            raise ConfigError(f"max_poll_records must be > 0, got {self.max_poll_records}")
-        if self.max_poll_interval_ms < self.session_timeout_ms:
-            # librdkafka refuses this combination; kafka-python would accept it.
-            raise ConfigError(
-                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must be at least "
-                f"session_timeout_ms ({self.session_timeout_ms})"
-            )
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ConfigError(
-                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
-                f"session_timeout_ms ({self.session_timeout_ms})"
-            )
-        if self.merge.enabled and self.merge.catch_up_timeout_s * 1000 >= self.max_poll_interval_ms:
+        check_choice("model_impl", self.model_impl, ModelImpl)
+        check_choice("output_encoding", self.output_encoding, OutputEncoding)
+        check_choice("drift_detector", self.drift_detector, DriftDetector)
+        check_choice("on_drift", self.on_drift, OnDrift)
+        check_choice("auto_offset_reset", self.auto_offset_reset, OffsetReset)
+        check_ranges(self)
+        poll_ms = self.group.max_poll_interval_ms
+        if self.merge.enabled and self.merge.catch_up_timeout_s * 1000 >= poll_ms:
             raise ConfigError(
                 f"merge.catch_up_timeout_s ({self.merge.catch_up_timeout_s}) must be below "
-                f"max_poll_interval_ms ({self.max_poll_interval_ms} ms): the wait happens "
+                f"max_poll_interval_ms ({poll_ms} ms): the wait happens "
                 "inside a rebalance, and a longer one would get the worker evicted"
             )
-        if not 0 <= self.metrics_port < 65536:
-            raise ConfigError(f"metrics_port must be 0 (off) or a port, got {self.metrics_port}")
-        if self.quality_window < 1:
-            raise ConfigError(f"quality_window must be >= 1, got {self.quality_window}")
-        if self.drift_detector not in ("adwin", "page-hinkley"):
-            raise ConfigError(
-                f"drift_detector must be adwin or page-hinkley, got {self.drift_detector!r}"
-            )
-        if self.on_drift not in ("none", "reset"):
-            raise ConfigError(f"on_drift must be none or reset, got {self.on_drift!r}")
         if self.on_drift == "reset" and self.merge.enabled:
             raise ConfigError(
                 "on_drift='reset' needs merging off: a worker cannot reset the global model "
                 "on its own (its next contribution would undo the others' learning)"
-            )
-        if self.auto_offset_reset not in ("earliest", "latest"):
-            raise ConfigError(
-                f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}"
             )
 
 
@@ -610,32 +691,32 @@ class RestartSettings:
     delay_s: float = setting(
         1.0,
         flag="--restart-delay-s",
+        ge=0,
         help="wait before restarting a crashed process, doubled per crash in a row",
     )
     max_delay_s: float = setting(
-        30.0, flag="--restart-max-delay-s", help="the longest wait between restarts"
+        30.0, flag="--restart-max-delay-s", ge=0, help="the longest wait between restarts"
     )
     max_restarts: int = setting(
         5,
+        ge=0,
         help="crashes in a row (each within --restart-stable-after-s of its start) before "
         "giving up with an error",
     )
     stable_after_s: float = setting(
         60.0,
         flag="--restart-stable-after-s",
+        gt=0,
         help="a process that ran this long has recovered: its crash count restarts",
     )
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if not 0 <= self.delay_s <= self.max_delay_s:
             raise ConfigError(
                 f"restart delay_s ({self.delay_s}) must be >= 0 and at most "
                 f"max_delay_s ({self.max_delay_s})"
             )
-        if self.max_restarts < 0:
-            raise ConfigError(f"max_restarts must be >= 0, got {self.max_restarts}")
-        if self.stable_after_s <= 0:
-            raise ConfigError(f"stable_after_s must be > 0, got {self.stable_after_s}")
 
     def delay_before(self, restart: int) -> float:
         """Seconds to wait before the ``restart``-th restart in a row (1-based)."""
@@ -649,16 +730,18 @@ class MergerSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
     client: ClientName = _client()
-    session_timeout_ms: int = _session_timeout_ms()
-    heartbeat_interval_ms: int = _heartbeat_interval_ms()
-    max_poll_interval_ms: int = _max_poll_interval_ms()
-    metrics_port: int = setting(0, cli_default=9399, help="Prometheus endpoint; 0: off")
+    group: GroupTimeouts = field(default_factory=GroupTimeouts)
+    metrics_port: int = setting(
+        0, cli_default=9399, ge=0, le=65535, help="Prometheus endpoint; 0: off"
+    )
     crash_at: str | None = _crash_at()
 
     def __post_init__(self) -> None:
         if self.crash_at:
             CrashAt.parse(self.crash_at)
+        check_choice("client", self.client, ClientName)
         check_client_options(self.client, self.kafka)
+        check_ranges(self)
 
     @classmethod
     def for_workers(cls, workers: WorkerSettings) -> MergerSettings:
@@ -669,9 +752,7 @@ class MergerSettings:
             model=workers.model,
             merge=workers.merge,
             client=workers.client,
-            session_timeout_ms=workers.session_timeout_ms,
-            heartbeat_interval_ms=workers.heartbeat_interval_ms,
-            max_poll_interval_ms=workers.max_poll_interval_ms,
+            group=workers.group,
             crash_at=workers.crash_at,
         )
 
@@ -698,7 +779,7 @@ class ServeSettings:
     )
     client: ClientName = _client()
     host: str = setting("127.0.0.1", help="address to bind; anything but loopback exposes the API")
-    port: int = setting(8000, help="HTTP port")
+    port: int = setting(8000, ge=0, le=65535, help="HTTP port")
     offline: bool = setting(
         False,
         help="no broker: serve the newest checkpoint, re-reading the directory every "
@@ -707,47 +788,289 @@ class ServeSettings:
     token: str | None = setting(
         None,
         env=ENV_SERVE_TOKEN,
-        help="bearer token required on every endpoint but /healthz and /metrics",
+        secret=True,
+        help="bearer token required on every endpoint but /healthz and /metrics (never shown "
+        "or logged)",
     )
     events_enabled: bool = setting(
         True, flag="--no-events", help="switch POST /v1/events off (404)"
     )
-    max_body_bytes: int = setting(4 * 1024 * 1024, help="larger request bodies get 413")
-    max_batch_events: int = setting(10_000, help="longer arrays of events get 413")
+    max_body_bytes: int = setting(4 * 1024 * 1024, ge=1, help="larger request bodies get 413")
+    max_batch_events: int = setting(10_000, ge=1, help="longer arrays of events get 413")
     # The worker's bounds, so an event the API accepts is one a worker accepts.
     limits: EventLimits = field(default_factory=EventLimits)
     quantize: Quantize = setting(
         "none", help="serve the weights rounded as the quantized export stores them"
     )
     quality_window: int = setting(
-        1000, help="labeled predictions in the live page's rolling accuracy and log loss"
+        1000, ge=1, help="labeled predictions in the live page's rolling accuracy and log loss"
     )
     # How long POST /v1/events waits for the broker's acknowledgement.
     delivery_timeout_s: float = field(default=10.0)
     checkpoint_poll_s: float = setting(
-        5.0, help="with --offline: how often the checkpoint directory is re-read"
+        5.0, gt=0, help="with --offline: how often the checkpoint directory is re-read"
     )
 
     def __post_init__(self) -> None:
+        check_choice("client", self.client, ClientName)
         check_client_options(self.client, self.kafka)
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        check_choice("quantize", self.quantize, Quantize)
+        check_ranges(self)
         if self.token is not None and not self.token.strip():
             raise ConfigError("token must not be empty (leave it unset for no authentication)")
-        for name in ("max_body_bytes", "max_batch_events", "quality_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limits.max_event_bytes > self.max_body_bytes:
             raise ConfigError(
                 f"max_event_bytes ({self.limits.max_event_bytes}) must not exceed "
                 f"max_body_bytes ({self.max_body_bytes})"
             )
-        if self.quantize not in ("none", "float16", "int8"):
-            raise ConfigError(f"quantize must be none, float16 or int8, got {self.quantize!r}")
         if self.offline and self.checkpoint_dir is None:
             raise ConfigError("offline serving needs a checkpoint directory")
-        if self.delivery_timeout_s <= 0 or self.checkpoint_poll_s <= 0:
+        if self.delivery_timeout_s <= 0:
+            raise ConfigError(f"delivery_timeout_s must be > 0, got {self.delivery_timeout_s}")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How an entry point configures logging (the library only adds a NullHandler)."""
+
+    level: LogLevel = setting("INFO", flag="--log-level", help="the lowest level logged")
+    format: LogFormat = setting(
+        "text", flag="--log-format", help="json: one object per line, for log shippers"
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("log level", self.level, LogLevel)
+        check_choice("log format", self.format, LogFormat)
+
+
+@dataclass(frozen=True)
+class WorkSettings:
+    """``learnstream work`` and :func:`stream.run_workers`: ``processes`` workers on
+    this machine, a merger beside them unless ``merger`` is off (one runs
+    elsewhere), each restarted by ``restart`` when it crashes."""
+
+    # Flattened: the worker's options are the command's own (--bootstrap, not --worker-...).
+    worker: WorkerSettings = field(default_factory=WorkerSettings, metadata={"flatten": True})
+    processes: int = setting(1, ge=1, help="worker processes on this machine")
+    merger: bool = setting(
+        True,
+        flag="--no-merger",
+        help="do not start a merger here (one runs elsewhere: `learnstream merge`)",
+    )
+    restart: RestartSettings = field(default_factory=RestartSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """``learnstream demo``: the whole pipeline on the embedded broker, then a summary.
+
+    ``bootstrap`` unset starts the embedded broker on a free port (its variable
+    is not ``KAFKA_BOOTSTRAP_SERVERS``, so a shell set up for a real cluster
+    does not run the demo there). ``passes``: replay the dataset this many times
+    (ids stay unique per pass). ``merge`` holds the demo's merging cadence.
+    """
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_DEMO_"
+
+    workers: int = setting(2, ge=1, help="worker processes")
+    partitions: int = setting(4, ge=1, help="features partitions")
+    dataset: Dataset = setting("phishing", help="river dataset to replay")
+    passes: int = setting(1, ge=1, help="replay the dataset this many times")
+    bootstrap: str | None = setting(
+        None, help="use this broker; unset: the embedded one, started for the demo"
+    )
+    checkpoint_dir: Path | None = setting(
+        None, help="keep global model checkpoints here; unset: a new temporary directory"
+    )
+    merging: bool = setting(True, flag="--no-merge", help="workers do not merge")
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    # Phishing is short (1,250 events, sent in a burst): merge often, and make a
+    # version of every contribution, so the workers share what they learn early.
+    merge: MergeSettings = internal(
+        lambda: MergeSettings(
+            every_events=25, interval_s=0.5, catch_up_timeout_s=3.0, version_linger_s=0.0
+        )
+    )
+    timeout_s: float = 180.0
+    log_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, Dataset)
+        check_ranges(self)
+        if self.workers > self.partitions:
             raise ConfigError(
-                f"delivery_timeout_s and checkpoint_poll_s must be > 0, got "
-                f"{self.delivery_timeout_s} and {self.checkpoint_poll_s}"
+                f"{self.workers} workers for {self.partitions} partitions: "
+                f"{self.workers - self.partitions} would sit idle"
             )
+
+    @property
+    def merge_settings(self) -> MergeSettings:
+        """The workers' merging: the demo's cadence, switched and stored as asked."""
+        return replace(self.merge, enabled=self.merging, checkpoint_dir=self.checkpoint_dir)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """``learnstream bench``: what to measure (see :mod:`stream.tools.bench`).
+
+    Its variables are ``LEARNSTREAM_BENCH_*``: ``--features`` or ``--encoding``
+    mean something else to ``produce``.
+    """
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_BENCH_"
+
+    bootstrap: str | None = setting(None, help="broker to use; unset: the embedded one")
+    clients: tuple[ClientName, ...] = setting(
+        ("confluent", "kafka-python"), help="comma-separated clients to measure"
+    )
+    models: tuple[BenchModel, ...] = setting(("scaler+lr",), help="comma-separated models")
+    features: tuple[int, ...] = setting(
+        (10, 50), ge=1, help="comma-separated features per event, e.g. 10,50,200"
+    )
+    encoding: Encoding = setting("msgpack", help="event encoding")
+    events: int = setting(100_000, ge=1000, help="events per drain (a stable figure needs 1000)")
+    scale_workers: int = setting(
+        2, ge=1, help="workers (and partitions) of the scaling run; 1 skips it"
+    )
+    latency_fractions: tuple[float, ...] = setting(
+        (0.5,),
+        gt=0,
+        lt=1,
+        help="comma-separated: latency runs at these fractions of the measured maximum rate",
+    )
+    latency_duration_s: float = setting(5.0, gt=0, help="length of each latency run")
+    merge_cost: bool = setting(
+        True, flag="--no-merge-cost", help="skip measuring the cost of merging"
+    )
+    out: Path | None = setting(
+        None,
+        help="results as JSON; unset: bench-results/bench.json (bench-results/serve.json "
+        "with --serve, bench-results/categorical.json with --categorical)",
+    )
+    categorical: bool = setting(
+        False,
+        help="no broker: the batch decoder and the kernel on numeric, categorical and hashed "
+        "events (events/s), and per quarter of a stream whose distinct features grow to "
+        "10 x 2 x --events",
+    )
+    serve: bool = setting(
+        False,
+        help="benchmark `learnstream serve` instead, with wrk and hey (install them first: "
+        "apt-get install wrk hey): requests/s, latency, batches, 100 hot swaps under load",
+    )
+    serve_duration_s: float = setting(10.0, gt=0, help="length of each serve load phase")
+
+    def __post_init__(self) -> None:
+        for client in self.clients:
+            check_choice("client", client, ClientName)
+        for model in self.models:
+            check_choice("model", model, BenchModel)
+        check_choice("encoding", self.encoding, Encoding)
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class ProduceSettings:
+    """Sending events to the features topic (``learnstream produce``, the demo,
+    the bench). ``rate``: events per second (None: as fast as the broker takes
+    them). ``key``: "id" keys each record by its event id (so an id always lands
+    on the same partition), "none" lets the client spread records.
+    ``timestamp``: add ``ts`` (send time, epoch seconds) to each event.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topic: str = DEFAULT_FEATURES_TOPIC
+    encoding: Encoding = setting("msgpack", help="event encoding")
+    rate: float | None = setting(None, gt=0, help="events per second; unset: as fast as possible")
+    limit: int | None = setting(None, ge=0, help="stop after this many events; unset: no limit")
+    key: KeyMode = setting("id", help="record key")
+    timestamp: bool = True
+    client: ClientName = _client()
+
+    def __post_init__(self) -> None:
+        check_choice("key", self.key, KeyMode)
+        check_choice("encoding", self.encoding, Encoding)
+        check_choice("client", self.client, ClientName)
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where ``learnstream produce`` takes its events: the synthetic stream (the
+    default), a river dataset or a file; one of them."""
+
+    synthetic: bool = setting(
+        False, help="logistic data from a known model (the default source; needs --limit)"
+    )
+    dataset: Dataset | None = setting(None, help="a dataset bundled with river")
+    file: Path | None = setting(None, help="a .csv (with header) or .jsonl file")
+    features: int = setting(10, ge=1, help="synthetic: features per event")
+    seed: int = setting(42, help="synthetic: random seed")
+    drift_at: int | None = setting(
+        None, ge=0, help="synthetic: event index where the true model changes; unset: no drift"
+    )
+    label_column: str = setting("y", help="file: label column, empty cell = unlabeled")
+    id_column: str | None = setting(None, help="file: id column; unset: the row number")
+    passes: int = setting(1, ge=1, help="dataset/file: replay this many times")
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None:
+            check_choice("dataset", self.dataset, Dataset)
+        check_ranges(self)
+        chosen = [
+            flag
+            for flag, given in (
+                ("--synthetic", self.synthetic),
+                ("--dataset", self.dataset is not None),
+                ("--file", self.file is not None),
+            )
+            if given
+        ]
+        if len(chosen) > 1:
+            raise ConfigError(f"one source at a time: {' and '.join(chosen)} were both given")
+
+
+@dataclass(frozen=True)
+class ProduceCommand:
+    """``learnstream produce``: events from ``source`` to the features topic of
+    ``topics``, sent as ``output`` says, with a progress bar unless ``progress`` is off."""
+
+    source: SourceSettings = field(default_factory=SourceSettings, metadata={"flatten": True})
+    output: ProduceSettings = field(default_factory=ProduceSettings, metadata={"flatten": True})
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    progress: bool = setting(True, flag="--no-progress", help="no progress bar on stderr")
+
+    @property
+    def produce(self) -> ProduceSettings:
+        """The output settings, sending to the features topic."""
+        return replace(self.output, topic=self.topics.features)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """``learnstream broker``: the embedded broker (memory only), in the foreground.
+
+    Its variables are ``LEARNSTREAM_BROKER_*``: ``--host`` and ``--port`` mean
+    the HTTP server's to ``serve``.
+    """
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_BROKER_"
+
+    host: str = setting("127.0.0.1", help="address to bind")
+    port: int = setting(9092, ge=0, le=65535, help="Kafka port")
+    log_file: Path | None = setting(None, help="the broker's own log; unset: stderr")
+
+
+@dataclass(frozen=True)
+class TopicsCreateSettings:
+    """``learnstream topics create``: the pipeline's topics, sized for the cluster."""
+
+    partitions: int = setting(4, ge=1, help="features/predictions partitions")
+    replication_factor: int = setting(
+        1, ge=1, help="copies of each partition; 3 on a production cluster"
+    )

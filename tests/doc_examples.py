@@ -116,6 +116,28 @@ def shell_examples() -> list[Example]:
     return examples
 
 
+# Python blocks (```python): run by tests/unit/test_python_api.py in a directory
+# holding checkpoints/ (version 7 of tests/unit/serve_fixtures.py), or listed
+# here, by first line, with the reason.
+PYTHON_LANGUAGES = ("python", "py")
+PYTHON_NOT_RUN = {
+    "import threading": (
+        "starts worker processes on a broker for a minute; `learnstream work` runs the same "
+        "function (tests/unit/test_settings_env.py::test_work_gives_its_settings_to_run_workers) "
+        "and tests/integration/test_cli.py runs `learnstream work`"
+    ),
+}
+
+
+def python_examples() -> list[Example]:
+    return [
+        Example(str(path.relative_to(ROOT)), match.group(1), match.group(2))
+        for path in doc_files()
+        for match in _FENCE.finditer(path.read_text())
+        if match.group(1) in PYTHON_LANGUAGES and match.group(2).strip()
+    ]
+
+
 def run_example(example: Example, cwd: Path, env: dict[str, str] | None = None):
     """Run a block with bash -e in ``cwd``, where ``learnstream`` is this
     checkout's code run by this interpreter (whatever is installed)."""

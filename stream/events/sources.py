@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from stream.config import Dataset, choices_of
 from stream.errors import ConfigError
 
 Row = tuple[str | int, dict[str, float], bool | None]
 
-DATASETS = ("phishing", "bananas")
+DATASETS = choices_of(Dataset)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 
-from stream.config import KafkaSettings
+from stream.config import GroupTimeouts, KafkaSettings
 from stream.errors import BrokerError, ConfigError, DeliveryError, StreamError
 from stream.kafka import clients
 from stream.kafka.transport import (
@@ -89,21 +89,20 @@ class ConfluentConsumer:
         *,
         group_id: str,
         auto_offset_reset: str = "earliest",
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3_000,
-        max_poll_interval_ms: int = 15_000,
+        timeouts: GroupTimeouts | None = None,
         max_poll_records: int = 1000,
     ) -> None:
         self.topic = topic
+        timeouts = timeouts or GroupTimeouts()
         config = _base_config(kafka, client_id)
         config.update(
             {
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": auto_offset_reset,
-                "session.timeout.ms": session_timeout_ms,
-                "heartbeat.interval.ms": heartbeat_interval_ms,
-                "max.poll.interval.ms": max_poll_interval_ms,
+                "session.timeout.ms": timeouts.session_timeout_ms,
+                "heartbeat.interval.ms": timeouts.heartbeat_interval_ms,
+                "max.poll.interval.ms": timeouts.max_poll_interval_ms,
                 "enable.partition.eof": False,
                 # librdkafka pauses fetching for up to 1 s once its queue is full
                 # (100k messages by default); 1 ms keeps a fast worker fed.

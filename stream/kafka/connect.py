@@ -6,18 +6,19 @@ implementations can import the interface without a cycle.
 
 from __future__ import annotations
 
-from stream.config import ClientName, KafkaSettings
+from stream.config import ClientName, KafkaSettings, choices_of
 from stream.errors import ConfigError
 from stream.kafka.transport import Compression, Consumer, Producer, Reader
 
-CLIENTS: tuple[ClientName, ...] = ("kafka-python", "confluent")
+# The clients, from the ClientName type (the one list of them).
+CLIENTS: tuple[ClientName, ...] = choices_of(ClientName)
 
 
 def consumer(
     client: ClientName, kafka: KafkaSettings, topic: str, client_id: str, **group: object
 ) -> Consumer:
-    """``group``: group_id, auto_offset_reset, session_timeout_ms, heartbeat_interval_ms,
-    max_poll_interval_ms, max_poll_records."""
+    """``group``: group_id, auto_offset_reset, timeouts (:class:`GroupTimeouts`),
+    max_poll_records."""
     if client == "kafka-python":
         from stream.kafka.kafka_python import KafkaPythonConsumer
 

@@ -9,7 +9,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
-from stream.config import KafkaSettings
+from stream.config import GroupTimeouts, KafkaSettings
 from stream.errors import DeliveryError, StreamError
 from stream.kafka import clients
 from stream.kafka.transport import (
@@ -55,20 +55,19 @@ class KafkaPythonConsumer:
         *,
         group_id: str,
         auto_offset_reset: str = "earliest",
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3_000,
-        max_poll_interval_ms: int = 15_000,
+        timeouts: GroupTimeouts | None = None,
         max_poll_records: int = 1000,
     ) -> None:
         self.topic = topic
+        timeouts = timeouts or GroupTimeouts()
         self._consumer = clients.consumer(
             kafka,
             client_id=client_id,
             group_id=group_id,
             auto_offset_reset=auto_offset_reset,
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms,
-            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=timeouts.session_timeout_ms,
+            heartbeat_interval_ms=timeouts.heartbeat_interval_ms,
+            max_poll_interval_ms=timeouts.max_poll_interval_ms,
             max_poll_records=max_poll_records,
         )
         self._pending_assign: set[int] = set()

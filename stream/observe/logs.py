@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Literal
 
-LogFormat = Literal["text", "json"]
+from stream.config import LogFormat
 
 
 class _JsonFormatter(logging.Formatter):

@@ -187,9 +187,7 @@ class Merger:
             s.topics.contributions,
             self.name,
             group_id=s.topics.merger_group,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_interval_ms=s.max_poll_interval_ms,
+            timeouts=s.group,
             max_poll_records=5000,
         )
         # gzip: a model record is mostly feature names, which compress well.

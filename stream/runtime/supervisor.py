@@ -14,6 +14,7 @@ import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import replace
 from multiprocessing.context import SpawnProcess
@@ -317,16 +318,21 @@ class Supervisor:
 
     def run_until_signal(self) -> int:
         """Foreground mode for ``learnstream work``: Ctrl-C / SIGTERM stop everything."""
-        stop = {"requested": False}
+        stop = threading.Event()
 
         def _request(signum: int, _frame: object) -> None:
-            stop["requested"] = True
+            stop.set()
 
         signal.signal(signal.SIGTERM, _request)
         signal.signal(signal.SIGINT, _request)
+        return self.run_until(stop)
+
+    def run_until(self, stop: threading.Event) -> int:
+        """Start, watch and restart the processes until ``stop`` is set (or all
+        have exited); then stop them. 1 after a crash loop, else 0."""
         self.start()
         try:
-            while not stop["requested"] and self.processes:
+            while not stop.is_set() and self.processes:
                 self.check()
                 self._drain_assignments()  # else the workers' reports pile up
                 time.sleep(0.2)

@@ -235,9 +235,7 @@ class Worker:
             group_id=s.topics.group_id,
             auto_offset_reset=s.auto_offset_reset,
             max_poll_records=s.max_poll_records,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_interval_ms=s.max_poll_interval_ms,
+            timeouts=s.group,
         )
         producer = connect.producer(s.client, s.kafka, self.name)
         self._consumer, self._producer = consumer, producer

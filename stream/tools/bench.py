@@ -42,9 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from stream.config import (
+    BenchModel,
+    BenchSettings,
     ClientName,
-    Encoding,
     EventLimits,
+    GroupTimeouts,
     KafkaSettings,
     MergerSettings,
     MergeSettings,
@@ -52,7 +54,7 @@ from stream.config import (
     TopicSettings,
     WorkerSettings,
 )
-from stream.errors import ConfigError, StreamError
+from stream.errors import StreamError
 from stream.events.codec import decode_map, encode
 from stream.events.sources import SyntheticStream
 from stream.kafka import connect
@@ -72,42 +74,17 @@ from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
 
-MODELS: dict[str, ModelSettings] = {
+# One per BenchModel choice (tests/unit/test_settings_env.py checks they match).
+MODELS: dict[BenchModel, ModelSettings] = {
     "lr": ModelSettings(scale=False),
     "scaler+lr": ModelSettings(),
     "ftrl": ModelSettings(optimizer="ftrl", learning_rate=0.1, scale=False),
 }
 
 # Group timing for bench workers: the embedded broker holds a join this long.
-_GROUP = {
-    "max_poll_interval_ms": 3_000,
-    "session_timeout_ms": 3_000,
-    "heartbeat_interval_ms": 1_000,
-}
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    bootstrap: str | None = None
-    clients: tuple[ClientName, ...] = ("confluent", "kafka-python")
-    models: tuple[str, ...] = ("scaler+lr",)
-    features: tuple[int, ...] = (10, 50)
-    encoding: Encoding = "msgpack"
-    events: int = 100_000
-    scale_workers: int = 2
-    latency_fractions: tuple[float, ...] = (0.5,)
-    latency_duration_s: float = 5.0
-    merge_cost: bool = True
-
-    def __post_init__(self) -> None:
-        unknown = set(self.models) - set(MODELS)
-        if unknown:
-            raise ConfigError(f"unknown models {sorted(unknown)}; known: {sorted(MODELS)}")
-        if self.events < 1000:
-            raise ConfigError(f"events must be >= 1000 for a stable figure, got {self.events}")
-        bad = [f for f in self.latency_fractions if not 0 < f < 1]
-        if bad:
-            raise ConfigError(f"latency fractions must be in (0, 1), got {bad}")
+_GROUP = GroupTimeouts(
+    max_poll_interval_ms=3_000, session_timeout_ms=3_000, heartbeat_interval_ms=1_000
+)
 
 
 @dataclass
@@ -400,7 +377,7 @@ class Bench:
             model=model,
             client=client,
             merge=merge or MergeSettings(enabled=False),
-            **_GROUP,
+            group=_GROUP,
         )
 
     def drain(self, topics: TopicSettings, settings: WorkerSettings, n: int, model=None) -> float:
@@ -467,7 +444,7 @@ class Bench:
             group_id=topics.group_id,
             auto_offset_reset="earliest",
             max_poll_records=1000,
-            **_GROUP,
+            timeouts=_GROUP,
         )
         producer = connect.producer(client, self.kafka, "bench-bare")
         consumer.subscribe(lambda assigned: None, lambda revoked: None, lambda lost: None)

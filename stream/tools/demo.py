@@ -10,18 +10,17 @@ import logging
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from stream.config import (
+    DemoSettings,
+    GroupTimeouts,
     KafkaSettings,
     MergerSettings,
-    MergeSettings,
-    ModelSettings,
-    TopicSettings,
     WorkerSettings,
 )
-from stream.errors import ConfigError, StreamError
+from stream.errors import StreamError
 from stream.events.codec import decode_map
 from stream.events.sources import river_dataset
 from stream.kafka.embedded import EmbeddedBroker
@@ -33,41 +32,6 @@ from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """``bootstrap`` None starts the embedded broker on a free port.
-    ``passes``: replay the dataset this many times (ids stay unique per pass)."""
-
-    workers: int = 2
-    partitions: int = 4
-    dataset: str = "phishing"
-    passes: int = 1
-    bootstrap: str | None = None
-    model: ModelSettings = field(default_factory=ModelSettings)
-    # Phishing is short (1,250 events, sent in a burst): merge often, and make a
-    # version of every contribution, so the workers share what they learn early.
-    merge: MergeSettings = field(
-        default_factory=lambda: MergeSettings(
-            every_events=25, interval_s=0.5, catch_up_timeout_s=3.0, version_linger_s=0.0
-        )
-    )
-    topics: TopicSettings = field(default_factory=TopicSettings)
-    timeout_s: float = 180.0
-    log_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.workers < 1 or self.partitions < 1 or self.passes < 1:
-            raise ConfigError(
-                f"workers, partitions and passes must be >= 1, got "
-                f"{self.workers}, {self.partitions}, {self.passes}"
-            )
-        if self.workers > self.partitions:
-            raise ConfigError(
-                f"{self.workers} workers for {self.partitions} partitions: "
-                f"{self.workers - self.partitions} would sit idle"
-            )
 
 
 @dataclass(frozen=True)
@@ -138,20 +102,21 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
     topics = settings.topics
     # A fresh directory by default: a demo starts from scratch, so its summary
     # compares like with like; give one to keep (and resume from) checkpoints.
-    checkpoint_dir = settings.merge.checkpoint_dir or Path(tempfile.mkdtemp(prefix="learnstream-"))
+    merge = settings.merge_settings
+    checkpoint_dir = merge.checkpoint_dir or Path(tempfile.mkdtemp(prefix="learnstream-"))
     ensure_pipeline(kafka, topics, settings.partitions)
     worker_settings = WorkerSettings(
         kafka=kafka,
         topics=topics,
         model=settings.model,
-        merge=replace(settings.merge, checkpoint_dir=checkpoint_dir),
+        merge=replace(merge, checkpoint_dir=checkpoint_dir),
         # The embedded broker holds a join open for about this long; keep it short.
-        max_poll_interval_ms=5_000,
-        session_timeout_ms=5_000,
-        heartbeat_interval_ms=1_000,
+        group=GroupTimeouts(
+            max_poll_interval_ms=5_000, session_timeout_ms=5_000, heartbeat_interval_ms=1_000
+        ),
     )
     run_id = uuid.uuid4().hex[:8]
-    merger = MergerSettings.for_workers(worker_settings) if settings.merge.enabled else None
+    merger = MergerSettings.for_workers(worker_settings) if merge.enabled else None
     supervisor = Supervisor(worker_settings, settings.workers, merger).start()
     try:
         assignment = supervisor.wait_assigned(settings.partitions, timeout_s=60)
@@ -163,7 +128,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         predictions = _collect(kafka, topics.predictions, run_id, sent, settings.timeout_s)
     finally:
         supervisor.stop()
-    final = published_model(kafka, topics, "learnstream-demo") if settings.merge.enabled else None
+    final = published_model(kafka, topics, "learnstream-demo") if merge.enabled else None
 
     last = max(p["ts_scored"] for p in predictions.values())
     elapsed = last - started

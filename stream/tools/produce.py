@@ -5,48 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from stream.config import ClientName, Encoding, KafkaSettings
-from stream.errors import ConfigError
+from stream.config import KeyMode as KeyMode  # re-exported: the tools' callers import it here
+from stream.config import ProduceSettings as ProduceSettings
 from stream.events.codec import encode, event_to_map
 from stream.events.sources import Row
 from stream.kafka import connect
 
 logger = logging.getLogger(__name__)
 
-KeyMode = Literal["id", "none"]
 # How long the final flush may wait for the broker's acknowledgements.
 DELIVERY_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class ProduceSettings:
-    """``rate``: events per second (None: as fast as the broker takes them).
-    ``key``: "id" keys each record by its event id (so an id always lands on the
-    same partition), "none" lets the client spread records.
-    ``timestamp``: add ``ts`` (send time, epoch seconds) to each event.
-    """
-
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    topic: str = "features"
-    encoding: Encoding = "msgpack"
-    rate: float | None = None
-    limit: int | None = None
-    key: KeyMode = "id"
-    timestamp: bool = True
-    client: ClientName = "confluent"
-
-    def __post_init__(self) -> None:
-        if self.rate is not None and self.rate <= 0:
-            raise ConfigError(f"rate must be > 0 events/s, got {self.rate}")
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"limit must be >= 0, got {self.limit}")
-        if self.key not in ("id", "none"):
-            raise ConfigError(f"key must be 'id' or 'none', got {self.key!r}")
 
 
 @dataclass(frozen=True)

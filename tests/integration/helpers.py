@@ -6,7 +6,13 @@ import threading
 import time
 from collections.abc import Iterable
 
-from stream.config import KafkaSettings, MergeSettings, TopicSettings, WorkerSettings
+from stream.config import (
+    GroupTimeouts,
+    KafkaSettings,
+    MergeSettings,
+    TopicSettings,
+    WorkerSettings,
+)
 from stream.events.codec import decode_map
 from stream.events.deadletter import DeadLetter, parse
 from stream.kafka import clients
@@ -24,9 +30,9 @@ from tests.waiting import wait_for  # noqa: F401 - re-exported for the integrati
 # hand-over) ends well within the poll interval, so a worker still waiting for
 # the merger is never taken as dead and its partitions re-emitted.
 FAST_GROUP = {
-    "max_poll_interval_ms": 5_000,
-    "session_timeout_ms": 5_000,
-    "heartbeat_interval_ms": 1_000,
+    "group": GroupTimeouts(
+        max_poll_interval_ms=5_000, session_timeout_ms=5_000, heartbeat_interval_ms=1_000
+    )
 }
 CATCH_UP_TIMEOUT_S = 2.0
 
@@ -34,11 +40,11 @@ CATCH_UP_TIMEOUT_S = 2.0
 # The same, as `learnstream work` flags.
 FAST_GROUP_FLAGS = [
     "--max-poll-interval-ms",
-    str(FAST_GROUP["max_poll_interval_ms"]),
+    str(FAST_GROUP["group"].max_poll_interval_ms),
     "--session-timeout-ms",
-    str(FAST_GROUP["session_timeout_ms"]),
+    str(FAST_GROUP["group"].session_timeout_ms),
     "--heartbeat-interval-ms",
-    str(FAST_GROUP["heartbeat_interval_ms"]),
+    str(FAST_GROUP["group"].heartbeat_interval_ms),
     "--catch-up-timeout-s",
     str(int(CATCH_UP_TIMEOUT_S)),
 ]

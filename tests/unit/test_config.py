@@ -8,6 +8,7 @@ import pytest
 
 from stream.config import (
     EventLimits,
+    GroupTimeouts,
     KafkaSettings,
     ModelSettings,
     TopicSettings,
@@ -24,7 +25,7 @@ def test_dead_letter_topic_follows_features_topic():
     "build, message",
     [
         (lambda: ModelSettings(optimizer="adam"), "'adam'"),
-        (lambda: ModelSettings(learning_rate=0), "learning_rate must be a positive number, got 0"),
+        (lambda: ModelSettings(learning_rate=0), "learning_rate must be > 0, got 0"),
         (lambda: ModelSettings(l2=-1.0), "l2 must be >= 0, got -1.0"),
         (lambda: TopicSettings(features="t", predictions="t"), "same topic 't'"),
         (lambda: TopicSettings(features="my topic"), "'my topic' is not a valid Kafka topic name"),
@@ -32,7 +33,10 @@ def test_dead_letter_topic_follows_features_topic():
         (lambda: EventLimits(max_depth=1), "max_depth must be >= 2"),
         (lambda: EventLimits(max_abs_feature=1e200), "max_abs_feature must be in (0, 1e150]"),
         (lambda: WorkerSettings(max_abs_weight=math.inf), "max_abs_weight must be in"),
-        (lambda: WorkerSettings(heartbeat_interval_ms=5000, session_timeout_ms=5000), "5000"),
+        (
+            lambda: GroupTimeouts(heartbeat_interval_ms=5000, session_timeout_ms=5000),
+            "must be below session_timeout_ms",
+        ),
         (lambda: WorkerSettings(output_encoding="xml"), "'xml'"),
         (lambda: KafkaSettings(client_options=(("sasl_pasword", "x"),)), "'sasl_pasword'"),
         (lambda: KafkaSettings(bootstrap_servers=" "), "bootstrap_servers is empty"),
@@ -56,14 +60,14 @@ def test_settings_are_frozen():
 
 
 def test_cli_flags_fall_back_to_environment(monkeypatch):
-    from stream.cli import build_parser
+    from stream.cli import parse_args
     from stream.cliargs import kafka_settings, topic_settings
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9093,k2:9093")
     monkeypatch.setenv("LEARNSTREAM_FEATURES_TOPIC", "events")
     monkeypatch.setenv("LEARNSTREAM_GROUP_ID", "scorers")
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    args = build_parser().parse_args(
+    args = parse_args(
         ["work", "--sasl-username", "me", "--kafka-option", "ssl_check_hostname=false"]
     )
     kafka = kafka_settings(args)

@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"stream.runtime"},
     {"stream.serve"},
     {"stream.tools"},
+    {"stream.api"},
     {"stream.cliargs"},
     {"consumers", "producers"},
     {"stream.cli"},
