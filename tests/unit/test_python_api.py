@@ -84,7 +84,7 @@ def test_the_model_is_the_newest_version_as_served(model):
     "event",
     [
         {"x": {"f0": 1.0}},
-        {"id": "e", "x": {"f0": "high"}},
+        {"id": "e", "x": {"f0": None}},
         {"id": "e", "x": {"f0": float("nan")}},
         {"id": "e", "x": {"f0": 1e200}},
         {"id": "e"},
