@@ -3,8 +3,6 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream ./stream
-COPY producers ./producers
-COPY consumers ./consumers
 RUN pip install --no-cache-dir .
 # Compile the numba kernels into the image's cache: workers start without compiling.
 ENV NUMBA_CACHE_DIR=/app/.numba-cache

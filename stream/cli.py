@@ -11,9 +11,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from consumers import inspect, merge, model, predictions, serve, work
-from producers import produce
 from stream import __version__, cliargs
+from stream.commands import inspect, merge, model, predictions, produce, serve, work
 from stream.config import BenchSettings, BrokerSettings, DemoSettings, TopicsCreateSettings
 from stream.errors import ConfigError, StreamError
 from stream.kafka.embedded import EmbeddedBroker

@@ -45,6 +45,10 @@ RUN_ON_SERVE = [
 
 _SERVE_TESTS = "the same requests are made by tests/unit/test_serve_app.py"
 NOT_RUN = {
+    "python producers/send_events.py --bootstrap localhost:9092 --topic features --count 1000": (
+        "needs a broker on localhost:9092; the three example programs are run together by "
+        "tests/integration/test_examples.py"
+    ),
     "make demo": (
         "creates a virtual environment and installs the project; `learnstream demo` itself is run "
         "by tests/integration/test_cli.py::test_demo_prints_a_summary_with_every_event_predicted, "

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from river import drift
 
-from consumers import merge, work
 from stream import cliargs
 from stream.cli import build_parser
+from stream.commands import merge, work
 from stream.config import MergerSettings, WorkerSettings
 from stream.kafka import confluent
 from stream.model.factory import build_model

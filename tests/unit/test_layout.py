@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"stream.tools"},
     {"stream.api"},
     {"stream.cliargs"},
-    {"consumers", "producers"},
+    {"stream.commands"},
     {"stream.cli"},
     {"stream.__main__"},
 ]
@@ -32,7 +32,7 @@ KAFKA_LIBRARIES = {"kafka", "confluent_kafka"}
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for top in ("stream", "consumers", "producers"):
+    for top in ("stream",):
         for path in (ROOT / top).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts
             if parts[-1] == "__init__":
@@ -71,11 +71,11 @@ def test_imports_only_go_downward():
     modules = _modules()
     wrong = []
     for module, path in modules.items():
-        if module in ("stream", "consumers", "producers"):
+        if module == "stream":
             continue
         unit = _unit(module)
         for name in _imports(path, top_level_only=False):
-            if name not in modules or name in ("stream", "consumers", "producers"):
+            if name not in modules or name == "stream":
                 continue
             target = _unit(name)
             if target != unit and _layer(target) >= _layer(unit):

@@ -313,7 +313,7 @@ def test_choices_come_from_the_literal_types():
 
 
 def test_work_gives_its_settings_to_run_workers(monkeypatch):
-    from consumers import work
+    from stream.commands import work
 
     ran = []
     monkeypatch.setattr(work, "run_workers", lambda settings: ran.append(settings) or 0)

@@ -1,1 +1,0 @@
-"""Entry points that read topics: the workers and the predictions reader."""

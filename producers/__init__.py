@@ -1,1 +1,0 @@
-"""Entry points that put events on the features topic."""
