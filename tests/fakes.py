@@ -304,6 +304,10 @@ class FakeProducer:
         """The next flush delivers only the first ``deliver`` pending records, then raises."""
         self._deliver_only = deliver
 
+    def recover(self) -> None:
+        """No failure pending any more."""
+        self._deliver_only = None
+
     def flush(self, timeout_s: float = 0.0) -> None:
         self.flushes += 1
         pending, self.pending = self.pending, []
