@@ -63,6 +63,8 @@ PARTITIONS = 3
 NAMES = ("w0", "w1", "w2")
 # A settle that has not gone quiet after this many rounds is a livelock.
 SETTLE_ROUNDS = 400
+# Who gets each partition in a rebalance: an index into the live members.
+OWNERS = st.lists(st.integers(0, 2), min_size=PARTITIONS, max_size=PARTITIONS)
 
 
 def event_feature(partition: int, offset: int) -> str:
@@ -287,15 +289,18 @@ class ProtocolMachine(RuleBasedStateMachine):
             life.producer.crash()
             life.alive = False
 
-    @rule(name=st.sampled_from(NAMES))
-    def restart(self, name: str) -> None:
-        """A new life under the same name (as the supervisor restarts it); joining
-        the group makes every member's commits fail until the next rebalance."""
+    @rule(name=st.sampled_from(NAMES), owners=st.none() | OWNERS)
+    def restart(self, name: str, owners: list[int] | None) -> None:
+        """A new life under the same name (as the supervisor restarts it). Joining
+        makes the group rebalance (at once with ``owners``; else every member's
+        commits fail until the ``rebalance`` step)."""
         life = self.lives.get(name)
         if life is None or not life.alive:
             self._start_worker(name)
+            if owners is not None:
+                self._rebalance(owners)
 
-    @rule(owners=st.lists(st.integers(0, 2), min_size=PARTITIONS, max_size=PARTITIONS))
+    @rule(owners=OWNERS)
     def rebalance(self, owners: list[int]) -> None:
         self._rebalance(owners)
 
@@ -308,14 +313,17 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.workers_group.evict(life.consumer.member)
             life.zombie = True
 
-    @rule(name=st.sampled_from(NAMES))
-    def zombie_wakes(self, name: str) -> None:
-        """The zombie's client finds out: on_lost, then it joins the group again."""
+    @rule(name=st.sampled_from(NAMES), owners=st.none() | OWNERS)
+    def zombie_wakes(self, name: str, owners: list[int] | None = None) -> None:
+        """The zombie's client finds out: on_lost, then it joins the group again
+        (which rebalances it, at once with ``owners``)."""
         life = self.lives.get(name)
         if life is not None and life.alive and life.zombie:
             life.consumer.lose()
             self.workers_group.join(life.consumer)
             life.zombie = False
+            if owners is not None:
+                self._rebalance(owners)
 
     @precondition(lambda self: self.kafka.end(self.topics.contributions) > 0)
     @rule(data=st.data())
@@ -572,7 +580,7 @@ _QUICK = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-_THOROUGH = settings(_QUICK, max_examples=3000)
+_THOROUGH = settings(_QUICK, max_examples=5000)
 
 
 def test_the_protocol_learns_each_labeled_event_once_and_predicts_every_event(quiet):
@@ -581,7 +589,7 @@ def test_the_protocol_learns_each_labeled_event_once_and_predicts_every_event(qu
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a failure is shrunk, which takes longer than finding it
-def test_the_protocol_learns_each_labeled_event_once_and_predicts_every_event_3000_examples(
+def test_the_protocol_learns_each_labeled_event_once_and_predicts_every_event_5000_examples(
     quiet,
 ):
     run_state_machine_as_test(ProtocolMachine, settings=_THOROUGH)
@@ -644,8 +652,7 @@ def test_a_restarted_worker_whose_contributions_are_rejected_re_learns_them(quie
         lambda m: m.merge(),  # seq 0-2 applied; seq 3 not flushed yet
         lambda m: m.send_in_background("w0"),
         lambda m: m.crash("w0"),
-        lambda m: m.restart("w0"),
-        lambda m: m.rebalance([0, 1, 0]),
+        lambda m: m.restart("w0", [0, 1, 0]),
         lambda m: m.poll("w0", 2),
         lambda m: m.cut("w0"),  # the new life's seq 0: [3, 5)
         lambda m: m.merge(),  # the old life's seq 3 applied
