@@ -83,6 +83,9 @@ class Life:
 
 
 class ProtocolMachine(RuleBasedStateMachine):
+    """Up to three workers (w0-w2, each in one life at a time), one active merger
+    (and at times a zombie one), three features partitions."""
+
     def __init__(self) -> None:
         super().__init__()
         self.kafka = FakeKafka()
