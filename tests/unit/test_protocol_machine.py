@@ -633,21 +633,19 @@ def test_a_handover_does_not_open_a_partition_past_a_rejected_range(quiet):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16.1: a restarted worker keeps its name and counts seq from 0; the "
-    "merger's applied seq of the old life prunes the new life's pending contributions, "
-    "so the new life never sees its rejections and never rebases",
-)
 def test_a_restarted_worker_whose_contributions_are_rejected_re_learns_them(quiet):
-    """w0 contributes events 0-2 of partition 0 one by one (seq 0-2, merged: the
-    model's applied seq of w0 is 2), sends 3:[3, 4) and is SIGKILLed before it is
-    merged. Its new life takes over at the version without it and contributes
-    [3, 5) as seq 0 and [5, 6) as seq 1; the merger applies the old 3:[3, 4),
-    then rejects both (the model is at 4). Seeing applied seq 3 for its name,
-    the new life drops seq 0 and 1 from its pending list as merged, so it never
-    notices their rejection and never re-learns: once quiet, events 4 and 5 are
-    not learned (EXACTLY_ONCE: n_learned 4, 6 labeled events)."""
+    """A new life under the same name, found at a stale version, re-learns what
+    the merger rejected of it (issue 16.1; failed before a worker's records were
+    keyed by its life, :mod:`stream.runtime.identity`).
+
+    w0 contributes events 0-2 of partition 0 one by one (seq 0-2, merged), sends
+    0:[3, 4) as seq 3 and is SIGKILLed before that is merged. Its new life takes
+    over at the version without it and contributes [3, 5) as seq 0 and [5, 6)
+    as seq 1; the merger applies the old life's [3, 4), then rejects both (the
+    model is at 4). Keyed by name, the old life's applied seq 3 made the new
+    life drop its seq 0 and 1 from its pending list as merged, so it never
+    noticed their rejection: once quiet, events 4 and 5 were never learned
+    (EXACTLY_ONCE: n_learned 4, 6 labeled events)."""
     steps = [lambda m: m.start(every=4, max_records=1, backlog=[[True] * 6, [], []])]
     for _ in range(4):
         steps += [lambda m: m.poll("w0", 1), lambda m: m.cut("w0")]
