@@ -24,14 +24,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from stream.config import MergerSettings
 from stream.errors import CheckpointError
 from stream.faults import CrashPoints
 from stream.kafka import connect
 from stream.kafka.topics import ensure_internal, known_topic_id
-from stream.kafka.transport import Reader, Record
+from stream.kafka.transport import Consumer, Producer, Reader, Record
 from stream.model.merge import ftrl_params
 from stream.observe.metrics import MergerCollector, serve
 from stream.sync.checkpoint import CheckpointStore, Snapshot
@@ -121,7 +123,18 @@ class FeatureWatermarks:
 class Merger:
     """``run()`` blocks until ``stop()``."""
 
-    def __init__(self, settings: MergerSettings, name: str) -> None:
+    def __init__(
+        self,
+        settings: MergerSettings,
+        name: str,
+        *,
+        consumer: Consumer | None = None,
+        producer: Producer | None = None,
+        readers: Callable[[str, str], Reader] | None = None,
+    ) -> None:
+        """``consumer`` (of the contributions topic), ``producer`` and ``readers``
+        (a reader of a topic for a client id): made from the settings when None;
+        tests pass in-memory ones."""
         self.settings = settings
         self.name = name
         self.snapshot: Snapshot | None = None
@@ -134,6 +147,8 @@ class Merger:
             else None
         )
         self._ftrl = ftrl_params(settings.model)
+        self._consumer, self._producer = consumer, producer
+        self._readers = readers
         self._stop = threading.Event()
         self.active = False
         self.n_applied = 0
@@ -162,7 +177,13 @@ class Merger:
         reports them (an unreported id is never taken for a recreated topic).
         """
         s = self.settings
-        published = published_model(s.kafka, s.topics, self.name, client=s.client)
+        published = published_model(
+            s.kafka,
+            s.topics,
+            self.name,
+            client=s.client,
+            reader=self._readers(s.topics.model, f"{self.name}-feed") if self._readers else None,
+        )
         pipeline = pipeline_of(s.kafka, s.topics)
         ids = current_topic_ids(s.kafka, s.topics)
         if self.store is not None:
@@ -181,7 +202,7 @@ class Merger:
     def run(self) -> None:
         s = self.settings
         ensure_internal(s.kafka, s.topics)
-        consumer = connect.consumer(
+        consumer = self._consumer or connect.consumer(
             s.client,
             s.kafka,
             s.topics.contributions,
@@ -191,11 +212,12 @@ class Merger:
             max_poll_records=5000,
         )
         # gzip: a model record is mostly feature names, which compress well.
-        producer = connect.producer(s.client, s.kafka, self.name, linger_ms=0, compression="gzip")
-        self._consumer, self._producer = consumer, producer
-        self._watermarks = FeatureWatermarks(
-            connect.reader(s.client, s.kafka, s.topics.features, f"{self.name}-watermarks")
+        producer = self._producer or connect.producer(
+            s.client, s.kafka, self.name, linger_ms=0, compression="gzip"
         )
+        self._consumer, self._producer = consumer, producer
+        readers = self._readers or partial(connect.reader, s.client, s.kafka)
+        self._watermarks = FeatureWatermarks(readers(s.topics.features, f"{self.name}-watermarks"))
         if s.metrics_port:
             serve(
                 s.metrics_port,

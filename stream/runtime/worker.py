@@ -48,7 +48,7 @@ from stream.events.hashing import Hasher, featurizer
 from stream.faults import CrashPoints
 from stream.kafka import connect
 from stream.kafka.topics import ensure_pipeline
-from stream.kafka.transport import Batch, Record
+from stream.kafka.transport import Batch, Consumer, Producer, Record
 from stream.model.factory import build_model
 from stream.model.merge import add, ftrl_params, subtract
 from stream.model.online import OnlineModel
@@ -151,9 +151,15 @@ class Worker:
         clock: Callable[[], float] = time.time,
         on_assign: AssignmentCallback | None = None,
         incarnation: str | None = None,
+        *,
+        consumer: Consumer | None = None,
+        producer: Producer | None = None,
+        feed: ModelFeed | None = None,
     ) -> None:
         """``incarnation``: this process life's (see :mod:`stream.runtime.identity`);
-        a fresh one if None, so every Worker object is a life of its own."""
+        a fresh one if None, so every Worker object is a life of its own.
+        ``consumer``, ``producer`` and ``feed`` (of the model topic): made from
+        the settings in :meth:`run` when None; tests pass in-memory ones."""
         self.settings = settings
         self.name = name
         # What the protocol knows this life by: contributions carry it, the
@@ -195,7 +201,9 @@ class Worker:
         self._cut_state = self.model.state()
         self._labeled_since_cut = 0
         self._last_cut = time.monotonic()
-        self._feed: ModelFeed | None = None
+        self._consumer: Consumer | None = consumer
+        self._producer: Producer | None = producer
+        self._feed: ModelFeed | None = feed
         self._ftrl = ftrl_params(settings.model)
 
     def _new_model(self) -> OnlineModel | KernelModel:
@@ -227,7 +235,7 @@ class Worker:
         # wrong ones refused (an auto-created multi-partition contributions topic
         # would silently lose every contribution the merger does not read).
         ensure_pipeline(s.kafka, s.topics)
-        consumer = connect.consumer(
+        consumer = self._consumer or connect.consumer(
             s.client,
             s.kafka,
             s.topics.features,
@@ -237,7 +245,7 @@ class Worker:
             max_poll_records=s.max_poll_records,
             timeouts=s.group,
         )
-        producer = connect.producer(s.client, s.kafka, self.name)
+        producer = self._producer or connect.producer(s.client, s.kafka, self.name)
         self._consumer, self._producer = consumer, producer
         if s.metrics_port:
             serve(s.metrics_port, WorkerCollector(self), f"worker={self.name}")
@@ -248,7 +256,8 @@ class Worker:
                 s.topics.predictions
             ) == producer.partition_count(s.topics.features)
             if self.merging:
-                self._feed = ModelFeed(s.kafka, s.topics, self.name, s.client)
+                if self._feed is None:
+                    self._feed = ModelFeed(s.kafka, s.topics, self.name, s.client)
                 initial = self._feed.initial()
                 if initial is not None:
                     self._rebase_all(initial)

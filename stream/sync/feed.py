@@ -40,8 +40,11 @@ class ModelFeed:
         client_id: str,
         client: ClientName = "confluent",
         reader: Reader | None = None,
+        *,
+        contributions: Reader | None = None,
     ) -> None:
-        """``reader``: of the model topic (tests pass a fake); made from ``kafka`` if None."""
+        """``reader``: of the model topic, ``contributions``: of the contributions
+        topic (tests pass fakes); made from ``kafka`` when None."""
         self.topics = topics
         self.latest: Snapshot | None = None
         # Model records skipped as malformed or impossible.
@@ -51,7 +54,7 @@ class ModelFeed:
         end = self._reader.end_offset(0)
         self._reader.assign({0: max(0, end - TAIL)})
         self._end_at_start = end
-        self._contributions: Reader | None = None
+        self._contributions: Reader | None = contributions
 
     def poll(self, timeout_ms: int = 0) -> Snapshot | None:
         """Read what has arrived; return the newest snapshot known (or None).
@@ -126,9 +129,11 @@ def published_model(
     client_id: str,
     timeout_s: float = 10.0,
     client: ClientName = "confluent",
+    reader: Reader | None = None,
 ) -> Snapshot | None:
-    """The newest version on the model topic right now (None: there is none)."""
-    feed = ModelFeed(kafka, topics, client_id, client)
+    """The newest version on the model topic right now (None: there is none);
+    ``reader``: of the model topic, made from ``kafka`` when None."""
+    feed = ModelFeed(kafka, topics, client_id, client, reader)
     try:
         return feed.initial(timeout_s)
     finally:

@@ -1,0 +1,367 @@
+"""An in-memory Kafka for unit tests: the real protocol code, no broker.
+
+Topics are lists of records per partition. A :class:`FakeGroup` holds a consumer
+group's members, its generation, who owns which partition and the committed
+offsets. The clients implement :mod:`stream.kafka.transport`'s interfaces
+(:class:`FakeConsumer`, :class:`FakeProducer`, :class:`FakeReader`) the way the
+real ones behave where the protocol depends on it:
+
+- a producer's records reach the log at ``flush`` or when the test lets its
+  background sending run (:meth:`FakeProducer.deliver`); a flush can be made to
+  fail (:meth:`FakeProducer.fail_next_flush`), delivering only a prefix of what
+  was sent (per partition, Kafka keeps order, so what is lost is a tail) and
+  raising :class:`~stream.errors.DeliveryError`; a crash loses what was not flushed;
+- rebalances are eager, as both real clients run them: every member's
+  ``on_revoke`` with all it held, then every member's ``on_assign`` with all it
+  now holds, each then reading where the hook said (missing: the committed
+  offset, else the reset policy; None: the beginning);
+- a commit is refused (False) unless the member is in the group's current
+  generation: after a member joined, left or was evicted, until the next
+  rebalance, and for ever for a member evicted without knowing it (a zombie);
+- fetching needs no group membership: a zombie keeps reading what it held.
+
+Nothing here sleeps or reads a clock: a test drives every step.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from stream.errors import DeliveryError
+from stream.kafka.transport import (
+    AssignHook,
+    Batch,
+    PartitionsHook,
+    ReadRecord,
+    Record,
+)
+
+
+class Stored(NamedTuple):
+    """One record on a partition's log."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+class FakeKafka:
+    """The cluster: topics (created on first use, one partition unless said) and groups."""
+
+    def __init__(self, partitions: dict[str, int] | None = None) -> None:
+        self.logs: dict[str, list[list[Stored]]] = {}
+        self.groups: dict[str, FakeGroup] = {}
+        for topic, count in (partitions or {}).items():
+            self.create(topic, count)
+
+    def create(self, topic: str, partitions: int = 1) -> None:
+        if topic not in self.logs:
+            self.logs[topic] = [[] for _ in range(partitions)]
+
+    def log(self, topic: str, partition: int = 0) -> list[Stored]:
+        self.create(topic)
+        return self.logs[topic][partition]
+
+    def partitions(self, topic: str) -> int:
+        self.create(topic)
+        return len(self.logs[topic])
+
+    def end(self, topic: str, partition: int = 0) -> int:
+        return len(self.log(topic, partition))
+
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> int:
+        """Write one record (as an acknowledged produce would); returns its offset."""
+        log = self.log(topic, partition)
+        log.append(Stored(key, value, list(headers or []), len(log)))
+        return len(log) - 1
+
+    def records(self, topic: str, partition: int = 0) -> list[Record]:
+        return [
+            Record(offset, s.key, s.value, s.timestamp_ms)
+            for offset, s in enumerate(self.log(topic, partition))
+        ]
+
+    def group(self, group_id: str) -> FakeGroup:
+        if group_id not in self.groups:
+            self.groups[group_id] = FakeGroup(group_id)
+        return self.groups[group_id]
+
+    def producer(self) -> FakeProducer:
+        return FakeProducer(self)
+
+    def consumer(
+        self, topic: str, group_id: str, member: str, auto_offset_reset: str = "earliest"
+    ) -> FakeConsumer:
+        return FakeConsumer(self, topic, self.group(group_id), member, auto_offset_reset)
+
+    def reader(self, topic: str, client_id: str = "reader") -> FakeReader:
+        return FakeReader(self, topic)
+
+
+@dataclass
+class FakeGroup:
+    """A consumer group: members of the current generation and committed offsets."""
+
+    group_id: str
+    generation: int = 0
+    members: dict[str, FakeConsumer] = field(default_factory=dict)
+    committed: dict[int, int] = field(default_factory=dict)
+
+    def owner(self, partition: int) -> str | None:
+        for name, member in self.members.items():
+            if partition in member.assigned:
+                return name
+        return None
+
+    def join(self, consumer: FakeConsumer) -> None:
+        """A member joins (it holds nothing until the next :meth:`rebalance`)."""
+        if consumer.member in self.members:
+            raise AssertionError(f"member {consumer.member!r} joined twice")
+        self.members[consumer.member] = consumer
+        self.generation += 1
+
+    def leave(self, consumer: FakeConsumer) -> None:
+        """A member leaves cleanly: its partitions are revoked (its hook runs)."""
+        if self.members.get(consumer.member) is not consumer:
+            return
+        held = sorted(consumer.assigned)
+        if held:
+            consumer.on_revoke(held)
+        consumer.assigned = {}
+        del self.members[consumer.member]
+        self.generation += 1
+
+    def evict(self, member: str) -> FakeConsumer | None:
+        """The session timed out (the member crashed, froze or was cut off): it is
+        out of the group and its partitions are free, and it is not told."""
+        consumer = self.members.pop(member, None)
+        if consumer is not None:
+            self.generation += 1
+        return consumer
+
+    def rebalance(self, assignment: dict[str, list[int]]) -> None:
+        """An eager rebalance of the current members to ``assignment`` (member name
+        -> partitions; a member left out gets nothing)."""
+        unknown = set(assignment) - set(self.members)
+        if unknown:
+            raise AssertionError(f"assignment names non-members {sorted(unknown)}")
+        taken = [p for ps in assignment.values() for p in ps]
+        if len(taken) != len(set(taken)):
+            raise AssertionError(f"a partition assigned twice: {assignment}")
+        self.generation += 1
+        members = list(self.members.values())
+        for consumer in members:
+            held, consumer.assigned = sorted(consumer.assigned), {}
+            consumer.generation = self.generation
+            if held:
+                consumer.on_revoke(held)
+        for consumer in members:
+            consumer.assign_from_group(sorted(assignment.get(consumer.member, [])))
+
+
+class FakeConsumer:
+    """A group member reading one topic (:class:`~stream.kafka.transport.Consumer`)."""
+
+    def __init__(
+        self,
+        kafka: FakeKafka,
+        topic: str,
+        group: FakeGroup,
+        member: str,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.kafka, self.topic, self.group, self.member = kafka, topic, group, member
+        self.auto_offset_reset = auto_offset_reset
+        # Partition -> position (the next offset to return).
+        self.assigned: dict[int, int] = {}
+        self.generation = -1
+        self.on_assign: AssignHook = lambda partitions: None
+        self.on_revoke: PartitionsHook = lambda partitions: None
+        self.on_lost: PartitionsHook = lambda partitions: None
+        self._next = 0  # round robin over partitions, so none starves
+        self.closed = False
+
+    def subscribe(
+        self, on_assign: AssignHook, on_revoke: PartitionsHook, on_lost: PartitionsHook
+    ) -> None:
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
+        self.group.join(self)
+
+    def assign_from_group(self, partitions: list[int]) -> None:
+        """The group gave this member ``partitions``: the hook says where to read."""
+        starts = self.on_assign(partitions) or {}
+        self.assigned = {}
+        for p in partitions:
+            start = starts.get(p, -1)
+            self.assigned[p] = 0 if start is None else start if start >= 0 else self._reset(p)
+
+    def _reset(self, partition: int) -> int:
+        committed = self.group.committed.get(partition)
+        if committed is not None:
+            return committed
+        return 0 if self.auto_offset_reset == "earliest" else self.kafka.end(self.topic, partition)
+
+    def lose(self) -> list[int]:
+        """The client finds out it was evicted: ``on_lost`` with what it held."""
+        lost = sorted(self.assigned)
+        if lost:
+            self.on_lost(lost)
+        self.assigned = {}
+        return lost
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Batch:
+        batch: Batch = {}
+        partitions = sorted(self.assigned)
+        if not partitions:
+            return batch
+        left = max_records
+        start = self._next % len(partitions)
+        self._next += 1
+        for p in partitions[start:] + partitions[:start]:
+            position = self.assigned[p]
+            log = self.kafka.log(self.topic, p)
+            records = [
+                Record(o, log[o].key, log[o].value, log[o].timestamp_ms)
+                for o in range(position, min(len(log), position + left))
+            ]
+            if records:
+                batch[p] = records
+                self.assigned[p] = records[-1].offset + 1
+                left -= len(records)
+            if left <= 0:
+                break
+        return batch
+
+    def commit(self, offsets: dict[int, int]) -> bool:
+        if self.group.members.get(self.member) is not self:
+            return False
+        if self.generation != self.group.generation:
+            return False
+        self.group.committed.update(offsets)
+        return True
+
+    def committed(self, partitions: list[int]) -> dict[int, int | None]:
+        return {p: self.group.committed.get(p) for p in partitions}
+
+    def seek(self, offsets: dict[int, int | None]) -> None:
+        for p, offset in offsets.items():
+            if p not in self.assigned:
+                raise AssertionError(f"{self.member} seeks partition {p}, not assigned")
+            self.assigned[p] = 0 if offset is None else offset
+
+    def assignment(self) -> list[int]:
+        return sorted(self.assigned)
+
+    def highwater(self, partition: int) -> int | None:
+        return self.kafka.end(self.topic, partition)
+
+    def close(self) -> None:
+        self.group.leave(self)
+        self.closed = True
+
+
+class FakeProducer:
+    """Sends reach the log at :meth:`flush` (:class:`~stream.kafka.transport.Producer`)."""
+
+    def __init__(self, kafka: FakeKafka) -> None:
+        self.kafka = kafka
+        self.pending: list[tuple[str, int, bytes | None, bytes | None, list]] = []
+        # Set by fail_next_flush: how many pending records the next flush delivers.
+        self._deliver_only: int | None = None
+        self.flushes = 0
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        if partition is None:
+            count = self.kafka.partitions(topic)
+            partition = zlib.crc32(key) % count if key is not None else 0
+        self.pending.append((topic, partition, value, key, list(headers or [])))
+
+    def deliver(self) -> None:
+        """The client's background sending: what was sent so far reaches the log
+        (a real producer does not wait for ``flush`` to send)."""
+        pending, self.pending = self.pending, []
+        for topic, partition, value, key, headers in pending:
+            self.kafka.append(topic, partition, value, key, headers)
+
+    def fail_next_flush(self, deliver: int = 0) -> None:
+        """The next flush delivers only the first ``deliver`` pending records, then raises."""
+        self._deliver_only = deliver
+
+    def recover(self) -> None:
+        """No failure pending any more."""
+        self._deliver_only = None
+
+    def flush(self, timeout_s: float = 0.0) -> None:
+        self.flushes += 1
+        pending, self.pending = self.pending, []
+        deliver, self._deliver_only = self._deliver_only, None
+        delivered = pending if deliver is None else pending[:deliver]
+        for topic, partition, value, key, headers in delivered:
+            self.kafka.append(topic, partition, value, key, headers)
+        if deliver is not None:
+            raise DeliveryError(f"broker rejected {len(pending) - len(delivered)} records")
+
+    def crash(self) -> None:
+        """SIGKILL: what was sent but not flushed is lost."""
+        self.pending = []
+
+    def partition_count(self, topic: str) -> int:
+        return self.kafka.partitions(topic)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.flush(timeout_s)
+
+
+class FakeReader:
+    """Reads chosen partitions without a group (:class:`~stream.kafka.transport.Reader`)."""
+
+    def __init__(self, kafka: FakeKafka, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self._positions: dict[int, int] = {}
+        self._highs: dict[int, int] = {}
+
+    def partitions(self, wait_s: float = 0.0) -> list[int]:
+        return list(range(self.kafka.partitions(self.topic)))
+
+    def assign(self, starts: dict[int, int | None]) -> None:
+        self._positions = {p: 0 if o is None else o for p, o in starts.items()}
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[ReadRecord]:
+        out: list[ReadRecord] = []
+        for p, position in self._positions.items():
+            log = self.kafka.log(self.topic, p)
+            self._highs[p] = len(log)
+            for o in range(position, min(len(log), position + max_records - len(out))):
+                s = log[o]
+                out.append(ReadRecord(p, o, s.key, s.value, s.timestamp_ms, s.headers))
+            self._positions[p] = position + sum(1 for r in out if r.partition == p)
+        return out
+
+    def position(self, partition: int) -> int:
+        return self._positions[partition]
+
+    def end_offset(self, partition: int) -> int:
+        return self.kafka.end(self.topic, partition)
+
+    def highwater(self, partition: int) -> int | None:
+        return self._highs.get(partition)
+
+    def close(self) -> None:
+        pass
