@@ -111,6 +111,13 @@ class WorkerCollector(Collector):
             w.n_refused,
         )
         yield _counter(
+            "learnstream_read_gaps",
+            "Reads that resumed past where learning of their partition stood: offsets "
+            "without records (transaction markers, compaction, retention) or a missed seek.",
+            who,
+            w.ledger.gaps,
+        )
+        yield _counter(
             "learnstream_restarts", "Times the supervisor restarted this worker.", who, w.restarts
         )
         yield _counter(

@@ -69,6 +69,10 @@ class Ledger:
     def __init__(self) -> None:
         self.partitions: dict[int, PartitionLedger] = {}
         self.tainted: str | None = None
+        # Reads that resumed past where learning of their partition stood (see
+        # :meth:`read`), and the partitions already warned about (once each).
+        self.gaps = 0
+        self._gap_warned: set[int] = set()
 
     # -- assignment ---------------------------------------------------------
 
@@ -118,6 +122,25 @@ class Ledger:
                 f"partition {partition}: read from {first}, but already learned up to "
                 f"{part.learned} (a seek without a restart of the ledger)"
             )
+        expected = part.learned if part.learned is not None else part.contributed
+        if expected is not None and first > expected:
+            # Offsets with no record (transaction markers, a compacted or
+            # retention-truncated log) are skipped legitimately, so this is not
+            # refused; but a seek that did not happen looks the same, and the
+            # events in between would never be learned: counted, and said once
+            # per partition (a transactional producer leaves a marker per batch).
+            self.gaps += 1
+            if partition not in self._gap_warned:
+                self._gap_warned.add(partition)
+                logger.warning(
+                    "read resumes past where learning stands partition=%d expected=%d "
+                    "first=%d skipped=%d (offsets without records, or a missed seek; "
+                    "counted in learnstream_read_gaps_total, said once per partition)",
+                    partition,
+                    expected,
+                    first,
+                    first - expected,
+                )
         if part.contributed is None:
             part.contributed = first
             if part.origin is None:

@@ -147,3 +147,23 @@ def test_contributed_ranges_tile_exactly_the_acknowledged_offsets(steps):
         else:
             assert len(offsets) == len(set(offsets))
             assert all(o < acknowledged[p] for o in offsets)
+
+
+def test_a_read_past_where_learning_stands_is_counted_and_said_once_per_partition(caplog):
+    ledger = Ledger()
+    ledger.assign(0, model_offset=10, committed=10)
+    ledger.assign(1, model_offset=None, committed=None)
+    ledger.read(1, 3, 5)  # where a partition new to the model begins is no gap
+    ledger.read(0, 10, 12)
+    assert ledger.gaps == 0 and caplog.text == ""
+    ledger.read(0, 13, 15)  # offset 12 holds no record (a transaction marker)...
+    ledger.read(0, 16, 18)  # ...nor 15
+    ledger.acknowledge()
+    ledger.restart(0, model_offset=18)
+    ledger.read(0, 30, 31)  # resumes past the model's offset: a seek that did not happen?
+    assert ledger.gaps == 3
+    assert caplog.text.count("read resumes past where learning stands") == 1
+    assert "partition=0 expected=12 first=13 skipped=1" in caplog.text
+    # Learning is not refused: the open segment covers the offsets without records.
+    assert ledger.acknowledge() == {0: 31, 1: 5}
+    assert ledger.open_ranges() == {0: (18, 31), 1: (3, 5)}
