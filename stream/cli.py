@@ -56,9 +56,13 @@ def _topics_create(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from stream.tools.demo import run_demo
+    from stream.tools.demo import run_demo, run_live_demo
 
-    summary = run_demo(cliargs.build(DemoSettings, args))
+    settings = cliargs.build(DemoSettings, args)
+    if settings.serve:
+        run_live_demo(settings, announce=lambda line: print(line, flush=True))
+        return 0
+    summary = run_demo(settings)
     print(summary.format())
     return 0
 
@@ -135,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="everything in one command on the embedded broker, then a summary",
         description="Start the embedded broker, create topics, start workers, replay a dataset, "
-        "wait for every prediction, print a summary and stop.",
+        "wait for every prediction, print a summary and stop. With --serve: keep replaying it "
+        "at --rate and run serve beside the pipeline, its dashboard's address printed, until "
+        "Ctrl-C or SIGTERM.",
     )
     cliargs.add_settings(p, DemoSettings)
     cliargs.add_logging(p)

@@ -872,6 +872,10 @@ class DemoSettings:
     is not ``KAFKA_BOOTSTRAP_SERVERS``, so a shell set up for a real cluster
     does not run the demo there). ``passes``: replay the dataset this many times
     (ids stay unique per pass). ``merge`` holds the demo's merging cadence.
+    ``serve``: a live demo instead of a summary: the dataset is replayed at
+    ``rate`` events per second, pass after pass, until Ctrl-C or SIGTERM, and
+    ``serve`` runs beside the pipeline on 127.0.0.1:``port``, so its dashboard
+    shows the stream moving (``passes`` and ``timeout_s`` do not apply).
     """
 
     ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_DEMO_"
@@ -887,6 +891,13 @@ class DemoSettings:
         None, help="keep global model checkpoints here; unset: a new temporary directory"
     )
     merging: bool = setting(True, flag="--no-merge", help="workers do not merge")
+    serve: bool = setting(
+        False,
+        help="keep replaying the dataset at --rate until Ctrl-C or SIGTERM, with serve's "
+        "live dashboard on --port (its address is printed); no summary",
+    )
+    port: int = setting(8000, ge=1, le=65535, help="with --serve: the dashboard's HTTP port")
+    rate: float = setting(50.0, gt=0, help="with --serve: events replayed per second")
     topics: TopicSettings = field(default_factory=TopicSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     # Phishing is short (1,250 events, sent in a burst): merge often, and make a

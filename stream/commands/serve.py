@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from stream import cliargs
 from stream.config import ServeSettings
-
-logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,47 +26,7 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from stream.serve.server import run_server
 
-    from stream.observe.series import Series
-    from stream.serve.app import Backend, create_app
-    from stream.serve.holder import ModelHolder
-    from stream.serve.quality import RollingQuality
-    from stream.serve.runtime import ServeRuntime
-
-    settings = settings_from(args)
-    holder = ModelHolder(settings.quantize)
-    quality = RollingQuality(settings.quality_window)
-    series = Series(quality_window=settings.quality_window)
-    runtime = ServeRuntime(settings, holder, quality, series)
-    events = None if settings.offline else runtime.producer
-    app = create_app(settings, Backend(holder, quality, events, series))
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.token is None:
-        logger.warning(
-            "serving on host=%s without a token: anyone who can reach it may use it", settings.host
-        )
-    runtime.start()
-    logger.info(
-        "serving host=%s port=%d offline=%s model_version=%s quantize=%s events=%s auth=%s",
-        settings.host,
-        settings.port,
-        settings.offline,
-        holder.current.version if holder.current else None,
-        settings.quantize,
-        settings.events_enabled,
-        settings.token is not None,
-    )
-    try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,  # our logging, configured by the CLI
-            access_log=False,  # a line per request would cost more than the request
-            loop="auto",
-            http="auto",
-            timeout_graceful_shutdown=5,
-        )
-    finally:
-        runtime.stop()
+    run_server(settings_from(args))
     return 0

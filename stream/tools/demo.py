@@ -1,15 +1,22 @@
 """The main job in one command: broker, topics, workers, a real dataset, a summary.
 
 The summary compares the pipeline's predictions with one in-process river
-model that saw the same stream in the order it was produced.
+model that saw the same stream in the order it was produced. With ``--serve``
+(:func:`run_live_demo`) the demo is live instead: the dataset is replayed at a
+steady pace until Ctrl-C or SIGTERM, and ``serve`` runs beside the pipeline,
+so its dashboard shows the stream moving.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import signal
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,6 +25,7 @@ from stream.config import (
     GroupTimeouts,
     KafkaSettings,
     MergerSettings,
+    ServeSettings,
     WorkerSettings,
 )
 from stream.errors import StreamError
@@ -28,6 +36,7 @@ from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline
 from stream.observe.quality import Quality, percentiles, prequential, single_model_baseline
 from stream.runtime.supervisor import Supervisor
+from stream.serve.server import run_server
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
@@ -83,14 +92,7 @@ def _rows(settings: DemoSettings, run_id: str):
 
 
 def run_demo(settings: DemoSettings) -> DemoSummary:
-    broker = None
-    if settings.bootstrap is None:
-        log_path = settings.log_dir / "broker.log" if settings.log_dir else None
-        broker = EmbeddedBroker(port=0, log_path=log_path).start()
-        bootstrap = broker.bootstrap_servers
-    else:
-        bootstrap = settings.bootstrap
-    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    kafka, broker = _broker(settings)
     try:
         return _run(settings, kafka)
     finally:
@@ -98,16 +100,68 @@ def run_demo(settings: DemoSettings) -> DemoSummary:
             broker.stop()
 
 
-def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
-    topics = settings.topics
+def run_live_demo(settings: DemoSettings, announce: Callable[[str], None] = print) -> None:
+    """``demo --serve``: the pipeline, a paced replay of the dataset and
+    ``serve`` beside them, until SIGTERM or Ctrl-C; ``announce`` gets the
+    dashboard's address once the followers run (the CLI prints it).
+
+    The main thread runs ``serve`` (uvicorn takes the signals there and shuts
+    down gracefully); the replay and the supervisor's watch run in threads and
+    stop once it has: the replay first, so the workers' last contributions
+    are merged before the merger stops.
+    """
+    kafka, broker = _broker(settings)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        worker_settings, checkpoint_dir, merger = _pipeline(settings, kafka)
+        supervisor = Supervisor(worker_settings, settings.workers, merger)
+        run_id = uuid.uuid4().hex[:8]
+        rows = itertools.takewhile(lambda _: not stop.is_set(), _endless_rows(settings, run_id))
+        replay = ProduceSettings(kafka=kafka, topic=settings.topics.features, rate=settings.rate)
+        threads = [
+            threading.Thread(target=supervisor.run_until, args=(stop,), name="demo-supervisor"),
+            threading.Thread(target=produce, args=(rows, replay), name="demo-replay"),
+        ]
+        for thread in threads:
+            thread.start()
+        serve = ServeSettings(
+            kafka=kafka, topics=settings.topics, checkpoint_dir=checkpoint_dir, port=settings.port
+        )
+        url = f"http://{serve.host}:{serve.port}/"
+        run_server(serve, started=lambda: announce(f"learnstream demo: dashboard at {url}"))
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            # A second SIGTERM must not interrupt the stop and orphan processes.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        if broker is not None:
+            broker.stop()
+
+
+def _broker(settings: DemoSettings) -> tuple[KafkaSettings, EmbeddedBroker | None]:
+    """The broker given, or the embedded one started for the demo (the caller stops it)."""
+    if settings.bootstrap is not None:
+        return KafkaSettings(bootstrap_servers=settings.bootstrap), None
+    log_path = settings.log_dir / "broker.log" if settings.log_dir else None
+    broker = EmbeddedBroker(port=0, log_path=log_path).start()
+    return KafkaSettings(bootstrap_servers=broker.bootstrap_servers), broker
+
+
+def _pipeline(
+    settings: DemoSettings, kafka: KafkaSettings
+) -> tuple[WorkerSettings, Path, MergerSettings | None]:
+    """The topics created; the workers' and the merger's settings, and the checkpoint directory."""
     # A fresh directory by default: a demo starts from scratch, so its summary
     # compares like with like; give one to keep (and resume from) checkpoints.
     merge = settings.merge_settings
     checkpoint_dir = merge.checkpoint_dir or Path(tempfile.mkdtemp(prefix="learnstream-"))
-    ensure_pipeline(kafka, topics, settings.partitions)
+    ensure_pipeline(kafka, settings.topics, settings.partitions)
     worker_settings = WorkerSettings(
         kafka=kafka,
-        topics=topics,
+        topics=settings.topics,
         model=settings.model,
         merge=replace(merge, checkpoint_dir=checkpoint_dir),
         # The embedded broker holds a join open for about this long; keep it short.
@@ -115,8 +169,22 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
             max_poll_interval_ms=5_000, session_timeout_ms=5_000, heartbeat_interval_ms=1_000
         ),
     )
-    run_id = uuid.uuid4().hex[:8]
     merger = MergerSettings.for_workers(worker_settings) if merge.enabled else None
+    return worker_settings, checkpoint_dir, merger
+
+
+def _endless_rows(settings: DemoSettings, run_id: str):
+    """The dataset pass after pass, ids unique per pass, until the caller stops reading."""
+    for p in itertools.count():
+        for i, x, y in river_dataset(settings.dataset):
+            yield f"{run_id}-{p}-{i}", x, y
+
+
+def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
+    topics = settings.topics
+    worker_settings, checkpoint_dir, merger = _pipeline(settings, kafka)
+    merge = worker_settings.merge
+    run_id = uuid.uuid4().hex[:8]
     supervisor = Supervisor(worker_settings, settings.workers, merger).start()
     try:
         assignment = supervisor.wait_assigned(settings.partitions, timeout_s=60)
