@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from stream.config import (
     GroupTimeouts,
@@ -50,6 +52,52 @@ FAST_GROUP_FLAGS = [
 ]
 
 NO_MERGE = MergeSettings(enabled=False)
+
+
+def learnstream(*args: str) -> list[str]:
+    """The command line of ``learnstream ARGS``, run by this interpreter from
+    this checkout (``python -m stream``), so a test needs no installed script."""
+    return [sys.executable, "-m", "stream", *args]
+
+
+def pipeline_flags(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
+    """The broker and the two topics a test's pipeline uses, as flags."""
+    return [
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        "--features-topic",
+        topics.features,
+        "--predictions-topic",
+        topics.predictions,
+    ]
+
+
+def work_command(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    *extra: str,
+    processes: int | None = 1,
+    checkpoint_dir: Path | None = None,
+    metrics_port: int | None = 0,
+    fast_group: bool = True,
+) -> list[str]:
+    """The command line of ``learnstream work`` on the test's broker, topics and
+    group: short group timeouts (FAST_GROUP_FLAGS) unless ``fast_group`` is
+    false, metrics off unless a port is given, then ``extra`` flags last (so a
+    test's own choice of a flag wins). ``None`` leaves a flag out, to run with
+    the command's own default (``--processes 1``, ``--metrics-port 9400``,
+    ``--checkpoint-dir`` from the environment or the current directory)."""
+    return learnstream(
+        "work",
+        *(() if processes is None else ("--processes", str(processes))),
+        *(() if metrics_port is None else ("--metrics-port", str(metrics_port))),
+        "--group-id",
+        topics.group_id,
+        *(FAST_GROUP_FLAGS if fast_group else ()),
+        *(() if checkpoint_dir is None else ("--checkpoint-dir", str(checkpoint_dir))),
+        *pipeline_flags(kafka, topics),
+        *extra,
+    )
 
 
 def merging(**overrides) -> MergeSettings:
