@@ -11,6 +11,7 @@ from pathlib import Path
 from stream.config import (
     GroupTimeouts,
     KafkaSettings,
+    MergerSettings,
     MergeSettings,
     TopicSettings,
     WorkerSettings,
@@ -20,6 +21,7 @@ from stream.events.deadletter import DeadLetter, parse
 from stream.kafka import clients
 from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline
+from stream.runtime.merger import Merger
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.feed import ModelFeed, published_model
@@ -236,5 +238,36 @@ class WorkerThread:
         self.worker.stop()
         self._thread.join(30)
         assert not self._thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+class MergerThread:
+    """A Merger running in a thread of the test process: stopped on leaving the
+    block, which fails if it outlives ``stop_timeout_s`` and re-raises what
+    ended its run."""
+
+    def __init__(
+        self, settings: MergerSettings, name: str = "test-merger", stop_timeout_s: float = 30.0
+    ) -> None:
+        self.merger = Merger(settings, name)
+        self.error: BaseException | None = None
+        self._stop_timeout_s = stop_timeout_s
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.merger.run()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def __enter__(self) -> MergerThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.merger.stop()
+        self._thread.join(self._stop_timeout_s)
+        assert not self._thread.is_alive(), "merger did not stop"
         if self.error is not None:
             raise self.error

@@ -27,12 +27,12 @@ from stream.kafka import connect
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
 from stream.runtime import worker as worker_module
-from stream.runtime.merger import Merger
 from stream.sync.contribution import Contribution
 from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import (
     FAST_GROUP_FLAGS,
+    MergerThread,
     WorkerThread,
     assert_learned_exactly_once,
     create_topics,
@@ -51,23 +51,6 @@ from .helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FEATURES = synthetic_features(10)
-
-
-class MergerThread:
-    """A Merger running in a thread of the test process."""
-
-    def __init__(self, settings: MergerSettings, name: str = "test-merger") -> None:
-        self.merger = Merger(settings, name)
-        self._thread = threading.Thread(target=self.merger.run, name=name, daemon=True)
-
-    def __enter__(self) -> MergerThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.merger.stop()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "merger did not stop"
 
 
 def _produce(kafka: KafkaSettings, topics: TopicSettings, ids: range) -> None:
