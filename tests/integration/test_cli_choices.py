@@ -21,13 +21,7 @@ from stream.events.codec import decode_map
 from stream.kafka.reader import records
 
 from ..cli_choices import FLAG, as_args, choices
-from .helpers import (
-    create_topics,
-    learnstream,
-    pipeline_flags,
-    wait_for,
-    work_command,
-)
+from .helpers import create_topics, learnstream, pipeline_flags, wait_for, work_command
 
 pytestmark = pytest.mark.integration
 

@@ -31,13 +31,7 @@ from stream.kafka.embedded import EmbeddedBroker
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import (
-    create_topics,
-    read_predictions,
-    wait_for,
-    wait_for_learned,
-    work_command,
-)
+from .helpers import create_topics, read_predictions, wait_for, wait_for_learned, work_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
