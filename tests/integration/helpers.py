@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 from stream.config import (
     GroupTimeouts,
@@ -216,58 +217,49 @@ def read_dead_letters(
     return found
 
 
-class WorkerThread:
-    """A Worker running in a thread of the test process (for in-process checks)."""
+class _InThread:
+    """A component's ``run()`` in a thread of the test process (for in-process
+    checks): started on entering the block, stopped on leaving it, which fails
+    if the thread outlives ``stop_timeout_s`` and re-raises what ended the run."""
 
-    def __init__(self, settings: WorkerSettings, name: str = "test-worker") -> None:
-        self.worker = Worker(settings, name)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.worker.run()
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def __enter__(self) -> WorkerThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.worker.stop()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "worker did not stop"
-        if self.error is not None:
-            raise self.error
-
-
-class MergerThread:
-    """A Merger running in a thread of the test process: stopped on leaving the
-    block, which fails if it outlives ``stop_timeout_s`` and re-raises what
-    ended its run."""
-
-    def __init__(
-        self, settings: MergerSettings, name: str = "test-merger", stop_timeout_s: float = 30.0
-    ) -> None:
-        self.merger = Merger(settings, name)
+    def __init__(self, component: Worker | Merger, name: str, stop_timeout_s: float) -> None:
+        self._component = component
         self.error: BaseException | None = None
         self._stop_timeout_s = stop_timeout_s
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         try:
-            self.merger.run()
+            self._component.run()
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
-    def __enter__(self) -> MergerThread:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.merger.stop()
+        self._component.stop()
         self._thread.join(self._stop_timeout_s)
-        assert not self._thread.is_alive(), "merger did not stop"
+        what = type(self._component).__name__.lower()
+        assert not self._thread.is_alive(), f"{what} did not stop"
         if self.error is not None:
             raise self.error
+
+
+class WorkerThread(_InThread):
+    """A Worker running in a thread of the test process."""
+
+    def __init__(self, settings: WorkerSettings, name: str = "test-worker") -> None:
+        self.worker = Worker(settings, name)
+        super().__init__(self.worker, name, stop_timeout_s=30.0)
+
+
+class MergerThread(_InThread):
+    """A Merger running in a thread of the test process."""
+
+    def __init__(
+        self, settings: MergerSettings, name: str = "test-merger", stop_timeout_s: float = 30.0
+    ) -> None:
+        self.merger = Merger(settings, name)
+        super().__init__(self.merger, name, stop_timeout_s)
