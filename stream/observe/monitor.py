@@ -15,7 +15,9 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
-from river import drift, metrics
+from river import drift
+
+from stream.observe.quality import window_quality
 
 logger = logging.getLogger(__name__)
 
@@ -130,17 +132,7 @@ class Monitor:
 
     def quality(self) -> dict[str, float]:
         """River's accuracy, log loss and ROC AUC over the current window."""
-        accuracy, log_loss, roc_auc = metrics.Accuracy(), metrics.LogLoss(), metrics.ROCAUC()
-        for y, p in list(self.window):
-            accuracy.update(y, p >= 0.5)
-            proba = {True: p, False: 1.0 - p}
-            log_loss.update(y, proba)
-            roc_auc.update(y, proba)
-        return {
-            "accuracy": float(accuracy.get()),
-            "log_loss": float(log_loss.get()),
-            "roc_auc": float(roc_auc.get()),
-        }
+        return window_quality(list(self.window))
 
 
 def _detector(name: str):

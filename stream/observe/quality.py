@@ -22,15 +22,35 @@ class Quality:
     log_loss: float
 
 
-def prequential(pairs: Iterable[tuple[bool, float]]) -> Quality:
-    """Quality of predictions ``p`` (probability of class 1) against labels ``y``."""
+def prequential(pairs: Iterable[tuple[bool, float]], *also: metrics.base.Metric) -> Quality:
+    """Quality of predictions ``p`` (probability of class 1) against labels ``y``:
+    river's accuracy (decision ``p >= 0.5``) and log loss, the one computation
+    behind every quality figure (demo, status, serve's page, the worker's
+    window). ``also``: more river metrics, fed the same ``{True: p, False: 1 - p}``
+    probabilities in the same pass."""
     accuracy, log_loss = metrics.Accuracy(), metrics.LogLoss()
     n = 0
     for y, p in pairs:
         accuracy.update(y, p >= 0.5)
-        log_loss.update(y, {True: p, False: 1.0 - p})
+        proba = {True: p, False: 1.0 - p}
+        log_loss.update(y, proba)
+        for metric in also:
+            metric.update(y, proba)
         n += 1
     return Quality(n, accuracy.get(), log_loss.get())
+
+
+def window_quality(pairs: Iterable[tuple[bool, float]]) -> dict[str, float]:
+    """Accuracy, log loss and ROC AUC over a window of ``(y, p)`` pairs, as the
+    worker reports them (its /metrics gauges, stats line and live series): the
+    accuracy and log loss of :func:`prequential`, plus river's ROC AUC."""
+    roc_auc = metrics.ROCAUC()
+    quality = prequential(pairs, roc_auc)
+    return {
+        "accuracy": float(quality.accuracy),
+        "log_loss": float(quality.log_loss),
+        "roc_auc": float(roc_auc.get()),
+    }
 
 
 def single_model_baseline(rows: Iterable[Row], settings: ModelSettings) -> Quality:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Self
 
 from stream.config import (
     GroupTimeouts,
     KafkaSettings,
+    MergerSettings,
     MergeSettings,
     TopicSettings,
     WorkerSettings,
@@ -18,6 +22,7 @@ from stream.events.deadletter import DeadLetter, parse
 from stream.kafka import clients
 from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline
+from stream.runtime.merger import Merger
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.feed import ModelFeed, published_model
@@ -50,6 +55,52 @@ FAST_GROUP_FLAGS = [
 ]
 
 NO_MERGE = MergeSettings(enabled=False)
+
+
+def learnstream(*args: str) -> list[str]:
+    """The command line of ``learnstream ARGS``, run by this interpreter from
+    this checkout (``python -m stream``), so a test needs no installed script."""
+    return [sys.executable, "-m", "stream", *args]
+
+
+def pipeline_flags(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
+    """The broker and the two topics a test's pipeline uses, as flags."""
+    return [
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        "--features-topic",
+        topics.features,
+        "--predictions-topic",
+        topics.predictions,
+    ]
+
+
+def work_command(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    *extra: str,
+    processes: int | None = 1,
+    checkpoint_dir: Path | None = None,
+    metrics_port: int | None = 0,
+    fast_group: bool = True,
+) -> list[str]:
+    """The command line of ``learnstream work`` on the test's broker, topics and
+    group: short group timeouts (FAST_GROUP_FLAGS) unless ``fast_group`` is
+    false, metrics off unless a port is given, then ``extra`` flags last (so a
+    test's own choice of a flag wins). ``None`` leaves a flag out, to run with
+    the command's own default (``--processes 1``, ``--metrics-port 9400``,
+    ``--checkpoint-dir`` from the environment or the current directory)."""
+    return learnstream(
+        "work",
+        *(() if processes is None else ("--processes", str(processes))),
+        *(() if metrics_port is None else ("--metrics-port", str(metrics_port))),
+        "--group-id",
+        topics.group_id,
+        *(FAST_GROUP_FLAGS if fast_group else ()),
+        *(() if checkpoint_dir is None else ("--checkpoint-dir", str(checkpoint_dir))),
+        *pipeline_flags(kafka, topics),
+        *extra,
+    )
 
 
 def merging(**overrides) -> MergeSettings:
@@ -166,27 +217,49 @@ def read_dead_letters(
     return found
 
 
-class WorkerThread:
-    """A Worker running in a thread of the test process (for in-process checks)."""
+class _InThread:
+    """A component's ``run()`` in a thread of the test process (for in-process
+    checks): started on entering the block, stopped on leaving it, which fails
+    if the thread outlives ``stop_timeout_s`` and re-raises what ended the run."""
 
-    def __init__(self, settings: WorkerSettings, name: str = "test-worker") -> None:
-        self.worker = Worker(settings, name)
+    def __init__(self, component: Worker | Merger, name: str, stop_timeout_s: float) -> None:
+        self._component = component
         self.error: BaseException | None = None
+        self._stop_timeout_s = stop_timeout_s
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         try:
-            self.worker.run()
+            self._component.run()
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
-    def __enter__(self) -> WorkerThread:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.worker.stop()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "worker did not stop"
+        self._component.stop()
+        self._thread.join(self._stop_timeout_s)
+        what = type(self._component).__name__.lower()
+        assert not self._thread.is_alive(), f"{what} did not stop"
         if self.error is not None:
             raise self.error
+
+
+class WorkerThread(_InThread):
+    """A Worker running in a thread of the test process."""
+
+    def __init__(self, settings: WorkerSettings, name: str = "test-worker") -> None:
+        self.worker = Worker(settings, name)
+        super().__init__(self.worker, name, stop_timeout_s=30.0)
+
+
+class MergerThread(_InThread):
+    """A Merger running in a thread of the test process."""
+
+    def __init__(
+        self, settings: MergerSettings, name: str = "test-merger", stop_timeout_s: float = 30.0
+    ) -> None:
+        self.merger = Merger(settings, name)
+        super().__init__(self.merger, name, stop_timeout_s)

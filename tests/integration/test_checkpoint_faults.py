@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import signal
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ from stream.events.sources import SyntheticStream
 from stream.sync.checkpoint import CheckpointStore
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, final_model, read_predictions, wait_for_learned
+from .helpers import final_model, read_predictions, wait_for_learned, work_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,31 +30,15 @@ def _work(kafka, topics, checkpoint_dir, log_path) -> subprocess.Popen:
     """`learnstream work`: one worker and a merger, a checkpoint for every version."""
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream",
-            "work",
-            "--processes",
-            "1",
-            "--metrics-port",
-            "0",
-            "--group-id",
-            topics.group_id,
-            *FAST_GROUP_FLAGS,
+        work_command(
+            kafka,
+            topics,
             "--merge-every",
             "100",
-            "--checkpoint-dir",
-            str(checkpoint_dir),
             "--checkpoint-interval-s",
             "0",
-            "--bootstrap",
-            kafka.bootstrap_servers,
-            "--features-topic",
-            topics.features,
-            "--predictions-topic",
-            topics.predictions,
-        ],
+            checkpoint_dir=checkpoint_dir,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=log,
     )

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 
-from .helpers import FAST_GROUP_FLAGS, WorkerThread, read_predictions, worker_settings
+from .helpers import WorkerThread, learnstream, read_predictions, work_command, worker_settings
 
 pytestmark = pytest.mark.integration
 
 
 def _learnstream(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "stream", *args],
+        learnstream(*args),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -118,22 +117,15 @@ def test_work_merges_and_model_commands_read_the_global_model(kafka, topics, tmp
     created = _learnstream("topics", "create", "--partitions", "2", *common)
     assert created.returncode == 0, created.stderr
     work = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream",
-            "work",
-            "--processes",
-            "2",
-            "--group-id",
-            topics.group_id,
-            *FAST_GROUP_FLAGS,
+        work_command(
+            kafka,
+            topics,
             "--merge-every",
             "100",
-            "--checkpoint-dir",
-            str(checkpoints),
-            *common,
-        ],
+            processes=2,
+            checkpoint_dir=checkpoints,
+            metrics_port=None,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -22,7 +21,7 @@ from stream.events.codec import decode_map
 from stream.kafka.reader import records
 
 from ..cli_choices import FLAG, as_args, choices
-from .helpers import FAST_GROUP_FLAGS, create_topics, wait_for
+from .helpers import create_topics, learnstream, pipeline_flags, wait_for, work_command
 
 pytestmark = pytest.mark.integration
 
@@ -121,34 +120,10 @@ def _expected_start_line(work_run: dict[str, str]) -> str:
 def test_every_choice_runs(kafka, topics, tmp_path, index):
     work_run, produce_run = WORK_RUNS[index], PRODUCE_RUNS[index]
     create_topics(kafka, topics, partitions=2)
-    common = [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-    ]
     log = tmp_path / "work.log"
     with open(log, "w") as out:
         work = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                "work",
-                "--processes",
-                "1",
-                "--metrics-port",
-                "0",
-                "--group-id",
-                topics.group_id,
-                "--checkpoint-dir",
-                str(tmp_path / "ckpt"),
-                *FAST_GROUP_FLAGS,
-                *common,
-                *_argv(work_run),
-            ],
+            work_command(kafka, topics, *_argv(work_run), checkpoint_dir=tmp_path / "ckpt"),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -163,17 +138,14 @@ def test_every_choice_runs(kafka, topics, tmp_path, index):
 
             wait_for(assigned, 60, "the worker to hold partitions")
         produced = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stream",
+            learnstream(
                 "produce",
                 *SOURCES[index],
                 "--limit",
                 str(N_EVENTS),
-                *common,
+                *pipeline_flags(kafka, topics),
                 *_argv(produce_run),
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=120,

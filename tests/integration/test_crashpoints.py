@@ -12,7 +12,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +24,12 @@ from stream.faults import CRASH_POINTS
 from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import (
-    FAST_GROUP_FLAGS,
     assert_learned_exactly_once,
     final_model,
     read_predictions,
     synthetic_features,
     wait_for_learned,
+    work_command,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,31 +46,15 @@ def _work(
     if crash_at:
         env["LEARNSTREAM_CRASH_AT"] = crash_at
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream",
-            "work",
-            "--processes",
-            "1",
-            "--metrics-port",
-            "0",
-            "--group-id",
-            topics.group_id,
-            *FAST_GROUP_FLAGS,
+        work_command(
+            kafka,
+            topics,
             "--merge-every",
             "200",
-            "--checkpoint-dir",
-            str(tmp_path / "checkpoints"),
             "--checkpoint-interval-s",
             "0",
-            "--bootstrap",
-            kafka.bootstrap_servers,
-            "--features-topic",
-            topics.features,
-            "--predictions-topic",
-            topics.predictions,
-        ],
+            checkpoint_dir=tmp_path / "checkpoints",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=log,
         env=env,

@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from stream.kafka.embedded import EmbeddedBroker
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions, wait_for, wait_for_learned
+from .helpers import create_topics, read_predictions, wait_for, wait_for_learned, work_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,29 +51,14 @@ class Work:
         self.log = tmp_path / "work.log"
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                "work",
-                "--processes",
-                "2",
-                "--bootstrap",
-                kafka.bootstrap_servers,
-                "--features-topic",
-                topics.features,
-                "--predictions-topic",
-                topics.predictions,
-                "--group-id",
-                topics.group_id,
-                *FAST_GROUP_FLAGS,
+            work_command(
+                kafka,
+                topics,
                 "--merge-every",
                 "200",
-                "--checkpoint-dir",
-                str(tmp_path / "checkpoints"),
-                "--metrics-port",
-                "0",
-            ],
+                processes=2,
+                checkpoint_dir=tmp_path / "checkpoints",
+            ),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )

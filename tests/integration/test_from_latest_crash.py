@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -24,12 +23,12 @@ from stream.events.sources import SyntheticStream
 from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import (
-    FAST_GROUP_FLAGS,
     create_topics,
     final_model,
     read_predictions,
     wait_for,
     wait_for_learned,
+    work_command,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,33 +49,17 @@ def test_from_latest_a_first_owner_dying_early_leaves_nothing_predicted_unlearne
     log = tmp_path / "work.log"
     with open(log, "w") as log_file:
         work = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                "work",
-                "--processes",
-                "1",
+            work_command(
+                kafka,
+                topics,
                 "--from",
                 "latest",
                 "--client",
                 "kafka-python",  # resolves "latest" at assignment (see test_from_latest)
-                "--metrics-port",
-                "0",
-                "--group-id",
-                topics.group_id,
-                *FAST_GROUP_FLAGS,
                 "--merge-every",
                 "200",
-                "--checkpoint-dir",
-                str(tmp_path / "checkpoints"),
-                "--bootstrap",
-                kafka.bootstrap_servers,
-                "--features-topic",
-                topics.features,
-                "--predictions-topic",
-                topics.predictions,
-            ],
+                checkpoint_dir=tmp_path / "checkpoints",
+            ),
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             env={**os.environ, "LEARNSTREAM_CRASH_AT": crash_at},

@@ -13,7 +13,6 @@ import math
 import re
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -29,12 +28,12 @@ from stream.sync.feed import published_model
 from tests.waiting import wait_for
 
 from .helpers import (
-    FAST_GROUP_FLAGS,
     WorkerThread,
     create_topics,
     read_dead_letters,
     read_predictions,
     send_raw,
+    work_command,
     worker_settings,
 )
 from .hostile import EXPECTED, good_events, hostile_class, mixed, produce_independently
@@ -80,32 +79,15 @@ def test_hostile_records_never_stop_a_worker_nor_poison_the_model(kafka, topics,
     create_topics(kafka, topics, partitions=4)
     port = _free_ports(3)
     log = tmp_path / "work.log"
-    common = [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-    ]
     with open(log, "w") as log_file:
         work = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                "work",
-                "--processes",
-                "2",
-                "--group-id",
-                topics.group_id,
-                *FAST_GROUP_FLAGS,
-                "--metrics-port",
-                str(port),
-                "--checkpoint-dir",
-                str(tmp_path / "ckpt"),
-                *common,
-            ],
+            work_command(
+                kafka,
+                topics,
+                processes=2,
+                metrics_port=port,
+                checkpoint_dir=tmp_path / "ckpt",
+            ),
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

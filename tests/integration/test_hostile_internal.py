@@ -5,20 +5,18 @@ every labeled event exactly once."""
 
 from __future__ import annotations
 
-import threading
-
 import msgpack
 import pytest
 
 from stream.config import MergerSettings, ModelSettings
 from stream.events.codec import encode, event_to_map
 from stream.model.state import ModelState
-from stream.runtime.merger import Merger
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 
 from .helpers import (
     FAST_GROUP,
+    MergerThread,
     WorkerThread,
     create_topics,
     merging,
@@ -28,30 +26,6 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-class MergerThread:
-    def __init__(self, settings: MergerSettings, name: str) -> None:
-        self.merger = Merger(settings, name)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.merger.run()
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def __enter__(self) -> Merger:
-        self._thread.start()
-        return self.merger
-
-    def __exit__(self, *exc: object) -> None:
-        self.merger.stop()
-        self._thread.join(60)
-        assert not self._thread.is_alive(), "merger did not stop"
-        if self.error is not None:
-            raise self.error
 
 
 def _events(first: int, n: int) -> list[tuple[bytes, bytes]]:
@@ -99,7 +73,9 @@ def test_hostile_contributions_and_versions_are_skipped_and_every_event_is_learn
     create_topics(kafka, topics, partitions=2)
     merger_settings = MergerSettings(kafka=kafka, topics=topics, merge=merging(), **FAST_GROUP)
     settings = worker_settings(kafka, topics, merge=merging(every_events=20, interval_s=0.3))
-    with MergerThread(merger_settings, "merger-a") as merger, WorkerThread(settings) as thread:
+    first = MergerThread(merger_settings, "merger-a", stop_timeout_s=60)
+    merger = first.merger
+    with first, WorkerThread(settings) as thread:
         wait_for(lambda: merger.active, 60, "the merger to be active")
         send_raw(kafka, topics.features, _events(0, 200))
         wait_for(lambda: merger.snapshot.n_learned == 200, 120, "200 labeled events learned")
@@ -111,7 +87,9 @@ def test_hostile_contributions_and_versions_are_skipped_and_every_event_is_learn
         wait_for(lambda: thread.worker.model_records_invalid == 3, 60, "3 invalid versions counted")
     assert merger.snapshot.n_learned == 400 and merger.n_invalid == 5
     # A merger taking over reads the model topic through the hostile versions.
-    with MergerThread(merger_settings, "merger-b") as second, WorkerThread(settings):
+    taking_over = MergerThread(merger_settings, "merger-b", stop_timeout_s=60)
+    second = taking_over.merger
+    with taking_over, WorkerThread(settings):
         wait_for(lambda: second.active, 60, "the second merger to be active")
         assert second.snapshot.n_learned == 400
         assert second.snapshot.epoch < 2**51

@@ -13,7 +13,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import msgpack
@@ -24,13 +23,13 @@ from stream.events.sources import SyntheticStream
 from tests.poison import DECODER_POISON, ENV, KERNEL_POISON, DecoderPoisoned, KernelPoisoned
 
 from .helpers import (
-    FAST_GROUP_FLAGS,
     create_topics,
     final_model,
     read_dead_letters,
     read_predictions,
     send_raw,
     wait_for_learned,
+    work_command,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,29 +71,13 @@ def test_a_record_that_makes_the_compiled_path_raise_costs_only_itself(
     )
     with open(log, "w") as log_file:
         work = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stream",
-                "work",
-                "--processes",
-                "1",
-                "--metrics-port",
-                "0",
+            work_command(
+                kafka,
+                topics,
                 "--max-poll-records",
                 "200",
-                "--group-id",
-                topics.group_id,
-                *FAST_GROUP_FLAGS,
-                "--checkpoint-dir",
-                str(tmp_path / "checkpoints"),
-                "--bootstrap",
-                kafka.bootstrap_servers,
-                "--features-topic",
-                topics.features,
-                "--predictions-topic",
-                topics.predictions,
-            ],
+                checkpoint_dir=tmp_path / "checkpoints",
+            ),
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             env=env,

@@ -7,7 +7,6 @@ import itertools
 import json
 import re
 import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -17,7 +16,15 @@ from stream.events.sources import SyntheticStream
 from stream.kafka.embedded import free_port
 from stream.observe.status import collect
 
-from .helpers import WorkerThread, create_topics, send_raw, wait_for, worker_settings
+from .helpers import (
+    WorkerThread,
+    create_topics,
+    learnstream,
+    pipeline_flags,
+    send_raw,
+    wait_for,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,27 +101,17 @@ def test_metrics_match_the_events_scored_and_lag_drains_to_zero(kafka, topics, c
 
 
 def test_status_and_report_after_a_demo_run(kafka, topics, tmp_path):
-    common = [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-    ]
+    common = pipeline_flags(kafka, topics)
     checkpoints = tmp_path / "ckpt"
     demo = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream",
+        learnstream(
             "demo",
             "--group-id",
             topics.group_id,
             "--checkpoint-dir",
             str(checkpoints),
             *common,
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=240,
@@ -122,10 +119,7 @@ def test_status_and_report_after_a_demo_run(kafka, topics, tmp_path):
     assert demo.returncode == 0, demo.stderr
 
     status = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream",
+        learnstream(
             "status",
             "--json",
             "--group-id",
@@ -133,7 +127,7 @@ def test_status_and_report_after_a_demo_run(kafka, topics, tmp_path):
             "--checkpoint-dir",
             str(checkpoints),
             *common,
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=120,
@@ -147,7 +141,7 @@ def test_status_and_report_after_a_demo_run(kafka, topics, tmp_path):
 
     out = tmp_path / "report.html"
     report = subprocess.run(
-        [sys.executable, "-m", "stream", "report", "--out", str(out), *common],
+        learnstream("report", "--out", str(out), *common),
         capture_output=True,
         text=True,
         timeout=120,

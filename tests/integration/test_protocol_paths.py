@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -29,44 +28,30 @@ from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
 from stream.runtime import worker as worker_module
 from stream.runtime.identity import SEPARATOR
-from stream.runtime.merger import Merger
 from stream.sync.contribution import Contribution
 from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import (
     FAST_GROUP_FLAGS,
+    MergerThread,
     WorkerThread,
     assert_learned_exactly_once,
     create_topics,
     final_model,
+    learnstream,
     merging,
+    pipeline_flags,
     read_predictions,
     synthetic_features,
     wait_for,
     wait_for_learned,
+    work_command,
     worker_settings,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FEATURES = synthetic_features(10)
-
-
-class MergerThread:
-    """A Merger running in a thread of the test process."""
-
-    def __init__(self, settings: MergerSettings, name: str = "test-merger") -> None:
-        self.merger = Merger(settings, name)
-        self._thread = threading.Thread(target=self.merger.run, name=name, daemon=True)
-
-    def __enter__(self) -> MergerThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.merger.stop()
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "merger did not stop"
 
 
 def _produce(kafka: KafkaSettings, topics: TopicSettings, ids: range) -> None:
@@ -79,16 +64,7 @@ def _ids(ids: range) -> set[str]:
 
 
 def _pipeline_flags(kafka: KafkaSettings, topics: TopicSettings) -> list[str]:
-    return [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-        "--group-id",
-        topics.group_id,
-    ]
+    return [*pipeline_flags(kafka, topics), "--group-id", topics.group_id]
 
 
 # -- model settings that disagree with the global model -----------------------
@@ -105,10 +81,7 @@ def test_other_model_settings_are_refused_at_start_with_a_clear_error(kafka, top
     for command in ("work", "merge"):
         flags = ["--metrics-port", "0"] if command == "work" else []
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stream",
+            learnstream(
                 command,
                 "--optimizer",
                 "ftrl",
@@ -116,7 +89,7 @@ def test_other_model_settings_are_refused_at_start_with_a_clear_error(kafka, top
                 str(tmp_path / "ckpt"),
                 *flags,
                 *_pipeline_flags(kafka, topics),
-            ],
+            ),
             capture_output=True,
             text=True,
             timeout=120,
@@ -278,10 +251,7 @@ MERGER_GROUP_FLAGS = FAST_GROUP_FLAGS[:6]  # `merge` has no catch-up timeout
 def _merge_command(kafka, topics, tmp_path: Path, log: Path) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream",
+        learnstream(
             "merge",
             "--metrics-port",
             "0",
@@ -289,7 +259,7 @@ def _merge_command(kafka, topics, tmp_path: Path, log: Path) -> subprocess.Popen
             "--checkpoint-dir",
             str(tmp_path / "checkpoints"),
             *_pipeline_flags(kafka, topics),
-        ],
+        ),
         stdout=out,
         stderr=subprocess.STDOUT,
     )
@@ -312,21 +282,7 @@ def test_a_merger_frozen_past_its_session_while_a_standby_takes_over_learns_noth
         with open(work_log, "ab") as out:
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "stream",
-                        "work",
-                        "--processes",
-                        "2",
-                        "--no-merger",
-                        "--metrics-port",
-                        "0",
-                        *FAST_GROUP_FLAGS,
-                        "--merge-every",
-                        "100",
-                        *_pipeline_flags(kafka, topics),
-                    ],
+                    work_command(kafka, topics, "--no-merger", "--merge-every", "100", processes=2),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import io
 import json
-import threading
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,7 +17,6 @@ from stream.events import codec
 from stream.events.codec import encode, event_to_map
 from stream.events.sources import river_dataset
 from stream.observe.series import Series
-from stream.runtime.merger import Merger
 from stream.serve.app import Backend, create_app
 from stream.serve.holder import ModelHolder
 from stream.serve.quality import RollingQuality
@@ -26,24 +24,10 @@ from stream.serve.runtime import ServeRuntime
 from stream.sync.feed import published_model
 from tests.waiting import wait_for
 
-from .helpers import WorkerThread, create_topics, merging, read_predictions, send_raw
+from .helpers import MergerThread, WorkerThread, create_topics, merging, read_predictions, send_raw
 from .helpers import worker_settings as make_worker_settings
 
 pytestmark = pytest.mark.integration
-
-
-class MergerThread:
-    def __init__(self, settings: MergerSettings) -> None:
-        self.merger = Merger(settings, "test-merger")
-        self._thread = threading.Thread(target=self.merger.run, daemon=True)
-
-    def __enter__(self) -> MergerThread:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.merger.stop()
-        self._thread.join(30)
 
 
 def test_serve_follows_swaps_and_scores_as_score_offline_and_the_worker(kafka, topics, tmp_path):

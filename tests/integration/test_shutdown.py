@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from stream.kafka.reader import records
 from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, create_topics, read_predictions
+from .helpers import create_topics, read_predictions, work_command
 
 pytestmark = pytest.mark.integration
 
@@ -29,27 +28,17 @@ def _start_worker(kafka, topics, log_path, checkpoint_dir, client):
     """``learnstream work`` as a user runs it, in its own process."""
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stream",
-            "work",
-            "--bootstrap",
-            kafka.bootstrap_servers,
-            "--features-topic",
-            topics.features,
-            "--predictions-topic",
-            topics.predictions,
-            "--group-id",
-            topics.group_id,
-            *FAST_GROUP_FLAGS,
+        work_command(
+            kafka,
+            topics,
             "--max-poll-records",
             "200",
             "--client",
             client,
-            "--checkpoint-dir",
-            str(checkpoint_dir),
-        ],
+            processes=None,
+            metrics_port=None,
+            checkpoint_dir=checkpoint_dir,
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -35,12 +34,14 @@ from stream.sync.feed import published_model
 from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import (
-    FAST_GROUP_FLAGS,
     create_topics,
+    learnstream,
+    pipeline_flags,
     read_predictions,
     send_raw,
     wait_for,
     wait_for_learned,
+    work_command,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -59,12 +60,12 @@ _PRODUCING_UNTIL = threading.Event()
 class Command:
     """A ``learnstream`` subprocess; its stdout is collected line by line."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path) -> None:
         _STARTED.append(self)
         self.log = log
         self._stderr = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream", *args],
+            argv,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
@@ -111,17 +112,6 @@ def committed_offsets(kafka, topics, partitions: int) -> dict[int, int]:
         consumer.close()
 
 
-def _pipeline_flags(kafka, topics) -> list[str]:
-    return [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-    ]
-
-
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -139,7 +129,7 @@ def _produce_events(kafka, topics) -> None:
 
 def _broker(kafka, topics, tmp_path) -> tuple[Command, Callable[[], None]]:
     port = free_port()
-    command = Command(["broker", "--port", str(port)], tmp_path / "broker.log")
+    command = Command(learnstream("broker", "--port", str(port)), tmp_path / "broker.log")
     wait_for(lambda: any("ready" in line for line in command.lines), 30, "the broker to be ready")
 
     def check() -> None:
@@ -152,21 +142,14 @@ def _work(kafka, topics, tmp_path) -> tuple[Command, Callable[[], None]]:
     create_topics(kafka, topics, partitions=2)
     checkpoints = tmp_path / "checkpoints"
     command = Command(
-        [
-            "work",
-            "--processes",
-            "2",
-            "--group-id",
-            topics.group_id,
-            *FAST_GROUP_FLAGS,
-            "--checkpoint-dir",
-            str(checkpoints),
+        work_command(
+            kafka,
+            topics,
             "--checkpoint-interval-s",
             "3600",
-            "--metrics-port",
-            "0",
-            *_pipeline_flags(kafka, topics),
-        ],
+            processes=2,
+            checkpoint_dir=checkpoints,
+        ),
         tmp_path / "work.log",
     )
     _produce_events(kafka, topics)
@@ -187,22 +170,11 @@ def _merge(kafka, topics, tmp_path) -> tuple[Command, Callable[[], None]]:
     create_topics(kafka, topics, partitions=2)
     checkpoints = tmp_path / "checkpoints"
     Command(
-        [
-            "work",
-            "--no-merger",
-            "--group-id",
-            topics.group_id,
-            *FAST_GROUP_FLAGS,
-            "--merge-every",
-            "50",
-            "--metrics-port",
-            "0",
-            *_pipeline_flags(kafka, topics),
-        ],
+        work_command(kafka, topics, "--no-merger", "--merge-every", "50", processes=None),
         tmp_path / "work.log",
     )
     command = Command(
-        [
+        learnstream(
             "merge",
             "--group-id",
             topics.group_id,
@@ -218,8 +190,8 @@ def _merge(kafka, topics, tmp_path) -> tuple[Command, Callable[[], None]]:
             "3600",
             "--metrics-port",
             "0",
-            *_pipeline_flags(kafka, topics),
-        ],
+            *pipeline_flags(kafka, topics),
+        ),
         tmp_path / "merge.log",
     )
     # Events keep arriving until the test ends: contributions never pause, so a
@@ -247,14 +219,14 @@ def _serve(kafka, topics, tmp_path) -> tuple[Command, Callable[[], None]]:
     create_topics(kafka, topics, partitions=2)
     port = free_port()
     command = Command(
-        [
+        learnstream(
             "serve",
             "--port",
             str(port),
             "--checkpoint-dir",
             str(tmp_path / "checkpoints"),
-            *_pipeline_flags(kafka, topics),
-        ],
+            *pipeline_flags(kafka, topics),
+        ),
         tmp_path / "serve.log",
     )
 
@@ -291,7 +263,7 @@ def _predictions(kafka, topics, tmp_path) -> tuple[Command, Callable[[], None]]:
         [(None, encode({**prediction, "id": str(i)}, "json")) for i in range(5)],
     )
     command = Command(
-        ["predictions", "--from-beginning", *_pipeline_flags(kafka, topics)],
+        learnstream("predictions", "--from-beginning", *pipeline_flags(kafka, topics)),
         tmp_path / "predictions.log",
     )
     wait_for(lambda: len(command.lines) >= 5, 60, "five predictions printed")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -15,27 +14,16 @@ from stream.kafka.topics import INTERNAL_MAX_MESSAGE_BYTES, _configs, ensure_pip
 from stream.tools.produce import ProduceSettings, produce
 
 from .helpers import (
-    FAST_GROUP_FLAGS,
     assert_learned_exactly_once,
     final_model,
     read_predictions,
     send_raw,
     synthetic_features,
     wait_for_learned,
+    work_command,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _flags(kafka, topics) -> list[str]:
-    return [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-    ]
 
 
 def test_missing_topics_are_created_with_what_the_protocol_needs(kafka, topics):
@@ -79,17 +67,7 @@ def test_predictions_topic_follows_an_existing_features_topic(kafka, topics):
 def test_work_refuses_an_auto_created_contributions_topic_and_says_how_to_fix_it(kafka, topics):
     send_raw(kafka, topics.contributions, [(b"k", b"x")])  # the broker makes 4 partitions
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream",
-            "work",
-            "--metrics-port",
-            "0",
-            "--group-id",
-            topics.group_id,
-            *_flags(kafka, topics),
-        ],
+        work_command(kafka, topics, processes=None, fast_group=False),
         capture_output=True,
         text=True,
         timeout=60,
@@ -107,22 +85,7 @@ def test_two_work_commands_without_topics_create_learn_every_event_exactly_once(
     """The issue's first scenario: no `topics create`, an auto-creating broker,
     two `learnstream work --processes 2`, 20,000 labeled events."""
     n_events = 20_000
-    command = [
-        sys.executable,
-        "-m",
-        "stream",
-        "work",
-        "--processes",
-        "2",
-        "--metrics-port",
-        "0",
-        "--group-id",
-        topics.group_id,
-        *FAST_GROUP_FLAGS,
-        "--checkpoint-dir",
-        str(tmp_path / "checkpoints"),
-        *_flags(kafka, topics),
-    ]
+    command = work_command(kafka, topics, processes=2, checkpoint_dir=tmp_path / "checkpoints")
     works = [
         subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(2)

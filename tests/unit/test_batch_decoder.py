@@ -111,15 +111,18 @@ def records(draw) -> bytes | None:
     return value
 
 
-def general_verdicts(values):
+def general_verdicts(values, limits: EventLimits = LIMITS, hasher: Hasher | None = None):
+    """What the general (per-event) decoder makes of each value: the verdict
+    the batch decoder must match, features through ``hasher`` when given."""
     out = []
     for value in values:
         try:
-            e = decode_event(value, LIMITS)
+            e = decode_event(value, limits)
         except BadEvent as exc:
             out.append(("dead", exc.reason))
         else:
-            out.append(("event", e.id, list(e.x.items()), e.y, e.ts, e.encoding))
+            x = e.x if hasher is None else hasher(e.x)
+            out.append(("event", e.id, list(x.items()), e.y, e.ts, e.encoding))
     return out
 
 
@@ -253,14 +256,7 @@ def test_categorical_edges_get_the_general_decoders_verdicts() -> None:
     limits = EventLimits(max_event_bytes=50_000, max_value_chars=4, max_list_values=3)
     for values in ([v] for v in CATEGORICAL_EDGES):
         decoder, names_of = new_decoder(limits)
-        general = []
-        for value in values:
-            try:
-                e = decode_event(value, limits)
-            except BadEvent as exc:
-                general.append(("dead", exc.reason))
-            else:
-                general.append(("event", e.id, list(e.x.items()), e.y, e.ts, e.encoding))
+        general = general_verdicts(values, limits)
         assert batch_verdicts(decoder, names_of, values) == general, values
 
 
@@ -269,18 +265,6 @@ def test_packer_bytes_equal_encode() -> None:
     obj = {"id": "e-1", "p": 0.25, "y_pred": 0, "model_version": 3, "worker": "w"}
     assert pack(obj) == encode(obj, "msgpack")
     assert pack(obj) == encode(obj, "msgpack")  # reused
-
-
-def hashed_general_verdicts(values, hasher: Hasher):
-    out = []
-    for value in values:
-        try:
-            e = decode_event(value, LIMITS)
-        except BadEvent as exc:
-            out.append(("dead", exc.reason))
-        else:
-            out.append(("event", e.id, list(hasher(e.x).items()), e.y, e.ts, e.encoding))
-    return out
 
 
 @settings(max_examples=300, deadline=None)
@@ -292,7 +276,7 @@ def test_hashed_batches_get_the_general_decoders_verdicts_in_slots(values, bits)
     decoder_hasher, general_hasher = Hasher(bits), Hasher(bits)
     decoder = BatchDecoder(int, LIMITS, decoder_hasher)  # a hashed kernel's columns
     slot_names = [str(i) for i in range(2**bits)]
-    want = hashed_general_verdicts(values, general_hasher)
+    want = general_verdicts(values, hasher=general_hasher)
     assert batch_verdicts(decoder, slot_names, values) == want
     assert decoder_hasher.in_event_collisions == general_hasher.in_event_collisions
 
@@ -305,7 +289,7 @@ def test_hashed_categorical_records_take_the_compiled_path() -> None:
     hasher = Hasher(20)
     decoder = BatchDecoder(int, LIMITS, hasher)
     got = batch_verdicts(decoder, [str(i) for i in range(2**20)], values)
-    assert got == hashed_general_verdicts(values, Hasher(20))
+    assert got == general_verdicts(values, hasher=Hasher(20))
     assert (decoder.n_fast, decoder.n_general) == (50, 0)
     assert got[7][2][0] == (str(slot("site=s7", 20)), 1.0)
 

@@ -228,28 +228,27 @@ def test_a_bad_variable_of_another_command_is_not_read(capsys):
     assert args.command == "serve"
 
 
-def test_a_bad_kafka_variable_with_version_prints_the_version_not_a_traceback():
+def _with_bad_kafka_variable(*args: str) -> subprocess.CompletedProcess:
+    """``learnstream ARGS`` in its own process, ``KAFKA_SECURITY_PROTOCOL=foo``:
+    the environment is read at start, so only a real process shows what a user sees."""
     env = {**os.environ, "KAFKA_SECURITY_PROTOCOL": "foo", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "stream", "--version"],
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_bad_kafka_variable_with_version_prints_the_version_not_a_traceback():
+    done = _with_bad_kafka_variable("--version")
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("learnstream ")
 
 
 def test_a_bad_kafka_variable_exits_2_with_one_line_naming_it():
-    env = {**os.environ, "KAFKA_SECURITY_PROTOCOL": "foo", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "stream", "work"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _with_bad_kafka_variable("work")
     assert done.returncode == 2
     assert done.stderr == (
         "learnstream work: error: KAFKA_SECURITY_PROTOCOL='foo': must be one of "
