@@ -997,10 +997,14 @@ class BatchDecoder:
 
 
 def warm_up() -> float:
-    """Compile (or load from the on-disk cache) the scanner; seconds it took."""
+    """Compile (or load from the on-disk cache) the scanner, with its categorical
+    and hashed parts; seconds it took. A part first compiled inside a worker's
+    batch can take longer than the group's poll interval on a loaded machine."""
     started = time.perf_counter()
-    record = msgpack.packb({"id": 1, "x": {"a": 1.0, "b": 2}, "y": 1, "ts": 1.0})
-    BatchDecoder(lambda name: 0, DEFAULT_LIMITS).decode([record, record])
+    numeric = msgpack.packb({"id": 1, "x": {"a": 1.0, "b": 2}, "y": 1, "ts": 1.0})
+    categorical = msgpack.packb({"id": 2, "x": {"a": 1.0, "site": "s", "tags": ["t", "u"]}})
+    BatchDecoder(lambda name: 0, DEFAULT_LIMITS).decode([numeric, numeric, categorical])
+    BatchDecoder(int, DEFAULT_LIMITS, Hasher(4)).decode([numeric, categorical, categorical])
     return time.perf_counter() - started
 
 
