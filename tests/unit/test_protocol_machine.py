@@ -537,7 +537,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.every_published_version_learned_each_event_at_most_once_and_exactly_below_its_offsets()
             self.every_event_below_a_committed_offset_is_predicted()
             model = self.newest
-            assert model is not None
+            assert model is not None, "EXACTLY_ONCE: no global version was published"
             labeled = sum(self.events.values())
             ends = {
                 p: self.kafka.end(self.topics.features, p)
