@@ -20,7 +20,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -33,7 +32,7 @@ from stream.events.sources import SyntheticStream
 from stream.kafka.embedded import free_port
 from stream.tools.produce import ProduceSettings, produce
 
-from .helpers import FAST_GROUP_FLAGS, create_topics, send_raw, wait_for
+from .helpers import create_topics, learnstream, pipeline_flags, send_raw, wait_for, work_command
 
 pytestmark = pytest.mark.integration
 
@@ -160,15 +159,7 @@ def test_prometheus_scrapes_the_pipeline_runs_every_query_and_fires_an_alert(
     kafka, topics, tmp_path
 ):
     create_topics(kafka, topics, partitions=WORKER_PROCESSES)
-    pipeline = [
-        "--bootstrap",
-        kafka.bootstrap_servers,
-        "--features-topic",
-        topics.features,
-        "--predictions-topic",
-        topics.predictions,
-    ]
-    learnstream = [sys.executable, "-m", "stream"]
+    pipeline = pipeline_flags(kafka, topics)
     workers_port = _ports_in_a_row(WORKER_PROCESSES)
     merger_port, serve_port, prometheus_port = free_port(), free_port(), free_port()
     targets = {
@@ -183,27 +174,20 @@ def test_prometheus_scrapes_the_pipeline_runs_every_query_and_fires_an_alert(
     try:
         processes.append(
             _started(
-                [
-                    *learnstream,
-                    "work",
-                    "--processes",
-                    str(WORKER_PROCESSES),
+                work_command(
+                    kafka,
+                    topics,
                     "--no-merger",
-                    "--group-id",
-                    topics.group_id,
-                    *FAST_GROUP_FLAGS,
                     "--merge-every",
                     "50",
-                    "--metrics-port",
-                    str(workers_port),
-                    *pipeline,
-                ],
+                    processes=WORKER_PROCESSES,
+                    metrics_port=workers_port,
+                ),
                 tmp_path / "work.log",
             )
         )
         merger = _started(
-            [
-                *learnstream,
+            learnstream(
                 "merge",
                 "--group-id",
                 topics.group_id,
@@ -212,13 +196,13 @@ def test_prometheus_scrapes_the_pipeline_runs_every_query_and_fires_an_alert(
                 "--metrics-port",
                 str(merger_port),
                 *pipeline,
-            ],
+            ),
             tmp_path / "merge.log",
         )
         processes.append(merger)
         processes.append(
             _started(
-                [*learnstream, "serve", "--port", str(serve_port), *pipeline],
+                learnstream("serve", "--port", str(serve_port), *pipeline),
                 tmp_path / "serve.log",
             )
         )
