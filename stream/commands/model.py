@@ -6,19 +6,17 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from stream import cliargs
 from stream.config import Quantize, choices_of
 from stream.errors import BadEvent
 from stream.events.codec import features
-from stream.events.hashing import featurizer
 from stream.events.sources import file_rows
 from stream.model.export import ExportFormat, export_bytes
-from stream.model.quantize import quantize_state
 from stream.observe.quality import prequential
-from stream.sync.globalmodel import export, load_latest, model_of
+from stream.serve.holder import serving
+from stream.sync.globalmodel import export, load_latest
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
@@ -161,13 +159,12 @@ def _holdout_report(snapshot, quantize: str, path: Path, label_column: str) -> l
     """Accuracy and log loss of the full model and of the quantized one on ``path``."""
     if not path.exists():
         raise SystemExit(f"learnstream model export: error: {path} does not exist")
-    full = model_of(snapshot)
-    rounded = model_of(replace(snapshot, state=quantize_state(snapshot.state, quantize)))
-    featurize = featurizer(snapshot.model_config.get("hash_bits"))
+    # serve's one scoring function, of the full and of the quantized version.
+    full, rounded = serving(snapshot), serving(snapshot, quantize)
     pairs_full, pairs_rounded = [], []
     for event_id, raw, y in file_rows(path, label_column or None, None):
         try:
-            x = featurize(features(raw, event_id))
+            x = features(raw, event_id)
         except BadEvent:
             continue  # not an event a worker would score; not part of the holdout
         if isinstance(y, bool):
@@ -187,20 +184,19 @@ def run_score(args: argparse.Namespace) -> int:
     if not args.file.exists():
         raise SystemExit(f"learnstream score: error: {args.file} does not exist")
     snapshot = _snapshot(args)
-    model = model_of(snapshot)
-    # Slots when the model was learned with --hash-bits (its settings say so).
-    featurize = featurizer(snapshot.model_config.get("hash_bits"))
+    # serve's one scoring function (slots when the model was learned with
+    # --hash-bits: its settings say so), so the same row gets the same p.
+    served = serving(snapshot)
     labeled = []
     for event_id, raw, y in file_rows(args.file, args.label_column or None, args.id_column):
         try:
-            # The contract's own step from x to features (strings one-hot), as
-            # the worker and serve take it: the same row gets the same p.
-            x = featurize(features(raw, event_id))
+            # The contract's own step from x to features (strings one-hot).
+            x = features(raw, event_id)
         except BadEvent as exc:
             print(json.dumps({"id": event_id, "error": "invalid_event", "reason": exc.reason,
                               "message": exc.message}))  # fmt: skip
             continue
-        p = model.predict_proba(x)
+        p = served.predict_proba(x)
         out = {"id": event_id, "p": p, "y_pred": int(p >= 0.5), "model_version": snapshot.version}
         if isinstance(y, bool):
             out["y"] = int(y)
