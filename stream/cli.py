@@ -87,6 +87,7 @@ def _bench_categorical(settings: BenchSettings) -> int:
 
     out = settings.out or Path("bench-results/categorical.json")
     argv = ["--events", str(settings.events // 2), "--growth-events", str(2 * settings.events)]
+    argv += ["--quality-events", str(2 * settings.events)]
     return featurebench.main([*argv, "--out", str(out)])
 
 

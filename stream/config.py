@@ -31,8 +31,9 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 OffsetReset = Literal["earliest", "latest"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
-# River datasets `demo` and `produce --dataset` replay.
-Dataset = Literal["phishing", "bananas"]
+# Datasets `demo` and `produce --dataset` replay: two bundled with river, and
+# a synthetic click-through stream of 20 categorical fields (stream.events.sources.CtrStream).
+Dataset = Literal["phishing", "bananas", "ctr"]
 # How `produce` keys records: by event id, or not at all.
 KeyMode = Literal["id", "none"]
 # The model settings `bench` measures (stream.tools.bench.MODELS).
@@ -882,7 +883,9 @@ class DemoSettings:
 
     workers: int = setting(2, ge=1, help="worker processes")
     partitions: int = setting(4, ge=1, help="features partitions")
-    dataset: Dataset = setting("phishing", help="river dataset to replay")
+    dataset: Dataset = setting(
+        "phishing", help="dataset to replay: bundled with river, or ctr (synthetic clicks)"
+    )
     passes: int = setting(1, ge=1, help="replay the dataset this many times")
     bootstrap: str | None = setting(
         None, help="use this broker; unset: the embedded one, started for the demo"
@@ -1018,7 +1021,9 @@ class SourceSettings:
     synthetic: bool = setting(
         False, help="logistic data from a known model (the default source; needs --limit)"
     )
-    dataset: Dataset | None = setting(None, help="a dataset bundled with river")
+    dataset: Dataset | None = setting(
+        None, help="a dataset bundled with river, or ctr: synthetic clicks on 20 categorical fields"
+    )
     file: Path | None = setting(None, help="a .csv (with header) or .jsonl file")
     features: int = setting(10, ge=1, help="synthetic: features per event")
     seed: int = setting(42, help="synthetic: random seed")

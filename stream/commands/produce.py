@@ -6,7 +6,7 @@ import argparse
 
 from stream import cliargs
 from stream.config import ProduceCommand, SourceSettings
-from stream.events.sources import SyntheticStream, file_rows, river_dataset
+from stream.events.sources import SyntheticStream, dataset_rows, file_rows
 from stream.kafka.topics import ensure_pipeline
 from stream.tools.produce import produce
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _rows(source: SourceSettings, limit: int | None):
     if source.dataset:
         dataset = source.dataset
-        return _passes(lambda: river_dataset(dataset), source.passes)
+        return _passes(lambda: dataset_rows(dataset), source.passes)
     if source.file:
         path = source.file
         if not path.exists():

@@ -1,5 +1,6 @@
 """Event sources for the producer: a synthetic stream with a known true model,
-river's bundled datasets, and CSV/JSONL files.
+a synthetic click-through stream of categorical fields, river's bundled
+datasets, and CSV/JSONL files.
 
 Every source yields ``(id, x, y)`` with ``x`` a dict of values (floats; from
 files, whatever the file holds: strings are categorical) and ``y`` a bool
@@ -62,6 +63,104 @@ class SyntheticStream:
             yield f"{self.id_prefix}{i}", dict(zip(names, x.tolist(), strict=True)), y
 
 
+# The click-through stream's fields: (name, distinct values, spread of their
+# true effects on the log-odds). Cardinalities of the order of public CTR logs
+# (Avazu, Criteo): a few small fields (hour, device type, banner position),
+# publishers and geography in the thousands, ads and creatives in the hundreds
+# of thousands, users in the millions: about 2.35 million values in all.
+CTR_FIELDS: tuple[tuple[str, int, float], ...] = (
+    ("hour", 24, 0.3),
+    ("weekday", 7, 0.1),
+    ("banner_pos", 8, 0.5),
+    ("device_type", 5, 0.4),
+    ("os", 20, 0.2),
+    ("browser", 30, 0.2),
+    ("country", 200, 0.3),
+    ("region", 3_000, 0.3),
+    ("city", 50_000, 0.3),
+    ("site", 5_000, 0.6),
+    ("site_category", 30, 0.4),
+    ("app", 3_000, 0.5),
+    ("domain", 8_000, 0.4),
+    ("advertiser", 20_000, 0.5),
+    ("campaign", 50_000, 0.5),
+    ("ad", 200_000, 0.6),
+    ("creative", 400_000, 0.4),
+    ("device_model", 10_000, 0.3),
+    ("user_segment", 500, 0.5),
+    ("user", 1_500_000, 0.5),
+)
+
+
+@dataclass(frozen=True)
+class CtrStream:
+    """A synthetic click-through stream: ``n_events`` impressions of the
+    :data:`CTR_FIELDS` categorical fields (string values, so the features are
+    ``site=412``, ``ad=90417``, ... by the event contract), clicked with
+    ``P(y=1|x) = sigmoid(bias + sum of the true effect of each field's value)``.
+
+    Popularity is heavy-headed, as in real logs: a field's value is
+    ``floor(cardinality * u ** skew)`` with ``u`` uniform, so a few values come
+    often and most rarely (skew 1 would be uniform). Every value's true effect
+    is drawn once, normal with its field's spread, so the stream is learnable
+    and a model's log loss has a floor (:meth:`true_probabilities`).
+    ``bias`` sets the base rate: about 3% clicks with the defaults. Seeded:
+    the same settings give the same stream.
+    """
+
+    n_events: int = 100_000
+    seed: int = 42
+    skew: float = 3.0
+    bias: float = -4.6
+    id_prefix: str = "ctr-"
+    chunk: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.n_events < 0:
+            raise ConfigError(f"n_events must be >= 0, got {self.n_events}")
+        if self.skew < 1.0:
+            raise ConfigError(f"skew must be >= 1 (1: uniform popularity), got {self.skew}")
+
+    def effects(self) -> list[np.ndarray]:
+        """The true effect on the log-odds of every value of every field."""
+        rng = np.random.default_rng([self.seed, 1])
+        return [rng.normal(0.0, spread, size) for _, size, spread in CTR_FIELDS]
+
+    def _chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(value indices [events, fields], true p, clicks) per chunk of events."""
+        rng = np.random.default_rng([self.seed, 0])
+        effects = self.effects()
+        sizes = np.array([size for _, size, _ in CTR_FIELDS], dtype=np.float64)
+        for start in range(0, self.n_events, self.chunk):
+            n = min(self.chunk, self.n_events - start)
+            u = rng.random((n, len(CTR_FIELDS)))
+            values = np.minimum((sizes * u**self.skew).astype(np.int64), sizes.astype(np.int64) - 1)
+            logit = self.bias + sum(effects[j][values[:, j]] for j in range(len(CTR_FIELDS)))
+            p = 1.0 / (1.0 + np.exp(-logit))
+            yield values, p, rng.random(n) < p
+
+    def true_probabilities(self) -> np.ndarray:
+        """Every event's true click probability, in stream order."""
+        return np.concatenate([p for _, p, _ in self._chunks()]) if self.n_events else np.zeros(0)
+
+    def __iter__(self) -> Iterator[Row]:
+        names = [name for name, _, _ in CTR_FIELDS]
+        i = 0
+        for values, _, clicks in self._chunks():
+            for row, clicked in zip(values.tolist(), clicks.tolist(), strict=True):
+                x = {name: str(v) for name, v in zip(names, row, strict=True)}
+                yield f"{self.id_prefix}{i}", x, clicked
+                i += 1
+
+
+def dataset_rows(name: str) -> Iterator[Row]:
+    """The rows of a named dataset: ``ctr`` (:class:`CtrStream` with its
+    defaults) or one bundled with river."""
+    if name == "ctr":
+        return iter(CtrStream())
+    return river_dataset(name)
+
+
 def river_dataset(name: str) -> Iterator[Row]:
     """A binary-classification dataset bundled with river (no download)."""
     from river import datasets
@@ -71,7 +170,7 @@ def river_dataset(name: str) -> Iterator[Row]:
     elif name == "bananas":
         dataset = datasets.Bananas()
     else:
-        raise ConfigError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     for i, (x, y) in enumerate(dataset):
         yield i, {str(k): float(v) for k, v in x.items()}, bool(y)
 

@@ -30,7 +30,7 @@ from stream.config import (
 )
 from stream.errors import StreamError
 from stream.events.codec import decode_map
-from stream.events.sources import river_dataset
+from stream.events.sources import dataset_rows
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
 from stream.kafka.topics import ensure_pipeline
@@ -87,7 +87,7 @@ class DemoSummary:
 
 def _rows(settings: DemoSettings, run_id: str):
     for p in range(settings.passes):
-        for i, x, y in river_dataset(settings.dataset):
+        for i, x, y in dataset_rows(settings.dataset):
             yield f"{run_id}-{p}-{i}", x, y
 
 
@@ -176,7 +176,7 @@ def _pipeline(
 def _endless_rows(settings: DemoSettings, run_id: str):
     """The dataset pass after pass, ids unique per pass, until the caller stops reading."""
     for p in itertools.count():
-        for i, x, y in river_dataset(settings.dataset):
+        for i, x, y in dataset_rows(settings.dataset):
             yield f"{run_id}-{p}-{i}", x, y
 
 

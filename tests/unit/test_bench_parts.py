@@ -30,4 +30,20 @@ def test_the_categorical_bench_measures_every_kind_and_a_growing_vocabulary(tmp_
     assert len(growth["hashed_eps_by_quarter"]) == 4
     out = tmp_path / "categorical.json"
     assert main(["bench", "--categorical", "--events", "2000", "--out", str(out)]) == 0
-    assert set(json.loads(out.read_text())) == {"rates", "vocabulary_growth"}
+    assert set(json.loads(out.read_text())) == {"rates", "vocabulary_growth", "hashing_quality"}
+
+
+def test_the_hashing_quality_bench_compares_hashed_and_exact_models_on_the_click_stream():
+    from stream.tools.featurebench import QUALITY_MODELS, hashing_quality
+
+    result = hashing_quality(4000, hash_bits=20)
+    assert result["events"] == 4000
+    assert 0.02 < result["click_rate"] < 0.06
+    for model in QUALITY_MODELS:
+        exact, hashed = result[f"{model}_exact_log_loss"], result[f"{model}_hashed_log_loss"]
+        assert result[f"{model}_hashed_to_exact"] == round(hashed / exact, 4)
+        # 2^20 slots for about 25,000 distinct values: collisions are rare, so
+        # the hashed model is within the 1% of the exact one.
+        assert abs(result[f"{model}_hashed_to_exact"] - 1) < 0.01
+    # The stream's own probabilities beat predicting the base rate.
+    assert result["true_model_ne"] < 1
