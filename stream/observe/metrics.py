@@ -15,7 +15,10 @@ Worker metrics (label ``worker``):
 - ``learnstream_consumer_lag{topic,partition}``: fetch high watermark minus position
 - ``learnstream_model_version``, ``learnstream_model_age_seconds``
 - ``learnstream_rolling_accuracy``, ``learnstream_rolling_log_loss``,
-  ``learnstream_rolling_roc_auc`` over the last ``--quality-window`` labeled events
+  ``learnstream_rolling_roc_auc``, ``learnstream_rolling_calibration`` (predicted
+  over actual positives), ``learnstream_rolling_normalized_entropy`` (log loss
+  over the entropy of the label rate) over the last ``--quality-window`` labeled
+  events (NaN where not defined: no positive, or all labels alike)
 - ``learnstream_drifts_total``, ``learnstream_drift_last_timestamp_seconds``
 - ``learnstream_learning_refused_total``: learning steps refused by the numeric guard
 - ``learnstream_restarts_total``: times the supervisor restarted this worker
@@ -53,6 +56,14 @@ from stream.events.hashing import estimated_collisions
 from stream.observe.monitor import Histogram
 
 logger = logging.getLogger(__name__)
+
+# What the rolling quality gauges measure, for their help text.
+_QUALITY_HELP = {
+    "calibration": "calibration (sum of p over positives: 1 is calibrated)",
+    "normalized_entropy": "normalized entropy (log loss over the label rate's entropy)",
+    "roc_auc": "ROC AUC",
+    "log_loss": "log loss",
+}
 
 
 def serve(port: int, collector: Collector, what: str) -> bool:
@@ -166,7 +177,8 @@ class WorkerCollector(Collector):
         for name, value in quality.items():
             yield _gauge(
                 f"learnstream_rolling_{name}",
-                f"Rolling {name} over the last {monitor.window.maxlen} labeled events.",
+                f"Rolling {_QUALITY_HELP.get(name, name)} over the last "
+                f"{monitor.window.maxlen} labeled events.",
                 who,
                 value,
             )

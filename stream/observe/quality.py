@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,21 +16,41 @@ from stream.model.online import OnlineModel
 
 @dataclass(frozen=True)
 class Quality:
-    """Prequential (predict-then-learn) quality over ``n`` labeled events."""
+    """Prequential (predict-then-learn) quality over ``n`` labeled events.
+
+    ``calibration``: the sum of the predicted probabilities over the number of
+    positives (1: as many clicks predicted as happened; above 1: the model
+    over-predicts); NaN without a positive. ``normalized_entropy``: log loss
+    over the entropy of the labels' own rate, what always predicting that rate
+    would score (below 1: the model knows more than the rate; He et al. 2014,
+    the measure click-through models are compared by, since a plain log loss
+    falls with the rate itself); NaN when every label is the same.
+    """
 
     n: int
     accuracy: float
     log_loss: float
+    calibration: float = math.nan
+    normalized_entropy: float = math.nan
+
+
+def entropy(rate: float) -> float:
+    """The log loss of always predicting ``rate``, on labels of that rate (nats)."""
+    if not 0.0 < rate < 1.0:
+        return 0.0
+    return -(rate * math.log(rate) + (1.0 - rate) * math.log(1.0 - rate))
 
 
 def prequential(pairs: Iterable[tuple[bool, float]], *also: metrics.base.Metric) -> Quality:
     """Quality of predictions ``p`` (probability of class 1) against labels ``y``:
-    river's accuracy (decision ``p >= 0.5``) and log loss, the one computation
-    behind every quality figure (demo, status, serve's page, the worker's
-    window). ``also``: more river metrics, fed the same ``{True: p, False: 1 - p}``
+    river's accuracy (decision ``p >= 0.5``) and log loss, and from them the
+    calibration and normalized entropy: the one computation behind every
+    quality figure (demo, status, serve's page, the worker's window).
+    ``also``: more river metrics, fed the same ``{True: p, False: 1 - p}``
     probabilities in the same pass."""
     accuracy, log_loss = metrics.Accuracy(), metrics.LogLoss()
-    n = 0
+    n = positives = 0
+    predicted = 0.0
     for y, p in pairs:
         accuracy.update(y, p >= 0.5)
         proba = {True: p, False: 1.0 - p}
@@ -37,19 +58,32 @@ def prequential(pairs: Iterable[tuple[bool, float]], *also: metrics.base.Metric)
         for metric in also:
             metric.update(y, proba)
         n += 1
-    return Quality(n, accuracy.get(), log_loss.get())
+        positives += bool(y)
+        predicted += p
+    loss = log_loss.get()
+    base = entropy(positives / n) if n else 0.0
+    return Quality(
+        n,
+        accuracy.get(),
+        loss,
+        calibration=predicted / positives if positives else math.nan,
+        normalized_entropy=loss / base if base else math.nan,
+    )
 
 
 def window_quality(pairs: Iterable[tuple[bool, float]]) -> dict[str, float]:
-    """Accuracy, log loss and ROC AUC over a window of ``(y, p)`` pairs, as the
-    worker reports them (its /metrics gauges, stats line and live series): the
-    accuracy and log loss of :func:`prequential`, plus river's ROC AUC."""
+    """Accuracy, log loss, ROC AUC, calibration and normalized entropy over a
+    window of ``(y, p)`` pairs, as the worker reports them (its /metrics
+    gauges, stats line and live series): :func:`prequential`'s, plus river's
+    ROC AUC."""
     roc_auc = metrics.ROCAUC()
     quality = prequential(pairs, roc_auc)
     return {
         "accuracy": float(quality.accuracy),
         "log_loss": float(quality.log_loss),
         "roc_auc": float(roc_auc.get()),
+        "calibration": quality.calibration,
+        "normalized_entropy": quality.normalized_entropy,
     }
 
 

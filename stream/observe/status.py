@@ -81,7 +81,9 @@ class Status:
         if self.recent is not None and self.recent.n:
             lines.append(
                 f"recent quality: accuracy {self.recent.accuracy:.4f}, log loss "
-                f"{self.recent.log_loss:.4f} over the last {self.recent.n} labeled predictions"
+                f"{self.recent.log_loss:.4f}, normalized entropy "
+                f"{self.recent.normalized_entropy:.4f}, calibration {self.recent.calibration:.4f} "
+                f"over the last {self.recent.n} labeled predictions"
             )
         if self.last_prediction_age_s is not None:
             lines.append(f"newest prediction: {self.last_prediction_age_s:.1f} s ago")

@@ -903,7 +903,7 @@ class Worker:
         logger.info(
             "worker stats worker=%s scored=%d learned=%d replayed=%d refused=%d dead_lettered=%d "
             "by_reason=%s model_version=%d lag=%s accuracy=%.4f log_loss=%.4f roc_auc=%.4f "
-            "drifts=%d",
+            "calibration=%.4f normalized_entropy=%.4f drifts=%d",
             self.name,
             self.n_scored,
             self.n_learned,
@@ -916,5 +916,7 @@ class Worker:
             quality["accuracy"],
             quality["log_loss"],
             quality["roc_auc"],
+            quality["calibration"],
+            quality["normalized_entropy"],
             len(self.monitor.drifts),
         )

@@ -39,7 +39,7 @@ from stream.observe.series import Series
 from stream.serve.body import MalformedBody, Parsed, TooManyEvents, parse
 from stream.serve.holder import ModelHolder
 from stream.serve.page import PAGE
-from stream.serve.quality import RateMeter, RollingQuality
+from stream.serve.quality import QUALITY_KEYS, RateMeter, RollingQuality
 
 logger = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
         quality = (
             backend.quality.summary()
             if backend.quality
-            else {"n": 0, "accuracy": None, "log_loss": None}
+            else dict.fromkeys(QUALITY_KEYS, None) | {"n": 0}
         )
         return _json(
             {

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 
 from stream.observe.quality import prequential
+
+# What the summary carries besides ``n``: the fields of stream.observe.quality.Quality.
+QUALITY_KEYS = ("accuracy", "log_loss", "calibration", "normalized_entropy")
 
 
 class RollingQuality:
@@ -26,9 +30,11 @@ class RollingQuality:
         with self._lock:
             pairs = list(self._pairs)
         if not pairs:
-            return {"n": 0, "accuracy": None, "log_loss": None}
+            return dict.fromkeys(QUALITY_KEYS, None) | {"n": 0}
         q = prequential(pairs)
-        return {"n": q.n, "accuracy": q.accuracy, "log_loss": q.log_loss}
+        # JSON has no NaN: a figure that is not defined (no positive label) is null.
+        values = {key: getattr(q, key) for key in QUALITY_KEYS}
+        return {"n": q.n} | {k: None if math.isnan(v) else v for k, v in values.items()}
 
 
 class RateMeter:

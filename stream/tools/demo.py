@@ -70,10 +70,8 @@ class DemoSummary:
                 "(first event sent to last prediction)",
                 f"  throughput               {self.throughput:,.0f} events/s",
                 f"  latency event->pred (ms) {lat}",
-                f"  pipeline     accuracy {self.pipeline.accuracy:.4f}  log loss "
-                f"{self.pipeline.log_loss:.4f}  (n={self.pipeline.n})",
-                f"  single river accuracy {self.single_model.accuracy:.4f}  log loss "
-                f"{self.single_model.log_loss:.4f}  (n={self.single_model.n})",
+                f"  pipeline     {_quality(self.pipeline)}",
+                f"  single river {_quality(self.single_model)}",
                 "  global model             "
                 + (
                     f"version {self.global_version}, learned {self.global_n_learned} events, "
@@ -83,6 +81,14 @@ class DemoSummary:
                 ),
             ]
         )
+
+
+def _quality(q: Quality) -> str:
+    """Accuracy, log loss, normalized entropy and calibration (see :class:`Quality`)."""
+    return (
+        f"accuracy {q.accuracy:.4f}  log loss {q.log_loss:.4f}  "
+        f"NE {q.normalized_entropy:.4f}  calibration {q.calibration:.3f}  (n={q.n})"
+    )
 
 
 def _rows(settings: DemoSettings, run_id: str):

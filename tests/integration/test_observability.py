@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import subprocess
 import urllib.request
@@ -91,6 +92,21 @@ def test_metrics_match_the_events_scored_and_lag_drains_to_zero(kafka, topics, c
     assert _one(end, "learnstream_event_latency_seconds_count", worker=name) == N_EVENTS
     assert _one(end, "learnstream_batch_seconds_count", worker=name) >= N_EVENTS / BATCH
     assert 0.5 < _one(end, "learnstream_rolling_accuracy", worker=name) <= 1.0
+    # Calibration and normalized entropy of the window the worker holds (it is
+    # idle: the window is what it was at the scrape), computed here from the pairs.
+    window = list(worker.monitor.window)
+    assert len(window) == 1000
+    positives = sum(y for y, _ in window)
+    predicted = math.fsum(p for _, p in window)
+    calibration = _one(end, "learnstream_rolling_calibration", worker=name)
+    assert calibration == pytest.approx(predicted / positives, rel=1e-12)
+    loss = _one(end, "learnstream_rolling_log_loss", worker=name)
+    rate = positives / len(window)
+    label_entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    normalized = _one(end, "learnstream_rolling_normalized_entropy", worker=name)
+    assert normalized == pytest.approx(loss / label_entropy, rel=1e-12)
+    # The synthetic stream is learnable: the model knows more than the label rate.
+    assert normalized < 1
 
     # status agrees, from Kafka alone.
     [partition] = status.partitions

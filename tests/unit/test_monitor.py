@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.config import ModelSettings
 from stream.events.sources import SyntheticStream
 from stream.model.online import OnlineModel
 from stream.observe.monitor import Histogram, Monitor
+from stream.observe.quality import entropy, prequential, window_quality
 
 CHANGE_AT = 5000
 LENGTH = 10_000
@@ -68,3 +72,46 @@ def test_histogram_counts_are_cumulative_with_inf():
     histogram.observe_many([0.005, 0.01, 0.05, 3.0])
     assert histogram.cumulative() == [("0.01", 2), ("0.1", 3), ("+Inf", 4)]
     assert histogram.total == pytest.approx(3.065)
+
+
+def test_calibration_is_predicted_positives_over_actual_ones():
+    pairs = [(True, 0.5), (False, 0.25), (False, 0.25), (False, 0.0)]
+    quality = prequential(pairs)
+    assert quality.calibration == 1.0  # 0.5 + 0.25 + 0.25 predicted, 1 happened
+    assert prequential([(True, 0.9), (False, 0.3)]).calibration == 1.2
+    assert math.isnan(prequential([(False, 0.1)]).calibration)
+
+
+def test_normalized_entropy_is_log_loss_over_the_entropy_of_the_label_rate():
+    """Always predicting the rate scores exactly 1; knowing more scores below 1."""
+    rate = 0.25
+    at_the_rate = [(True, rate)] + [(False, rate)] * 3
+    assert prequential(at_the_rate).normalized_entropy == pytest.approx(1.0, rel=1e-12)
+    assert prequential(at_the_rate).calibration == pytest.approx(1.0)
+    sharper = [(True, 0.6)] + [(False, 0.1)] * 3
+    quality = prequential(sharper)
+    expected = (-math.log(0.6) - 3 * math.log(0.9)) / 4 / entropy(rate)
+    assert quality.normalized_entropy == pytest.approx(expected, rel=1e-9)
+    assert quality.normalized_entropy < 1
+    assert math.isnan(prequential([(True, 0.9)] * 3).normalized_entropy)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.floats(0.001, 0.999, allow_nan=False)), min_size=1, max_size=50
+    )
+)
+def test_window_quality_reports_calibration_and_normalized_entropy_of_its_pairs(pairs):
+    quality = window_quality(pairs)
+    positives = sum(y for y, _ in pairs)
+    predicted = sum(p for _, p in pairs)
+    if positives:
+        assert quality["calibration"] == pytest.approx(predicted / positives)
+    else:
+        assert math.isnan(quality["calibration"])
+    if 0 < positives < len(pairs):
+        expected = quality["log_loss"] / entropy(positives / len(pairs))
+        assert quality["normalized_entropy"] == pytest.approx(expected)
+    else:
+        assert math.isnan(quality["normalized_entropy"])

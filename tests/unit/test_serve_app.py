@@ -311,7 +311,13 @@ def test_token_required_everywhere_but_healthz_metrics_and_the_page():
 def test_status_and_page(client):
     status = client.get("/v1/status").json()
     assert status["model_version"] == 3
-    assert status["quality"] == {"n": 0, "accuracy": None, "log_loss": None}
+    assert status["quality"] == {
+        "n": 0,
+        "accuracy": None,
+        "log_loss": None,
+        "calibration": None,
+        "normalized_entropy": None,
+    }
     page = client.get("/")
     assert page.status_code == 200
     assert 'id="version"' in page.text and "/v1/status" in page.text

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from stream.config import KafkaSettings, ServeSettings
 from stream.serve.holder import ModelHolder
 from stream.serve.quality import RateMeter, RollingQuality
@@ -49,6 +53,15 @@ def test_rolling_quality_and_rate():
     quality.add(True, 0.7)  # pushes the first out
     summary = quality.summary()
     assert summary["n"] == 2 and summary["accuracy"] == 0.5
+    assert summary["calibration"] == pytest.approx(1.5)  # 0.8 + 0.7 predicted, 1 happened
+    assert summary["normalized_entropy"] == pytest.approx(
+        (-math.log(0.2) - math.log(0.7)) / 2 / math.log(2)
+    )
+    quality.add(False, 0.1)
+    quality.add(False, 0.2)
+    # No positive in the window: neither is defined, and JSON gets null, not NaN.
+    assert quality.summary()["calibration"] is None
+    assert quality.summary()["normalized_entropy"] is None
     rate = RateMeter(span_s=5)
     rate.tick(now=100.0)
     rate.count = 50
