@@ -73,6 +73,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_serve(settings)
     if settings.categorical:
         return _bench_categorical(settings)
+    if settings.freshness:
+        return _bench_freshness(settings)
     from stream.tools.bench import run_bench
 
     out = settings.out or Path("bench-results/bench.json")
@@ -89,6 +91,14 @@ def _bench_categorical(settings: BenchSettings) -> int:
     argv = ["--events", str(settings.events // 2), "--growth-events", str(2 * settings.events)]
     argv += ["--quality-events", str(2 * settings.events)]
     return featurebench.main([*argv, "--out", str(out)])
+
+
+def _bench_freshness(settings: BenchSettings) -> int:
+    from stream.tools import freshbench
+
+    out = settings.out or Path("bench-results/freshness.json")
+    broker = ["--bootstrap", settings.bootstrap] if settings.bootstrap else []
+    return freshbench.main([*broker, "--out", str(out)])
 
 
 def _bench_serve(settings: BenchSettings) -> int:

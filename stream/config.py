@@ -978,6 +978,12 @@ class BenchSettings:
         "apt-get install wrk hey): requests/s, latency, batches, 100 hot swaps under load",
     )
     serve_duration_s: float = setting(10.0, gt=0, help="length of each serve load phase")
+    freshness: bool = setting(
+        False,
+        help="how far 4 workers trail one model after a concept switch (river's SEA stream at "
+        "800 events/s), per merge interval (0.25, 1 and 4 s); results in "
+        "bench-results/freshness.json unless --out",
+    )
 
     def __post_init__(self) -> None:
         for client in self.clients:

@@ -87,8 +87,9 @@ def window_quality(pairs: Iterable[tuple[bool, float]]) -> dict[str, float]:
     }
 
 
-def single_model_baseline(rows: Iterable[Row], settings: ModelSettings) -> Quality:
-    """One in-process river model over the stream in order: the yardstick."""
+def single_model_pairs(rows: Iterable[Row], settings: ModelSettings) -> list[tuple[bool, float]]:
+    """``(y, p)`` of every labeled event, predicted by one in-process river model
+    over the stream in order, before it learns the event: the yardstick."""
     model = OnlineModel(settings)
     pairs = []
     for _, x, y in rows:
@@ -96,7 +97,12 @@ def single_model_baseline(rows: Iterable[Row], settings: ModelSettings) -> Quali
         if y is not None:
             pairs.append((y, p))
             model.learn(x, y)
-    return prequential(pairs)
+    return pairs
+
+
+def single_model_baseline(rows: Iterable[Row], settings: ModelSettings) -> Quality:
+    """The quality of :func:`single_model_pairs`."""
+    return prequential(single_model_pairs(rows, settings))
 
 
 def percentiles(

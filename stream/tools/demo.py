@@ -199,7 +199,9 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
         sent = produce(
             _rows(settings, run_id), ProduceSettings(kafka=kafka, topic=topics.features)
         ).sent
-        predictions = _collect(kafka, topics.predictions, run_id, sent, settings.timeout_s)
+        predictions = collect_predictions(
+            kafka, topics.predictions, run_id, sent, settings.timeout_s
+        )
     finally:
         supervisor.stop()
     final = published_model(kafka, topics, "learnstream-demo") if merge.enabled else None
@@ -229,7 +231,7 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
     )
 
 
-def _collect(
+def collect_predictions(
     kafka: KafkaSettings, topic: str, run_id: str, expected: int, timeout_s: float
 ) -> dict:
     """First prediction per event id of this run, until all ``expected`` have one."""
