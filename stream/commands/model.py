@@ -11,7 +11,7 @@ from pathlib import Path
 from stream import cliargs
 from stream.config import Quantize, choices_of
 from stream.errors import BadEvent
-from stream.events.codec import features
+from stream.events.codec import features, prediction_record
 from stream.events.sources import file_rows
 from stream.model.export import ExportFormat, export_bytes
 from stream.observe.quality import prequential
@@ -197,11 +197,10 @@ def run_score(args: argparse.Namespace) -> int:
                               "message": exc.message}))  # fmt: skip
             continue
         p = served.predict_proba(x)
-        out = {"id": event_id, "p": p, "y_pred": int(p >= 0.5), "model_version": snapshot.version}
-        if isinstance(y, bool):
-            out["y"] = int(y)
-            labeled.append((y, p))
-        print(json.dumps(out))
+        label = y if isinstance(y, bool) else None
+        if label is not None:
+            labeled.append((label, p))
+        print(json.dumps(prediction_record(event_id, p, snapshot.version, label)))
     if labeled:
         q = prequential(labeled)
         print(
