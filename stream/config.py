@@ -474,6 +474,42 @@ class EventLimits:
         check_ranges(self)
 
 
+# Settings that several commands share: declared once each, so a flag and its
+# variable mean one thing in every command that has it (only the default may
+# differ; tests/unit/test_settings_env.py checks that shared help is the same).
+
+
+def _checkpoint_dir(default: Path | None, cli_default: Any = MISSING) -> Any:
+    return setting(
+        default,
+        env=ENV_CHECKPOINT_DIR,
+        cli_default=cli_default,
+        help="directory of the global model's checkpoint files: the merger writes them; "
+        "serve, model, score and status take the newest of them and of the model topic "
+        "(with --offline: of them alone)",
+    )
+
+
+def _quality_window(default: int = 1000) -> Any:
+    return setting(
+        default,
+        ge=1,
+        help="labeled predictions in the rolling accuracy, log loss and ROC AUC (a "
+        "worker's: its own; serve, predictions, report: the predictions topic's)",
+    )
+
+
+def _metrics_port(cli_default: int) -> Any:
+    return setting(
+        0,
+        cli_default=cli_default,
+        ge=0,
+        le=65535,
+        help="first Prometheus port: work serves worker i on PORT+i and its merger on "
+        "PORT+processes, merge its merger on PORT; 0: off",
+    )
+
+
 @dataclass(frozen=True)
 class MergeSettings:
     """Periodic merging of the workers' models into one global model.
@@ -504,12 +540,7 @@ class MergeSettings:
         flag="--merge-rule",
         help="how weight deltas combine: sum, each SGD step counted once",
     )
-    checkpoint_dir: Path | None = setting(
-        None,
-        env=ENV_CHECKPOINT_DIR,
-        cli_default=Path(DEFAULT_CHECKPOINT_DIR),
-        help="global model checkpoint files",
-    )
+    checkpoint_dir: Path | None = _checkpoint_dir(None, Path(DEFAULT_CHECKPOINT_DIR))
     checkpoint_keep: int = setting(5, ge=1, help="checkpoint files kept")
     # The model topic has every version; files are for when the broker has lost it.
     checkpoint_interval_s: float = setting(
@@ -634,16 +665,8 @@ class WorkerSettings:
     )
     delivery_timeout_s: float = field(default=30.0)
     stats_interval_s: float = setting(30.0, gt=0, help="a 'worker stats' log line this often")
-    metrics_port: int = setting(
-        0,
-        cli_default=9400,
-        ge=0,
-        le=65535,
-        help="Prometheus endpoint of worker i on PORT+i, of its merger on PORT+processes; 0: off",
-    )
-    quality_window: int = setting(
-        1000, ge=1, help="labeled events in the rolling accuracy/log loss/ROC AUC"
-    )
+    metrics_port: int = _metrics_port(9400)
+    quality_window: int = _quality_window()
     drift_detector: DriftDetector = setting(
         "adwin", help="drift detector on the per-event log loss"
     )
@@ -732,9 +755,7 @@ class MergerSettings:
     merge: MergeSettings = field(default_factory=MergeSettings)
     client: ClientName = _client()
     group: GroupTimeouts = field(default_factory=GroupTimeouts)
-    metrics_port: int = setting(
-        0, cli_default=9399, ge=0, le=65535, help="Prometheus endpoint; 0: off"
-    )
+    metrics_port: int = _metrics_port(9399)
     crash_at: str | None = _crash_at()
 
     def __post_init__(self) -> None:
@@ -772,12 +793,7 @@ class ServeSettings:
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
-    checkpoint_dir: Path | None = setting(
-        Path(DEFAULT_CHECKPOINT_DIR),
-        env=ENV_CHECKPOINT_DIR,
-        help="where the global model's checkpoints are (the model served before the broker "
-        "answers, or always with --offline)",
-    )
+    checkpoint_dir: Path | None = _checkpoint_dir(Path(DEFAULT_CHECKPOINT_DIR))
     client: ClientName = _client()
     host: str = setting("127.0.0.1", help="address to bind; anything but loopback exposes the API")
     port: int = setting(8000, ge=0, le=65535, help="HTTP port")
@@ -803,9 +819,7 @@ class ServeSettings:
     quantize: Quantize = setting(
         "none", help="serve the weights rounded as the quantized export stores them"
     )
-    quality_window: int = setting(
-        1000, ge=1, help="labeled predictions in the live page's rolling accuracy and log loss"
-    )
+    quality_window: int = _quality_window()
     # How long POST /v1/events waits for the broker's acknowledgement.
     delivery_timeout_s: float = field(default=10.0)
     checkpoint_poll_s: float = setting(

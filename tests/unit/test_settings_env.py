@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import typing
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,19 @@ def test_a_variable_names_one_setting_of_one_type():
             (cliargs._base_and_choices(option.kind), option.flag)
         )
     assert {env: k for env, k in kinds.items() if len(k) > 1} == {}
+
+
+def test_a_flag_means_one_thing_in_every_command_that_has_it():
+    """A variable several commands read is one setting, declared once: the same
+    flag and the same help everywhere (``work`` and ``serve``'s
+    ``--checkpoint-dir`` and ``--quality-window``, ``work`` and ``merge``'s
+    ``--metrics-port``); only the default may differ."""
+    meanings: dict[str, set] = {}
+    for _, _, option in SETTINGS:
+        meanings.setdefault(option.env, set()).add((option.flag, option.help))
+    assert {env: m for env, m in meanings.items() if len(m) > 1} == {}
+    commands = Counter(option.env for _, _, option in SETTINGS)
+    assert commands["LEARNSTREAM_CHECKPOINT_DIR"] > 1 and commands["LEARNSTREAM_QUALITY_WINDOW"] > 1
 
 
 def test_secrets_never_appear_in_reprs():
