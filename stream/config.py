@@ -1175,8 +1175,7 @@ class ModelExportSettings:
     quantize: Quantize = _quantize()
     holdout: Path | None = setting(
         None,
-        help="labeled CSV/JSONL: report accuracy and log loss of the full and the exported "
-        "model",
+        help="labeled CSV/JSONL: report accuracy and log loss of the full and the exported model",
     )
     label_column: str = _label_column()
     out: Path | None = setting(None, help="file to write; unset: stdout")

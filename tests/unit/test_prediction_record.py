@@ -25,7 +25,7 @@ from stream.runtime.worker import Worker
 from stream.serve.app import Backend, create_app
 from stream.serve.holder import ModelHolder
 from stream.sync.checkpoint import CheckpointStore
-from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
+from tests.fakes import FakeConsumer, FakeProducer
 from tests.unit.serve_fixtures import snapshot
 
 # The contract's table, in the order a record carries them.
