@@ -100,7 +100,8 @@ class BenchResult:
     decoding: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        # default=str: the settings hold paths (--out), which JSON has no type for.
+        return json.dumps(asdict(self), indent=2, default=str)
 
     def format(self) -> str:
         lines = [
