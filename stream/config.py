@@ -501,9 +501,9 @@ def _quality_window(default: int = 1000, deprecated: tuple[str, ...] = ()) -> An
         env="LEARNSTREAM_QUALITY_WINDOW",
         deprecated=deprecated,
         ge=1,
-        help="labeled predictions in the rolling quality (accuracy, log loss, ROC AUC as "
-        "each command shows them): a worker's own; serve's, predictions' and report's "
-        "from the predictions topic",
+        help="labeled predictions the rolling quality figures (accuracy, log loss, ...) "
+        "are computed over: a worker's own; serve's, predictions' and report's from the "
+        "predictions topic",
     )
 
 
