@@ -13,6 +13,7 @@ read here, at the edge, and nowhere in the library.
 from __future__ import annotations
 
 import argparse
+import sys
 import types
 import typing
 from collections.abc import Collection, Iterator, Mapping
@@ -30,12 +31,18 @@ from stream.config import (
     LogSettings,
     MergerSettings,
     MergeSettings,
+    ModelExportSettings,
     ModelSettings,
+    ModelShowSettings,
+    PredictionsSettings,
     ProduceCommand,
     ProduceSettings,
+    ReportSettings,
     RestartSettings,
+    ScoreSettings,
     ServeSettings,
     SourceSettings,
+    StatusSettings,
     TopicsCreateSettings,
     TopicSettings,
     WorkerSettings,
@@ -72,6 +79,7 @@ class Option(typing.NamedTuple):
     owner: type  # the settings class that declares it
     hidden: bool = False  # accepted, but not in --help or the docs
     bounds: tuple = (None, None, None, None)  # ge, gt, le, lt (see stream.config.setting)
+    deprecated: tuple[str, ...] = ()  # old flags, accepted with a warning
 
 
 DEFAULT_ENV_PREFIX = "LEARNSTREAM_"
@@ -106,6 +114,7 @@ def options(cls: type, prefix: str = "", skip: Collection[str] = ()) -> Iterator
                 owner=cls,
                 hidden=f.metadata.get("hidden", False),
                 bounds=f.metadata.get("range") or (None, None, None, None),
+                deprecated=f.metadata.get("deprecated", ()),
             )
 
 
@@ -258,6 +267,20 @@ class _Append(_Given, argparse._AppendAction):
     pass
 
 
+class _Deprecated(_Store):
+    """An old flag of a setting: stores as the new one does, and says so on stderr
+    (logging is not configured yet while the command line is parsed)."""
+
+    new_flag: str
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated, use {self.new_flag}",
+            file=sys.stderr,
+        )
+        super().__call__(parser, namespace, values, option_string)
+
+
 def _add(group: argparse._ActionsContainer, option: Option) -> None:
     env_note = f"; env {option.env}"
     base, choices = _base_and_choices(option.kind)
@@ -307,6 +330,16 @@ def _add(group: argparse._ActionsContainer, option: Option) -> None:
             help=f"{option.help} (default: {shown.replace('%', '%%')}{env_note})",
         )
     action.option = option  # type: ignore[attr-defined]
+    for old in option.deprecated:
+        alias = group.add_argument(
+            old,
+            dest=option.dest,
+            default=option.default,
+            action=_Deprecated,
+            type=_flag_type(option),
+            help=argparse.SUPPRESS,
+        )
+        alias.new_flag = option.flag  # type: ignore[attr-defined]
 
 
 class EnvironmentValueError(ConfigError):
@@ -464,6 +497,12 @@ _TABLE = (
     ("", ServeSettings),
     ("topics create ", TopicsCreateSettings),
     ("produce ", ProduceCommand),
+    ("model show ", ModelShowSettings),
+    ("model export ", ModelExportSettings),
+    ("score ", ScoreSettings),
+    ("predictions ", PredictionsSettings),
+    ("status ", StatusSettings),
+    ("report ", ReportSettings),
     ("demo ", DemoSettings),
     ("bench ", BenchSettings),
     ("broker ", BrokerSettings),
@@ -475,7 +514,8 @@ _SHARED = (KafkaSettings, TopicSettings, ModelSettings, LogSettings)
 def settings_table() -> str:
     """The configuration table of docs/configuration.md: every declared setting of
     ``work`` (workers, restarts, logging), the merger, the HTTP server, then the own
-    options of ``topics create``, ``produce``, ``demo``, ``bench`` and ``broker``,
+    options of ``topics create``, ``produce``, ``model show``, ``model export``,
+    ``score``, ``predictions``, ``status``, ``report``, ``demo``, ``bench`` and ``broker``,
     with its flag, environment variable, default and help (a variable shared by
     several commands is listed once)."""
     rows = ["| flag | env | default | what |", "|---|---|---|---|"]

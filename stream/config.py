@@ -27,6 +27,8 @@ OnDrift = Literal["none", "reset"]
 ModelImpl = Literal["auto", "kernel", "river"]
 
 Quantize = Literal["none", "float16", "int8"]
+# What `model export --format` writes (stream.model.export).
+ExportFormat = Literal["json", "msgpack", "onnx"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 OffsetReset = Literal["earliest", "latest"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -72,6 +74,7 @@ def setting(
     cli_default: Any = MISSING,
     default_factory: Any = MISSING,
     secret: bool = False,
+    deprecated: tuple[str, ...] = (),
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
@@ -91,7 +94,8 @@ def setting(
     differs from the library's (checkpoints and metrics are on for a user, off
     for code that builds settings itself). ``hidden``: accepted but left out of
     ``--help`` and the docs (test-only switches). ``secret``: left out of the
-    settings' repr, so no log line or traceback shows it.
+    settings' repr, so no log line or traceback shows it. ``deprecated``: old
+    flags still accepted, with a warning naming the new one (not in ``--help``).
     ``ge``/``gt``/``le``/``lt``: the range (``>=``, ``>``, ``<=``, ``<``; of each
     element of a tuple), checked by :func:`check_ranges` when the settings are
     built and by the command line when a flag or variable is read, so a bad value
@@ -105,6 +109,7 @@ def setting(
         "hidden": hidden,
         "cli_default": cli_default,
         "secret": secret,
+        "deprecated": deprecated,
         "range": (ge, gt, le, lt),
     }
     if default_factory is not MISSING:
@@ -474,6 +479,81 @@ class EventLimits:
         check_ranges(self)
 
 
+# Settings that several commands share: declared once each, so a flag and its
+# variable mean one thing in every command that has it (only the default may
+# differ; tests/unit/test_settings_env.py checks that shared help is the same).
+
+
+def _checkpoint_dir(default: Path | None, cli_default: Any = MISSING) -> Any:
+    return setting(
+        default,
+        env=ENV_CHECKPOINT_DIR,
+        cli_default=cli_default,
+        help="directory of the global model's checkpoint files: the merger writes them; "
+        "serve, model, score and status take the newest of them and of the model topic "
+        "(with --offline: of them alone)",
+    )
+
+
+def _quality_window(default: int = 1000, deprecated: tuple[str, ...] = ()) -> Any:
+    return setting(
+        default,
+        env="LEARNSTREAM_QUALITY_WINDOW",
+        deprecated=deprecated,
+        ge=1,
+        help="labeled predictions the rolling quality figures (accuracy, log loss, ...) "
+        "are computed over: a worker's own; serve's, predictions' and report's from the "
+        "predictions topic",
+    )
+
+
+def _offline() -> Any:
+    return setting(
+        False,
+        env="LEARNSTREAM_OFFLINE",
+        help="no broker: the checkpoint directory alone (serve re-reads it every "
+        "--checkpoint-poll-s)",
+    )
+
+
+def _quantize() -> Any:
+    return setting(
+        "none",
+        env="LEARNSTREAM_QUANTIZE",
+        help="the weights as float16 or int8 (scaler statistics as float32): what model "
+        "export stores, and what serve scores with",
+    )
+
+
+def _label_column() -> Any:
+    return setting(
+        "y",
+        env="LEARNSTREAM_LABEL_COLUMN",
+        help="label column of a CSV/JSONL file of events (produce --file, score, model "
+        "export --holdout); an empty cell: unlabeled",
+    )
+
+
+def _id_column() -> Any:
+    return setting(
+        None,
+        env="LEARNSTREAM_ID_COLUMN",
+        help="id column of a CSV/JSONL file of events (produce --file, score); unset: the "
+        "row number",
+    )
+
+
+def _metrics_port(cli_default: int) -> Any:
+    return setting(
+        0,
+        cli_default=cli_default,
+        ge=0,
+        le=65535,
+        help="first Prometheus port: work serves worker i on PORT+i and its merger on "
+        "PORT+processes, merge its merger on PORT; 0: off",
+    )
+
+
 @dataclass(frozen=True)
 class MergeSettings:
     """Periodic merging of the workers' models into one global model.
@@ -504,12 +584,7 @@ class MergeSettings:
         flag="--merge-rule",
         help="how weight deltas combine: sum, each SGD step counted once",
     )
-    checkpoint_dir: Path | None = setting(
-        None,
-        env=ENV_CHECKPOINT_DIR,
-        cli_default=Path(DEFAULT_CHECKPOINT_DIR),
-        help="global model checkpoint files",
-    )
+    checkpoint_dir: Path | None = _checkpoint_dir(None, Path(DEFAULT_CHECKPOINT_DIR))
     checkpoint_keep: int = setting(5, ge=1, help="checkpoint files kept")
     # The model topic has every version; files are for when the broker has lost it.
     checkpoint_interval_s: float = setting(
@@ -634,16 +709,8 @@ class WorkerSettings:
     )
     delivery_timeout_s: float = field(default=30.0)
     stats_interval_s: float = setting(30.0, gt=0, help="a 'worker stats' log line this often")
-    metrics_port: int = setting(
-        0,
-        cli_default=9400,
-        ge=0,
-        le=65535,
-        help="Prometheus endpoint of worker i on PORT+i, of its merger on PORT+processes; 0: off",
-    )
-    quality_window: int = setting(
-        1000, ge=1, help="labeled events in the rolling accuracy/log loss/ROC AUC"
-    )
+    metrics_port: int = _metrics_port(9400)
+    quality_window: int = _quality_window()
     drift_detector: DriftDetector = setting(
         "adwin", help="drift detector on the per-event log loss"
     )
@@ -732,9 +799,7 @@ class MergerSettings:
     merge: MergeSettings = field(default_factory=MergeSettings)
     client: ClientName = _client()
     group: GroupTimeouts = field(default_factory=GroupTimeouts)
-    metrics_port: int = setting(
-        0, cli_default=9399, ge=0, le=65535, help="Prometheus endpoint; 0: off"
-    )
+    metrics_port: int = _metrics_port(9399)
     crash_at: str | None = _crash_at()
 
     def __post_init__(self) -> None:
@@ -772,20 +837,11 @@ class ServeSettings:
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
-    checkpoint_dir: Path | None = setting(
-        Path(DEFAULT_CHECKPOINT_DIR),
-        env=ENV_CHECKPOINT_DIR,
-        help="where the global model's checkpoints are (the model served before the broker "
-        "answers, or always with --offline)",
-    )
+    checkpoint_dir: Path | None = _checkpoint_dir(Path(DEFAULT_CHECKPOINT_DIR))
     client: ClientName = _client()
     host: str = setting("127.0.0.1", help="address to bind; anything but loopback exposes the API")
     port: int = setting(8000, ge=0, le=65535, help="HTTP port")
-    offline: bool = setting(
-        False,
-        help="no broker: serve the newest checkpoint, re-reading the directory every "
-        "--checkpoint-poll-s",
-    )
+    offline: bool = _offline()
     token: str | None = setting(
         None,
         env=ENV_SERVE_TOKEN,
@@ -800,12 +856,8 @@ class ServeSettings:
     max_batch_events: int = setting(10_000, ge=1, help="longer arrays of events get 413")
     # The worker's bounds, so an event the API accepts is one a worker accepts.
     limits: EventLimits = field(default_factory=EventLimits)
-    quantize: Quantize = setting(
-        "none", help="serve the weights rounded as the quantized export stores them"
-    )
-    quality_window: int = setting(
-        1000, ge=1, help="labeled predictions in the live page's rolling accuracy and log loss"
-    )
+    quantize: Quantize = _quantize()
+    quality_window: int = _quality_window()
     # How long POST /v1/events waits for the broker's acknowledgement.
     delivery_timeout_s: float = field(default=10.0)
     checkpoint_poll_s: float = setting(
@@ -1036,8 +1088,8 @@ class SourceSettings:
     drift_at: int | None = setting(
         None, ge=0, help="synthetic: event index where the true model changes; unset: no drift"
     )
-    label_column: str = setting("y", help="file: label column, empty cell = unlabeled")
-    id_column: str | None = setting(None, help="file: id column; unset: the row number")
+    label_column: str = _label_column()
+    id_column: str | None = _id_column()
     passes: int = setting(1, ge=1, help="dataset/file: replay this many times")
 
     def __post_init__(self) -> None:
@@ -1096,3 +1148,102 @@ class TopicsCreateSettings:
     replication_factor: int = setting(
         1, ge=1, help="copies of each partition; 3 on a production cluster"
     )
+
+
+@dataclass(frozen=True)
+class ModelShowSettings:
+    """``learnstream model show``: the global model's version, counts and top weights."""
+
+    top: int = setting(10, ge=0, help="weights to list")
+    offline: bool = _offline()
+
+
+@dataclass(frozen=True)
+class ModelExportSettings:
+    """``learnstream model export``: the global model as a file.
+
+    Its own variables are ``LEARNSTREAM_EXPORT_*``: ``--out`` means the page to
+    ``report``; the settings it shares (``--quantize``, ``--label-column``,
+    ``--offline``) keep their one variable.
+    """
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_EXPORT_"
+
+    format: ExportFormat = setting(
+        "json", help="json: the whole state; msgpack, onnx: the compact scoring form"
+    )
+    quantize: Quantize = _quantize()
+    holdout: Path | None = setting(
+        None,
+        help="labeled CSV/JSONL: report accuracy and log loss of the full and the exported model",
+    )
+    label_column: str = _label_column()
+    out: Path | None = setting(None, help="file to write; unset: stdout")
+    offline: bool = _offline()
+
+    def __post_init__(self) -> None:
+        check_choice("format", self.format, ExportFormat)
+        check_choice("quantize", self.quantize, Quantize)
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """``learnstream score FILE``: every row of a file scored with the global model."""
+
+    label_column: str = _label_column()
+    id_column: str | None = _id_column()
+    offline: bool = _offline()
+
+
+@dataclass(frozen=True)
+class PredictionsSettings:
+    """``learnstream predictions``: tail the predictions topic.
+
+    Its own variables are ``LEARNSTREAM_PREDICTIONS_*``: ``--limit`` means
+    events sent to ``produce``, ``--json`` the output of ``status``.
+    ``--window`` is the old name of ``--quality-window``.
+    """
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_PREDICTIONS_"
+
+    json: bool = setting(False, help="one JSON object per line")
+    from_beginning: bool = setting(False, help="start at the oldest prediction")
+    limit: int | None = setting(
+        None, ge=1, help="stop after this many predictions; unset: no limit"
+    )
+    idle_timeout_s: float | None = setting(
+        None, ge=0, help="stop after this long without a prediction; unset: never"
+    )
+    quality_window: int = _quality_window(deprecated=("--window",))
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """``learnstream status``. Its variables are ``LEARNSTREAM_STATUS_*``."""
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_STATUS_"
+
+    recent: int = setting(1000, ge=1, help="predictions to judge quality on")
+    json: bool = setting(False, help="machine-readable output")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """``learnstream report``. Its own variables are ``LEARNSTREAM_REPORT_*``
+    (``--out``, ``--limit`` mean other things to other commands); ``--window``
+    is the old name of ``--quality-window``."""
+
+    ENV_PREFIX: ClassVar[str] = "LEARNSTREAM_REPORT_"
+
+    out: Path = setting(Path("report.html"), help="HTML page; the PNGs go beside it")
+    quality_window: int = _quality_window(500, deprecated=("--window",))
+    limit: int | None = setting(None, ge=1, help="read at most this many predictions; unset: all")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)

@@ -20,6 +20,16 @@ real ones behave where the protocol depends on it:
   rebalance, and for ever for a member evicted without knowing it (a zombie);
 - fetching needs no group membership: a zombie keeps reading what it held.
 
+Made without a cluster (``FakeProducer()``, ``FakeConsumer()``), a client has
+one of its own: a producer whose ``sent`` list is what a test looks at, a
+consumer that is the one member of its group holding partition 0 (or those it
+is given), whose ``commits`` are every commit it was asked for.
+
+Below them, :class:`Pipeline`: a worker's surroundings for the protocol tests
+(a features partition, the contributions topic and the model topic as lists,
+the merger as the real fence), so an interleaving found in the field is
+replayed exactly.
+
 Nothing here sleeps or reads a clock: a test drives every step.
 """
 
@@ -29,7 +39,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from stream.config import MergeSettings, ModelSettings, WorkerSettings
 from stream.errors import DeliveryError
+from stream.events.codec import encode, event_to_map
 from stream.kafka.transport import (
     AssignHook,
     Batch,
@@ -37,6 +49,12 @@ from stream.kafka.transport import (
     ReadRecord,
     Record,
 )
+from stream.model.merge import ftrl_params
+from stream.model.state import ModelState
+from stream.runtime.worker import Worker
+from stream.sync.checkpoint import Snapshot
+from stream.sync.contribution import Contribution
+from stream.sync.fence import merge_records
 
 
 class Stored(NamedTuple):
@@ -49,11 +67,16 @@ class Stored(NamedTuple):
 
 
 class FakeKafka:
-    """The cluster: topics (created on first use, one partition unless said) and groups."""
+    """The cluster: topics (created on first use, one partition unless said) and groups.
 
-    def __init__(self, partitions: dict[str, int] | None = None) -> None:
+    ``grows``: a partition exists once something is written to it (the cluster
+    of a client made without one, which a test writes to as it pleases).
+    """
+
+    def __init__(self, partitions: dict[str, int] | None = None, grows: bool = False) -> None:
         self.logs: dict[str, list[list[Stored]]] = {}
         self.groups: dict[str, FakeGroup] = {}
+        self.grows = grows
         for topic, count in (partitions or {}).items():
             self.create(topic, count)
 
@@ -63,7 +86,10 @@ class FakeKafka:
 
     def log(self, topic: str, partition: int = 0) -> list[Stored]:
         self.create(topic)
-        return self.logs[topic][partition]
+        logs = self.logs[topic]
+        while self.grows and partition >= len(logs):
+            logs.append([])
+        return logs[partition]
 
     def partitions(self, topic: str) -> int:
         self.create(topic)
@@ -170,16 +196,28 @@ class FakeGroup:
 
 
 class FakeConsumer:
-    """A group member reading one topic (:class:`~stream.kafka.transport.Consumer`)."""
+    """A group member reading one topic (:class:`~stream.kafka.transport.Consumer`).
+
+    Without ``kafka``: the one member of a group of a cluster of its own,
+    holding ``partitions`` from the start (a test feeds the worker batches
+    itself); ``accept_commits=False``: the group has rebalanced since, so every
+    commit is refused. ``commits``: every commit asked for, refused ones too.
+    """
 
     def __init__(
         self,
-        kafka: FakeKafka,
-        topic: str,
-        group: FakeGroup,
-        member: str,
+        kafka: FakeKafka | None = None,
+        topic: str = "features",
+        group: FakeGroup | None = None,
+        member: str = "member",
         auto_offset_reset: str = "earliest",
+        *,
+        accept_commits: bool = True,
+        partitions: tuple[int, ...] = (0,),
     ) -> None:
+        alone = kafka is None
+        kafka = kafka if kafka is not None else FakeKafka(grows=True)
+        group = group if group is not None else kafka.group("group")
         self.kafka, self.topic, self.group, self.member = kafka, topic, group, member
         self.auto_offset_reset = auto_offset_reset
         # Partition -> position (the next offset to return).
@@ -190,6 +228,13 @@ class FakeConsumer:
         self.on_lost: PartitionsHook = lambda partitions: None
         self._next = 0  # round robin over partitions, so none starves
         self.closed = False
+        self.commits: list[dict[int, int]] = []
+        if alone:
+            group.join(self)
+            self.generation = group.generation
+            self.assigned = dict.fromkeys(partitions, 0)
+            if not accept_commits:
+                group.generation += 1
 
     def subscribe(
         self, on_assign: AssignHook, on_revoke: PartitionsHook, on_lost: PartitionsHook
@@ -243,6 +288,7 @@ class FakeConsumer:
         return batch
 
     def commit(self, offsets: dict[int, int]) -> bool:
+        self.commits.append(dict(offsets))
         if self.group.members.get(self.member) is not self:
             return False
         if self.generation != self.group.generation:
@@ -263,7 +309,8 @@ class FakeConsumer:
         return sorted(self.assigned)
 
     def highwater(self, partition: int) -> int | None:
-        return self.kafka.end(self.topic, partition)
+        """Known for the partitions this member fetches, as a client's is."""
+        return self.kafka.end(self.topic, partition) if partition in self.assigned else None
 
     def close(self) -> None:
         self.group.leave(self)
@@ -271,11 +318,18 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    """Sends reach the log at :meth:`flush` (:class:`~stream.kafka.transport.Producer`)."""
+    """Sends reach the log at :meth:`flush` (:class:`~stream.kafka.transport.Producer`).
 
-    def __init__(self, kafka: FakeKafka) -> None:
-        self.kafka = kafka
+    ``sent``: every send as it was given, ``(topic, value, key, headers,
+    partition)``. Without ``kafka``, a cluster of its own. ``fail_flush``:
+    every flush fails, delivering nothing (the broker refuses them all).
+    """
+
+    def __init__(self, kafka: FakeKafka | None = None, fail_flush: bool = False) -> None:
+        self.kafka = kafka if kafka is not None else FakeKafka(grows=True)
         self.pending: list[tuple[str, int, bytes | None, bytes | None, list]] = []
+        self.sent: list[tuple] = []
+        self.fail_flush = fail_flush
         # Set by fail_next_flush: how many pending records the next flush delivers.
         self._deliver_only: int | None = None
         self.flushes = 0
@@ -288,6 +342,7 @@ class FakeProducer:
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
+        self.sent.append((topic, value, key, headers, partition))
         if partition is None:
             count = self.kafka.partitions(topic)
             partition = zlib.crc32(key) % count if key is not None else 0
@@ -312,6 +367,8 @@ class FakeProducer:
         self.flushes += 1
         pending, self.pending = self.pending, []
         deliver, self._deliver_only = self._deliver_only, None
+        if self.fail_flush:
+            deliver = 0
         delivered = pending if deliver is None else pending[:deliver]
         for topic, partition, value, key, headers in delivered:
             self.kafka.append(topic, partition, value, key, headers)
@@ -365,3 +422,163 @@ class FakeReader:
 
     def close(self) -> None:
         pass
+
+
+# A worker's surroundings for the protocol tests.
+
+
+def label(offset: int) -> bool | None:
+    """The label of the event at ``offset``: every third one has none."""
+    return None if offset % 3 == 2 else offset % 2 == 0
+
+
+def event_record(offset: int) -> Record:
+    """The msgpack event at ``offset`` of partition 0."""
+    event = event_to_map(str(offset), {"a": float(offset % 7)}, label(offset), None)
+    return Record(offset, str(offset).encode(), encode(event, "msgpack"), 0)
+
+
+def events(n: int) -> list[Record]:
+    return [event_record(i) for i in range(n)]
+
+
+def labeled_below(end: int) -> int:
+    """How many events below offset ``end`` carry a label: what the model must
+    have learned, exactly, once it has learned up to ``end``."""
+    return sum(1 for i in range(end) if label(i) is not None)
+
+
+class Pipeline:
+    """One features partition, the contributions topic and the model topic as
+    lists; the group's committed offsets; the merger as the real fence."""
+
+    def __init__(self, features: list[Record], model: ModelSettings | None = None) -> None:
+        self.features = features
+        self.model = model or ModelSettings()
+        self.contributions: list[Record] = []
+        self.versions: list[Snapshot] = [Snapshot(version=0, state=ModelState())]
+        self.committed: dict[int, int] = {}
+
+    @property
+    def latest(self) -> Snapshot:
+        return self.versions[-1]
+
+    def merge(self, up_to: int | None = None) -> Snapshot:
+        """Publish one version of every contribution not merged yet, below
+        ``up_to`` (the contributions topic's offset) if given."""
+        start = self.latest.contributions_offset
+        records = self.contributions[start:up_to]
+        if records:
+            merged = merge_records(self.latest, records, "sum", ftrl_params(self.model), None)
+            self.versions.append(merged.snapshot)
+        return self.latest
+
+    def contribute(self, contribution: Contribution) -> None:
+        """A contribution sent by someone other than a :class:`Worker` here."""
+        offset = len(self.contributions)
+        self.contributions.append(
+            Record(offset, contribution.worker.encode(), contribution.to_bytes(), 0)
+        )
+
+    def contributed(self) -> list[Contribution]:
+        return [Contribution.from_bytes(r.value) for r in self.contributions]
+
+    def start_life(self, name: str, every_events: int = 1000) -> Worker:
+        """A new process life of worker ``name``, as ``run()`` starts it: rebased
+        onto the newest version, then assigned partition 0 (its take-over
+        waits for the merger for no time at all: a test merges explicitly)."""
+        settings = WorkerSettings(
+            model=self.model, merge=MergeSettings(every_events=every_events, catch_up_timeout_s=0)
+        )
+        worker = Worker(settings, name)
+        feed = PipelineFeed(self)
+        consumer = PartitionConsumer(self)
+        worker._producer = PipelineProducer(self, settings.topics.contributions)
+        worker._consumer, worker._co_partitioned, worker._feed = consumer, True, feed
+        initial = feed.initial()
+        if initial is not None:
+            worker._rebase_all(initial)
+        consumer.seek(worker.on_assigned([0]))
+        return worker
+
+
+class PipelineProducer(FakeProducer):
+    """Contributions go onto the pipeline's contributions topic as they are sent."""
+
+    def __init__(self, pipeline: Pipeline, contributions_topic: str) -> None:
+        super().__init__()
+        self.pipeline, self.contributions_topic = pipeline, contributions_topic
+
+    def send(self, topic, value, key=None, headers=None, partition=None) -> None:
+        super().send(topic, value, key, headers, partition)
+        if topic == self.contributions_topic:
+            self.pipeline.contributions.append(
+                Record(len(self.pipeline.contributions), key, value, 0)
+            )
+
+
+class PartitionConsumer(FakeConsumer):
+    """Reads the pipeline's features partition from a position it seeks; commits
+    go to the group's offsets, which every life of every worker shares."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.position = 0
+        self.seeks: list[dict[int, int | None]] = []
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Batch:
+        records = self.pipeline.features[self.position : self.position + max_records]
+        self.position += len(records)
+        return {0: records} if records else {}
+
+    def seek(self, offsets: dict[int, int | None]) -> None:
+        self.seeks.append(dict(offsets))
+        if 0 in offsets:
+            self.position = offsets[0] or 0
+
+    def commit(self, offsets: dict[int, int]) -> bool:
+        self.pipeline.committed.update(offsets)
+        return super().commit(offsets)
+
+    def committed(self, partitions: list[int]) -> dict[int, int | None]:
+        return {p: self.pipeline.committed.get(p) for p in partitions}
+
+
+class PipelineFeed:
+    """The model topic as a worker's feed sees it: the newest version."""
+
+    n_invalid = 0
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self.pipeline.latest
+
+    def poll(self, timeout_ms: int = 0) -> Snapshot | None:
+        return self.pipeline.latest
+
+    def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
+        return self.pipeline.latest
+
+    def contributions_end(self) -> int:
+        return len(self.pipeline.contributions)
+
+    def wait_caught_up(self, target: int, timeout_s: float) -> bool:
+        return self.pipeline.latest.contributions_offset >= target
+
+    def close(self) -> None:
+        pass
+
+
+def read_and_cut(worker: Worker, n: int) -> None:
+    """One turn of the worker's loop: poll up to ``n`` events and process them
+    (predict, learn, flush, commit); send what it learned as a contribution;
+    sync with the newest version (an idle worker only syncs)."""
+    batch = worker._consumer.poll_batch(0, n) if n else {}
+    if batch:
+        worker._process(batch)
+    if not worker._cut():
+        worker._sync()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from stream import cliargs
+from stream.config import ReportSettings, StatusSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,13 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The pipeline at a glance, from Kafka and the checkpoints alone "
         "(works while it runs and after it stopped).",
     )
-    status.add_argument(
-        "--recent",
-        type=int,
-        default=1000,
-        help="predictions to judge quality on (default: %(default)s)",
-    )
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    cliargs.add_settings(status, StatusSettings)
     cliargs.add_kafka(status)
     cliargs.add_topics(status)
     cliargs.add_checkpoint_dir(status)
@@ -36,21 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the predictions topic and write an HTML page with the learning "
         "curve (and where drift hit), throughput and latency; each plot also as a PNG.",
     )
-    report.add_argument(
-        "--out",
-        type=Path,
-        default=Path("report.html"),
-        help="HTML page; the PNGs go beside it (default: %(default)s)",
-    )
-    report.add_argument(
-        "--window",
-        type=int,
-        default=500,
-        help="rolling window, labeled events (default: %(default)s)",
-    )
-    report.add_argument(
-        "--limit", type=int, default=None, help="read at most this many predictions (default: all)"
-    )
+    cliargs.add_settings(report, ReportSettings)
     cliargs.add_kafka(report)
     cliargs.add_topics(report, group_id=False)
     cliargs.add_logging(report)
@@ -60,13 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_status(args: argparse.Namespace) -> int:
     from stream.observe.status import collect
 
+    s = cliargs.build(StatusSettings, args)
     status = collect(
         cliargs.kafka_settings(args),
         cliargs.topic_settings(args),
         cliargs.checkpoint_dir(args),
-        args.recent,
+        s.recent,
     )
-    if args.json:
+    if s.json:
         print(json.dumps({**asdict(status), "total_lag": status.total_lag}, default=str))
     else:
         print(status.format())
@@ -76,12 +57,13 @@ def run_status(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from stream.observe.report import report
 
+    s = cliargs.build(ReportSettings, args)
     result = report(
         cliargs.kafka_settings(args),
         cliargs.topic_settings(args),
-        args.out,
-        args.limit,
-        args.window,
+        s.out,
+        s.limit,
+        s.quality_window,
     )
     print(f"wrote {result.html_path} ({result.html_path.stat().st_size} bytes)")
     for png in result.pngs:

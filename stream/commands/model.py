@@ -9,25 +9,23 @@ import time
 from pathlib import Path
 
 from stream import cliargs
-from stream.config import Quantize, choices_of
+from stream.config import ModelExportSettings, ModelShowSettings, ScoreSettings
 from stream.errors import BadEvent
-from stream.events.codec import features
+from stream.events.codec import features, prediction_record
 from stream.events.sources import file_rows
-from stream.model.export import ExportFormat, export_bytes
+from stream.model.export import export_bytes
 from stream.observe.quality import prequential
 from stream.serve.holder import serving
 from stream.sync.globalmodel import export, load_latest
 
 
-def _add_source(parser: argparse.ArgumentParser) -> None:
+def _add_source(parser: argparse.ArgumentParser, settings: type) -> None:
+    """The command's own declared settings (``--offline`` among them), then where
+    the model comes from: the broker's model topic and the checkpoint directory."""
+    cliargs.add_settings(parser, settings)
     cliargs.add_kafka(parser)
     cliargs.add_topics(parser, group_id=False)
     cliargs.add_checkpoint_dir(parser)
-    parser.add_argument(
-        "--offline",
-        action="store_true",
-        help="read the checkpoint directory only, do not contact the broker",
-    )
     cliargs.add_logging(parser)
 
 
@@ -35,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("model", help="inspect or export the global model")
     sub = parser.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     show = sub.add_parser("show", help="version, counts, top weights")
-    show.add_argument("--top", type=int, default=10, help="weights to list (default %(default)s)")
-    _add_source(show)
+    _add_source(show, ModelShowSettings)
     show.set_defaults(func=run_show)
     exp = sub.add_parser(
         "export",
@@ -46,32 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compact scoring form (features, weights, intercept, scaler statistics). The size, "
         "and with --holdout the change in accuracy and log loss, go to stderr.",
     )
-    exp.add_argument(
-        "--format",
-        choices=choices_of(ExportFormat),
-        default="json",
-        help="json: the whole state; msgpack, onnx: the compact scoring form "
-        "(default: %(default)s)",
-    )
-    exp.add_argument(
-        "--quantize",
-        choices=choices_of(Quantize),
-        default="none",
-        help="store the weights as float16 or int8 (scaler statistics as float32) "
-        "(default: %(default)s)",
-    )
-    exp.add_argument(
-        "--holdout",
-        type=Path,
-        default=None,
-        help="labeled CSV/JSONL: report accuracy and log loss of the full and the exported "
-        "model (default: none)",
-    )
-    exp.add_argument(
-        "--label-column", default="y", help="label column of --holdout (default: %(default)s)"
-    )
-    exp.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
-    _add_source(exp)
+    _add_source(exp, ModelExportSettings)
     exp.set_defaults(func=run_export)
 
     score = subparsers.add_parser(
@@ -82,28 +54,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dead-letter reason instead of p), and accuracy on stderr when rows have labels.",
     )
     score.add_argument("file", type=Path, help="a .csv (with header) or .jsonl file of events")
-    score.add_argument(
-        "--label-column",
-        default="y",
-        help="column of the label; rows with it are judged (default: %(default)s)",
-    )
-    score.add_argument(
-        "--id-column", default=None, help="column of the event id (default: row number)"
-    )
-    _add_source(score)
+    _add_source(score, ScoreSettings)
     score.set_defaults(func=run_score)
 
 
-def _snapshot(args: argparse.Namespace):
-    kafka = None if args.offline else cliargs.kafka_settings(args)
+def _snapshot(args: argparse.Namespace, offline: bool):
+    kafka = None if offline else cliargs.kafka_settings(args)
     return load_latest(kafka, cliargs.topic_settings(args), cliargs.checkpoint_dir(args))
 
 
 def run_show(args: argparse.Namespace) -> int:
-    snapshot = _snapshot(args)
+    settings = cliargs.build(ModelShowSettings, args)
+    snapshot = _snapshot(args, settings.offline)
     state = snapshot.state
     age = time.time() - snapshot.created_at if snapshot.created_at else float("nan")
-    top = sorted(state.weights.items(), key=lambda kv: abs(kv[1]), reverse=True)[: args.top]
+    top = sorted(state.weights.items(), key=lambda kv: abs(kv[1]), reverse=True)[: settings.top]
     config = ", ".join(f"{k}={v}" for k, v in snapshot.model_config.items())
     lines = [
         f"version          {snapshot.version}",
@@ -124,23 +89,24 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    snapshot = _snapshot(args)
-    if args.format == "json" and args.quantize == "none":
+    s = cliargs.build(ModelExportSettings, args)
+    snapshot = _snapshot(args, s.offline)
+    if s.format == "json" and s.quantize == "none":
         payload = (json.dumps(export(snapshot), indent=2, sort_keys=True) + "\n").encode()
     else:
-        payload = _portable(snapshot, args.format, args.quantize)
-    if args.out:
-        args.out.write_bytes(payload)
+        payload = _portable(snapshot, s.format, s.quantize)
+    if s.out:
+        s.out.write_bytes(payload)
     else:
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
-    full = _portable(snapshot, args.format, "none")
+    full = _portable(snapshot, s.format, "none")
     lines = [
-        f"exported version {snapshot.version} as {args.format} quantize={args.quantize}: "
+        f"exported version {snapshot.version} as {s.format} quantize={s.quantize}: "
         f"{len(payload):,} bytes (compact full precision: {len(full):,} bytes)"
     ]
-    if args.holdout is not None:
-        lines.extend(_holdout_report(snapshot, args.quantize, args.holdout, args.label_column))
+    if s.holdout is not None:
+        lines.extend(_holdout_report(snapshot, s.quantize, s.holdout, s.label_column))
     print("\n".join(lines), file=sys.stderr)
     return 0
 
@@ -181,14 +147,15 @@ def _holdout_report(snapshot, quantize: str, path: Path, label_column: str) -> l
 
 
 def run_score(args: argparse.Namespace) -> int:
+    s = cliargs.build(ScoreSettings, args)
     if not args.file.exists():
         raise SystemExit(f"learnstream score: error: {args.file} does not exist")
-    snapshot = _snapshot(args)
+    snapshot = _snapshot(args, s.offline)
     # serve's one scoring function (slots when the model was learned with
     # --hash-bits: its settings say so), so the same row gets the same p.
     served = serving(snapshot)
     labeled = []
-    for event_id, raw, y in file_rows(args.file, args.label_column or None, args.id_column):
+    for event_id, raw, y in file_rows(args.file, s.label_column or None, s.id_column):
         try:
             # The contract's own step from x to features (strings one-hot).
             x = features(raw, event_id)
@@ -197,11 +164,10 @@ def run_score(args: argparse.Namespace) -> int:
                               "message": exc.message}))  # fmt: skip
             continue
         p = served.predict_proba(x)
-        out = {"id": event_id, "p": p, "y_pred": int(p >= 0.5), "model_version": snapshot.version}
-        if isinstance(y, bool):
-            out["y"] = int(y)
-            labeled.append((y, p))
-        print(json.dumps(out))
+        label = y if isinstance(y, bool) else None
+        if label is not None:
+            labeled.append((label, p))
+        print(json.dumps(prediction_record(event_id, p, snapshot.version, label)))
     if labeled:
         q = prequential(labeled)
         print(

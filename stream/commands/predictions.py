@@ -8,6 +8,7 @@ import sys
 from collections import deque
 
 from stream import cliargs
+from stream.config import PredictionsSettings
 from stream.events.codec import decode_map
 from stream.kafka.reader import records
 
@@ -18,25 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="tail the predictions topic",
         description="Print predictions as they arrive; labeled ones update a rolling accuracy.",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument(
-        "--from-beginning", action="store_true", help="start at the oldest prediction"
-    )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="stop after this many predictions (default: no limit)",
-    )
-    parser.add_argument(
-        "--idle-timeout-s",
-        type=float,
-        default=None,
-        help="stop after this long without a prediction (default: never)",
-    )
-    parser.add_argument(
-        "--window", type=int, default=1000, help="rolling accuracy window (default %(default)s)"
-    )
+    cliargs.add_settings(parser, PredictionsSettings)
     cliargs.add_kafka(parser)
     cliargs.add_topics(parser, group_id=False)
     cliargs.add_logging(parser)
@@ -44,19 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    window: deque[bool] = deque(maxlen=args.window)
+    s = cliargs.build(PredictionsSettings, args)
+    window: deque[bool] = deque(maxlen=s.quality_window)
     stream = records(
         cliargs.kafka_settings(args),
         cliargs.topic_settings(args).predictions,
-        from_beginning=args.from_beginning,
-        idle_timeout_s=args.idle_timeout_s,
+        from_beginning=s.from_beginning,
+        idle_timeout_s=s.idle_timeout_s,
     )
     for shown, record in enumerate(stream, start=1):
         prediction, _ = decode_map(record.value)
         if "y" in prediction:
             window.append(prediction["y"] == prediction["y_pred"])
         accuracy = sum(window) / len(window) if window else None
-        if args.json:
+        if s.json:
             line = json.dumps({**prediction, "rolling_accuracy": accuracy})
         else:
             label = f" y={prediction['y']}" if "y" in prediction else ""
@@ -68,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                 f" p{prediction['partition']}@{prediction['offset']}{acc}"
             )
         print(line, flush=True)
-        if args.limit is not None and shown >= args.limit:
+        if s.limit is not None and shown >= s.limit:
             break
     sys.stdout.flush()
     return 0

@@ -42,7 +42,7 @@ import numpy as np
 
 from stream.config import WorkerSettings
 from stream.errors import BadEvent, DeliveryError, NumericError
-from stream.events.codec import PROCESSING_ERROR, decode_event, encode
+from stream.events.codec import PROCESSING_ERROR, decode_event, encode, prediction_record
 from stream.events.deadletter import DeadLetterLog, headers
 from stream.events.hashing import Hasher, featurizer
 from stream.faults import CrashPoints
@@ -410,21 +410,10 @@ class Worker:
                 replayed += 1
             else:
                 try:
-                    ts_record = timestamp_ms / 1000.0
-                    prediction = {
-                        "id": event.id,
-                        "p": p,
-                        "y_pred": 1 if p >= 0.5 else 0,
-                        "model_version": version,
-                        "worker": name,
-                        "partition": partition,
-                        "offset": offset,
-                        "ts_event": event.ts if event.ts is not None else ts_record,
-                        "ts_record": ts_record,
-                        "ts_scored": clock(),
-                    }
-                    if y is not None:
-                        prediction["y"] = 1 if y else 0
+                    ts_record, now = timestamp_ms / 1000.0, clock()
+                    prediction = prediction_record(
+                        event.id, p, version, y, name, partition, offset, event.ts, ts_record, now
+                    )
                     encoding = event.encoding if output_encoding == "same" else output_encoding
                     payload = encode(prediction, encoding)
                     send(
@@ -434,7 +423,7 @@ class Worker:
                     self._dead_letter(_bad(exc, PUBLISHING), partition, offset, key, value)
                 else:
                     published = True
-                    latencies.append(prediction["ts_scored"] - ts_record)
+                    latencies.append(now - ts_record)
                     if y is not None:
                         labeled.append((y, p))
                     scored += 1
@@ -609,22 +598,19 @@ class Worker:
                 continue
             try:
                 ts_record = timestamp_ms / 1000.0
-                ts_event = ts_events[i]
-                prediction = {
-                    "id": ids[i],
-                    "p": p,
-                    "y_pred": 1 if p >= 0.5 else 0,
-                    "model_version": version,
-                    "worker": name,
-                    "partition": partition,
-                    "offset": offset,
-                    "ts_event": ts_event if ts_event is not None else ts_record,
-                    "ts_record": ts_record,
-                    "ts_scored": now,
-                }
                 y = labels_list[i]
-                if y >= 0:
-                    prediction["y"] = y
+                prediction = prediction_record(
+                    ids[i],
+                    p,
+                    version,
+                    y if y >= 0 else None,
+                    name,
+                    partition,
+                    offset,
+                    ts_events[i],
+                    ts_record,
+                    now,
+                )
                 encoding = encodings[i] if output_encoding == "same" else output_encoding
                 payload = (
                     pack(prediction) if encoding == "msgpack" else encode(prediction, encoding)

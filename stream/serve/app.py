@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from stream.config import ServeSettings
 from stream.errors import BadEvent, StreamError
+from stream.events.codec import prediction_record
 from stream.kafka.transport import Producer
 from stream.observe.series import Series
 from stream.serve.body import MalformedBody, Parsed, TooManyEvents, parse
@@ -346,7 +347,7 @@ def create_app(settings: ServeSettings, backend: Backend) -> Starlette:
         else:
             ps = served.predict_proba_many([event.x for event in events])  # type: ignore[union-attr]
         out = [
-            {"id": event.id, "p": p, "y_pred": 1 if p >= 0.5 else 0, "model_version": version}
+            prediction_record(event.id, p, version)
             for event, p in zip(events, ps, strict=True)  # type: ignore[union-attr]
         ]
         metrics.scored.inc(len(out))

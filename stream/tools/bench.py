@@ -55,7 +55,7 @@ from stream.config import (
     WorkerSettings,
 )
 from stream.errors import StreamError
-from stream.events.codec import decode_map, encode
+from stream.events.codec import decode_map, encode, prediction_record
 from stream.events.sources import SyntheticStream
 from stream.kafka import connect
 from stream.kafka.embedded import EmbeddedBroker
@@ -100,7 +100,8 @@ class BenchResult:
     decoding: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        # default=str: the settings hold paths (--out), which JSON has no type for.
+        return json.dumps(asdict(self), indent=2, default=str)
 
     def format(self) -> str:
         lines = [
@@ -222,9 +223,7 @@ def decoding_us(n_features: int, n: int = 10_000, repeats: int = 5) -> dict:
     ]
     impl = build_model(MODELS["scaler+lr"])
     decoder = BatchDecoder(getattr(impl, "column", lambda name: 0), EventLimits())
-    prediction = {"id": "e-1", "p": 0.25, "y_pred": 0, "model_version": 3, "worker": "w-0",
-                  "partition": 1, "offset": 123456, "ts_event": 1.7e9, "ts_record": 1.7e9,
-                  "ts_scored": 1.7e9, "y": 1}  # fmt: skip
+    prediction = prediction_record("e-1", 0.25, 3, 1, "w-0", 1, 123456, 1.7e9, 1.7e9, 1.7e9)
     pack = packer()
 
     def best(run) -> float:
@@ -464,20 +463,18 @@ class Bench:
                     for offset, key, value, timestamp_ms in records:
                         event = unpack(value)
                         ts_record = timestamp_ms / 1000.0
-                        prediction = {
-                            "id": event["id"],
-                            "p": 0.5,
-                            "y_pred": 1,
-                            "model_version": 0,
-                            "worker": "bare",
-                            "partition": partition,
-                            "offset": offset,
-                            "ts_event": event.get("ts", ts_record),
-                            "ts_record": ts_record,
-                            "ts_scored": time.time(),
-                        }
-                        if "y" in event:
-                            prediction["y"] = event["y"]
+                        prediction = prediction_record(
+                            event["id"],
+                            0.5,
+                            0,
+                            event.get("y"),
+                            "bare",
+                            partition,
+                            offset,
+                            event.get("ts"),
+                            ts_record,
+                            time.time(),
+                        )
                         send(out, pack(prediction), key, None, partition)
                     offsets[partition] = records[-1].offset + 1
                     n += len(records)

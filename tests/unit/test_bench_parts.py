@@ -4,8 +4,10 @@ is (a bench that only breaks when someone runs it is no bench)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
-from stream.tools.bench import decoding_us
+from stream.config import BenchSettings
+from stream.tools.bench import BenchResult, decoding_us
 
 
 def test_decoding_costs_are_measured_for_both_decoders_and_both_encoders():
@@ -47,3 +49,10 @@ def test_the_hashing_quality_bench_compares_hashed_and_exact_models_on_the_click
         assert abs(result[f"{model}_hashed_to_exact"] - 1) < 0.01
     # The stream's own probabilities beat predicting the base rate.
     assert result["true_model_ne"] < 1
+
+
+def test_results_are_written_when_an_out_path_was_given(tmp_path):
+    """``bench --out FILE``: the settings recorded with the results hold a path."""
+    settings = BenchSettings(out=tmp_path / "bench.json")
+    result = BenchResult(machine={}, settings=asdict(settings))
+    assert json.loads(result.to_json())["settings"]["out"] == str(tmp_path / "bench.json")

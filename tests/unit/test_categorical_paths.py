@@ -31,7 +31,7 @@ from stream.runtime.worker import Worker
 from stream.serve.app import Backend, create_app
 from stream.serve.holder import ModelHolder
 from stream.sync.checkpoint import CheckpointStore, Snapshot
-from tests.unit.test_worker_compiled import FakeConsumer, FakeProducer
+from tests.fakes import FakeConsumer, FakeProducer
 
 SITES = [f"s{i}" for i in range(40)]
 TAGS = ["news", "sport", "ü", "a=b", "", "x y"]
@@ -92,9 +92,15 @@ def worker_ps(snapshot: Snapshot, model_impl: str) -> dict[str, float]:
         model_impl=model_impl,
         merge=MergeSettings(enabled=False),
     )
-    worker = Worker(settings, "w-test", clock=lambda: 1_700_000_001.0)
     producer = FakeProducer()
-    worker._producer, worker._consumer, worker._co_partitioned = producer, FakeConsumer(), True
+    worker = Worker(
+        settings,
+        "w-test",
+        clock=lambda: 1_700_000_001.0,
+        consumer=FakeConsumer(),
+        producer=producer,
+    )
+    worker._co_partitioned = True
     worker.ledger.assign(0, model_offset=None, committed=None)
     worker.model.load_state(snapshot.state)
     records = [

@@ -25,6 +25,7 @@ from stream.model import kernel as kernel_module
 from stream.model.kernel import KernelModel
 from stream.runtime.isolation import whole_or_each
 from stream.runtime.worker import PUBLISHING, Worker
+from tests.fakes import FakeConsumer, FakeProducer
 from tests.poison import (
     DECODER_POISON,
     KERNEL_POISON,
@@ -33,7 +34,7 @@ from tests.poison import (
     raising_decode,
     raising_run,
 )
-from tests.unit.test_worker_compiled import FakeConsumer, FakeProducer, batches
+from tests.unit.test_worker_compiled import batches
 
 # -- the combinator ------------------------------------------------------------
 
@@ -122,9 +123,14 @@ def _run(model_impl: str, batches_: list, producer: FakeProducer | None = None) 
     settings = WorkerSettings(
         model=ModelSettings(), model_impl=model_impl, merge=MergeSettings(enabled=False)
     )
-    worker = Worker(settings, "w-test", clock=lambda: 1_700_000_001.0)
-    worker._producer = producer if producer is not None else FakeProducer()
-    worker._consumer, worker._co_partitioned = FakeConsumer(), True
+    worker = Worker(
+        settings,
+        "w-test",
+        clock=lambda: 1_700_000_001.0,
+        consumer=FakeConsumer(),
+        producer=producer if producer is not None else FakeProducer(),
+    )
+    worker._co_partitioned = True
     # Partition 1 was handed over: offsets below 10 already have predictions.
     for partition, committed in ((0, None), (1, 10), (2, None)):
         worker.ledger.assign(partition, model_offset=None, committed=committed)

@@ -16,6 +16,7 @@ from stream.model.state import ModelState
 from stream.runtime.merger import Merger
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
+from tests.fakes import FakeProducer
 
 
 class FixedWatermarks:
@@ -26,18 +27,7 @@ class FixedWatermarks:
         return self.highs.get(partition)
 
 
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes | None, bytes | None]] = []
-
-    def send(self, topic, value, key=None, headers=None, partition=None) -> None:
-        self.sent.append((key, value))
-
-    def flush(self, timeout_s: float) -> None:
-        pass
-
-
-class FakeConsumer:
+class ContributionsConsumer:
     """The contributions partition as a list; returns two records per poll. On
     poll number ``rebalance_on_poll`` the group rebalances: it calls the
     merger's assignment hook and seeks where the hook says, as the real
@@ -80,9 +70,8 @@ def _contribution(worker: str, seq: int, start: int, end: int) -> bytes:
     return Contribution(worker, seq, 0, {0: (start, end)}, delta, 1.0, opens).to_bytes()
 
 
-def _merger(consumer: FakeConsumer, producer: FakeProducer, start: Snapshot) -> Merger:
-    merger = Merger(MergerSettings(), "m-test")
-    merger._consumer, merger._producer = consumer, producer
+def _merger(consumer: ContributionsConsumer, producer: FakeProducer, start: Snapshot) -> Merger:
+    merger = Merger(MergerSettings(), "m-test", consumer=consumer, producer=producer)
     merger._watermarks = FixedWatermarks({0: 100, 1: 100})
     merger.snapshot, merger.active = start, True
     consumer.on_assigned = merger._on_assigned
@@ -90,7 +79,7 @@ def _merger(consumer: FakeConsumer, producer: FakeProducer, start: Snapshot) -> 
 
 
 def _published(producer: FakeProducer) -> list[Snapshot]:
-    return [Snapshot.from_bytes(value) for _, value in producer.sent]
+    return [Snapshot.from_bytes(value) for _, value, *_ in producer.sent]
 
 
 def test_hostile_contributions_are_skipped_counted_and_logged_and_the_merge_goes_on(caplog):
@@ -105,7 +94,9 @@ def test_hostile_contributions_are_skipped_counted_and_logged_and_the_merge_goes
     records += [_record(1 + i, "w-hostile", value) for i, value in enumerate(hostile)]
     records += [_record(6, "w0", _contribution("w0", 1, 10, 20))]
     producer = FakeProducer()
-    merger = _merger(FakeConsumer(records), producer, Snapshot(version=0, state=ModelState()))
+    merger = _merger(
+        ContributionsConsumer(records), producer, Snapshot(version=0, state=ModelState())
+    )
     caplog.set_level(logging.ERROR)
     merger._merge(records)
     [published] = _published(producer)
@@ -122,7 +113,7 @@ def test_records_polled_before_a_rebalance_are_not_merged_with_their_re_read_cop
     monkeypatch,
 ):
     records = [_record(i, "w0", _contribution("w0", i, 5 * i, 5 * i + 5)) for i in range(3)]
-    consumer = FakeConsumer(records, rebalance_on_poll=2)
+    consumer = ContributionsConsumer(records, rebalance_on_poll=2)
     producer = FakeProducer()
     start = Snapshot(version=0, state=ModelState())
     merger = _merger(consumer, producer, start)
@@ -146,16 +137,16 @@ def test_two_mergers_that_take_over_from_the_same_versions_take_different_epochs
     assert min(epochs) > seen.epoch
 
 
-def _compacted(sent: list[tuple[bytes | None, bytes | None]]) -> list[Snapshot]:
+def _compacted(sent: list[tuple]) -> list[Snapshot]:
     """What log compaction leaves: the last record written under each key."""
-    last = {key: value for key, value in sent}
+    last = {key: value for _, value, key, *_ in sent}
     return [Snapshot.from_bytes(value) for value in last.values()]
 
 
 @pytest.mark.parametrize("zombie_writes_last", [True, False])
 def test_compaction_keeps_the_active_mergers_newest_version(zombie_writes_last):
     producer = FakeProducer()
-    merger = _merger(FakeConsumer([]), producer, Snapshot(version=0, state=ModelState()))
+    merger = _merger(ContributionsConsumer([]), producer, Snapshot(version=0, state=ModelState()))
     active = [Snapshot(version=v, epoch=2 << 20, state=ModelState()) for v in (1, 2)]
     zombie = Snapshot(version=50, epoch=1 << 20, state=ModelState())
     for snapshot in [*active, zombie] if zombie_writes_last else [zombie, *active]:

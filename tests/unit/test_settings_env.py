@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import typing
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,12 @@ def test_every_command_has_settings_to_try():
         ("bench",),
         ("produce",),
         ("broker",),
+        ("model", "show"),
+        ("model", "export"),
+        ("score",),
+        ("predictions",),
+        ("status",),
+        ("report",),
     ]:
         assert command in commands
     assert len(SETTINGS) > 200
@@ -271,7 +278,8 @@ def test_the_configuration_table_shows_every_variable():
     table = settings_table()
     hidden = {"LEARNSTREAM_CRASH_AT"}
     for path, _, option in SETTINGS:
-        tabled = ("work", "merge", "serve", "demo", "bench", "produce", "broker", "topics")
+        tabled = ("work", "merge", "serve", "demo", "bench", "produce", "broker", "topics",
+                  "model", "score", "predictions", "status", "report")  # fmt: skip
         if option.env not in hidden and path[0] in tabled:
             assert f"`{option.env}`" in table, option.env
 
@@ -284,6 +292,58 @@ def test_a_variable_names_one_setting_of_one_type():
             (cliargs._base_and_choices(option.kind), option.flag)
         )
     assert {env: k for env, k in kinds.items() if len(k) > 1} == {}
+
+
+def test_a_flag_means_one_thing_in_every_command_that_has_it():
+    """A variable several commands read is one setting, declared once: the same
+    flag and the same help everywhere (``work`` and ``serve``'s
+    ``--checkpoint-dir`` and ``--quality-window``, ``work`` and ``merge``'s
+    ``--metrics-port``); only the default may differ."""
+    meanings: dict[str, set] = {}
+    for _, _, option in SETTINGS:
+        meanings.setdefault(option.env, set()).add((option.flag, option.help))
+    assert {env: m for env, m in meanings.items() if len(m) > 1} == {}
+    commands = Counter(option.env for _, _, option in SETTINGS)
+    assert commands["LEARNSTREAM_CHECKPOINT_DIR"] > 1 and commands["LEARNSTREAM_QUALITY_WINDOW"] > 1
+
+
+def test_every_option_of_every_command_is_a_declared_setting():
+    """No option is written by hand beside the declarations (each has a variable):
+    only help, version and the commands' operands (``score FILE``) are not settings."""
+    by_hand = [
+        (" ".join(path), action.option_strings)
+        for path, parser in _commands(build_parser())
+        for action in parser._actions
+        if action.option_strings
+        and action.help != argparse.SUPPRESS
+        and not hasattr(action, "option")
+        and not isinstance(action, argparse._HelpAction | argparse._VersionAction)
+    ]
+    assert by_hand == []
+
+
+@pytest.mark.parametrize(
+    "path, old, new",
+    [
+        (("predictions",), "--window", "--quality-window"),
+        (("report",), "--window", "--quality-window"),
+    ],
+)
+def test_an_old_flag_still_works_and_warns_with_the_new_name(capsys, path, old, new):
+    args = parse_args([*path, old, "7"], {"LEARNSTREAM_QUALITY_WINDOW": "9"})
+    assert args.quality_window == 7  # given on the command line: the variable stands aside
+    err = capsys.readouterr().err
+    assert err == f"learnstream {path[0]}: warning: {old} is deprecated, use {new}\n"
+    assert parse_args([*path], {"LEARNSTREAM_QUALITY_WINDOW": "9"}).quality_window == 9
+    (help_text,) = [parser.format_help() for p, parser in _commands(build_parser()) if p == path]
+    assert new in help_text and old not in help_text
+
+
+def test_export_formats_are_the_exporters():
+    from stream.config import ExportFormat
+    from stream.model import export
+
+    assert choices_of(ExportFormat) == choices_of(export.ExportFormat)
 
 
 def test_secrets_never_appear_in_reprs():

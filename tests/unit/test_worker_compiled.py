@@ -18,7 +18,7 @@ from stream.kafka.transport import Record
 from stream.model.kernel import KernelModel
 from stream.model.online import OnlineModel
 from stream.runtime.worker import Worker
-from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
+from tests.fakes import FakeConsumer, FakeProducer
 
 SITES = [f"site-{i}" for i in range(30)]
 
@@ -66,9 +66,11 @@ def run(model_impl: str, model: ModelSettings, seed: int, categorical: bool = Fa
     settings = WorkerSettings(
         model=model, model_impl=model_impl, merge=MergeSettings(enabled=False)
     )
-    worker = Worker(settings, "w-test", clock=lambda: 1_700_000_001.0)
     producer, consumer = FakeProducer(), FakeConsumer()
-    worker._producer, worker._consumer, worker._co_partitioned = producer, consumer, True
+    worker = Worker(
+        settings, "w-test", clock=lambda: 1_700_000_001.0, consumer=consumer, producer=producer
+    )
+    worker._co_partitioned = True
     # Partition 1 was handed over: offsets below 10 already have predictions.
     for partition, committed in ((0, None), (1, 10), (2, None)):
         worker.ledger.assign(partition, model_offset=None, committed=committed)

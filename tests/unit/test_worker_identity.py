@@ -2,7 +2,7 @@
 evicted life's entry neither stalls it nor makes it count a delta twice (16.6).
 
 Workers, the merger's fence and the topics run in-process
-(:mod:`tests.unit.protocol_fakes`); each test replays one interleaving exactly.
+(:mod:`tests.fakes`); each test replays one interleaving exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from stream.model.state import ModelState
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
-from tests.unit.protocol_fakes import Pipeline, events, labeled_below, read_and_cut
+from tests.fakes import Pipeline, events, labeled_below, read_and_cut
 
 
 def test_a_restarted_life_under_the_same_name_takes_over_at_a_stale_version_and_keeps_learning():

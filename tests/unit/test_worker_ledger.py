@@ -14,7 +14,7 @@ from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.fence import apply_contributions
-from tests.unit.protocol_fakes import FakeConsumer, FakeProducer
+from tests.fakes import FakeConsumer, FakeProducer
 
 
 def _worker(producer: FakeProducer, consumer: FakeConsumer) -> Worker:
