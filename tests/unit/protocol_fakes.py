@@ -119,14 +119,12 @@ class Pipeline:
         settings = WorkerSettings(
             model=self.model, merge=MergeSettings(every_events=every_events, catch_up_timeout_s=0)
         )
-        worker = Worker(settings, name)
         feed = PipelineFeed(self)
         consumer = PartitionConsumer(self)
-        worker._producer = PipelineProducer(self, settings.topics.contributions)
-        worker._consumer, worker._co_partitioned, worker._feed = consumer, True, feed
-        initial = feed.initial()
-        if initial is not None:
-            worker._rebase_all(initial)
+        producer = PipelineProducer(self, settings.topics.contributions)
+        worker = Worker(settings, name, consumer=consumer, producer=producer, feed=feed)
+        worker._co_partitioned = True
+        worker.replica.start()
         consumer.seek(worker.on_assigned([0]))
         return worker
 
@@ -209,5 +207,5 @@ def read_and_cut(worker: Worker, n: int) -> None:
     batch = worker._consumer.poll_batch(0, n) if n else {}
     if batch:
         worker._process(batch)
-    if not worker._cut():
-        worker._sync()
+    if not worker.replica.cut():
+        worker.replica.sync()

@@ -165,7 +165,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         worker._co_partitioned = True
         initial = feed.initial()
         if initial is not None:
-            worker._rebase_all(initial)
+            worker.replica.rebase(initial)
         consumer.subscribe(worker.on_assigned, worker.on_revoked, worker.on_lost)
         self.lives[name] = Life(worker, consumer, producer)
 
@@ -247,9 +247,9 @@ class ProtocolMachine(RuleBasedStateMachine):
                 worker.ledger.taint("batch interrupted")
                 self._exit(life)
                 return True
-            worker._merge_step(idle=False)
+            worker.replica.step(idle=False)
         else:
-            worker._merge_step(idle=True)
+            worker.replica.step(idle=True)
         return bool(batch)
 
     def _exit(self, life: Life) -> None:
@@ -267,8 +267,8 @@ class ProtocolMachine(RuleBasedStateMachine):
     def cut(self, name: str) -> None:
         """The merge interval passed: Worker._merge_step contributes an open segment."""
         life = self.lives.get(name)
-        if life is not None and life.alive and life.worker._has_open_segment():
-            life.worker._cut()
+        if life is not None and life.alive and life.worker.replica.has_open_segment():
+            life.worker.replica.cut()
 
     @rule(name=st.sampled_from(NAMES))
     def send_in_background(self, name: str) -> None:
@@ -500,8 +500,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         for _ in range(SETTLE_ROUNDS):
             for life in self.lives.values():
                 self._turn(life)
-                if life.alive and life.worker._has_open_segment():
-                    life.worker._cut()
+                if life.alive and life.worker.replica.has_open_segment():
+                    life.worker.replica.cut()
                 life.producer.deliver()
             while self.merger._poll_and_merge(timeout_ms=0):
                 pass
