@@ -26,24 +26,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from stream.config import WorkerSettings
 from stream.errors import DeliveryError
 from stream.faults import CrashPoints
 from stream.kafka.transport import Consumer, Producer
-from stream.model.merge import add, ftrl_params, subtract
+from stream.model.merge import (
+    KEYED,
+    FtrlParams,
+    add,
+    ftrl_params,
+    keys_of,
+    restrict,
+    subtract,
+)
 from stream.model.state import ModelState
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.feed import ModelFeed
 from stream.sync.fence import check_compatible
 from stream.sync.ledger import Ledger
-from stream.sync.pending import Pending, settle
+from stream.sync.pending import Pending, Settled, settle
 
 if TYPE_CHECKING:
     from stream.model.kernel import KernelModel
     from stream.model.online import OnlineModel
+
+    Model = OnlineModel | KernelModel
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +85,12 @@ class Replica:
         self.settings = settings
         self.name = name
         self.life = life
-        self.model = model
+        self._model = model
+        # True when the model may differ from cut_state at keys it has not
+        # touched (a new model object): the next cut and sync are whole.
+        self._whole = False
+        # Keys the model touched since the last sync, up to the last cut.
+        self._unsynced: set[str] = set()
         self.ledger = ledger
         self.consumer = consumer
         self.producer = producer
@@ -86,9 +103,23 @@ class Replica:
         self.seq = 0
         self.pending: list[Pending] = []
         self.cut_state = model.state()
+        model.clear_touched()
         self.labeled_since_cut = 0
         self.last_cut = time.monotonic()
         self._ftrl = ftrl_params(settings.model)
+
+    @property
+    def model(self) -> OnlineModel | KernelModel:
+        """The local model: the version ``order`` plus the pending deltas, plus
+        what was learned since the last cut."""
+        return self._model
+
+    @model.setter
+    def model(self, model: OnlineModel | KernelModel) -> None:
+        """A new model (after drift, ``--on-drift reset``): its state is not the
+        cut state plus what it touched, so the next cut and sync are whole."""
+        self._model = model
+        self._whole = True
 
     def attach(self, consumer: Consumer, producer: Producer, feed: ModelFeed | None) -> None:
         """The clients ``run()`` connected (or was given)."""
@@ -135,8 +166,7 @@ class Replica:
         if not ranges:
             return False
         assert self.producer is not None
-        state = self.model.state()
-        delta = subtract(state, self.cut_state)
+        delta = self._delta()
         contribution = Contribution(
             worker=self.life,
             seq=self.seq,
@@ -157,7 +187,6 @@ class Replica:
         )
         self.pending.append(Pending(self.seq, ranges, delta, contribution.opens))
         self.seq += 1
-        self.cut_state = state
         self.ledger.contributed(ranges)
         self.labeled_since_cut = 0
         logger.debug(
@@ -175,6 +204,15 @@ class Replica:
         if sync:
             self.sync()
         return True
+
+    def _delta(self) -> ModelState:
+        """What was learned since the last cut; the cut state moves to now."""
+        if self._whole:
+            delta, self.cut_state = cut_whole(self.model, self.cut_state)
+        else:
+            delta, self.cut_state, touched = cut_touched(self.model, self.cut_state)
+            self._unsynced.update(touched)
+        return delta
 
     def announce(self, offsets: dict[int, int]) -> None:
         """Before the first commit past where learning of a partition began (the
@@ -210,14 +248,24 @@ class Replica:
             self.rebase(latest)
             self.seek_to_model(latest, self._assignment())
             return
+        changed = None if self._whole else self.feed.changed_since(self.order)
+        if changed is None:
+            self._adopt_whole(latest, settled.pending)
+        else:
+            self._adopt_changed(latest, settled, changed)
+        self._unsynced = set()
         self.pending = settled.pending
-        state = latest.state
-        for contribution in self.pending:
-            state = add(state, contribution.delta, ftrl=self._ftrl)
-        self.model.load_state(state)
-        self.cut_state = state
         self.epoch, self.version = latest.order
         self.created_at = latest.created_at
+
+    def _adopt_whole(self, latest: Snapshot, pending: list[Pending]) -> None:
+        self.cut_state = adopt_whole(self.model, latest.state, pending, self._ftrl)
+        self._whole = False
+
+    def _adopt_changed(self, latest: Snapshot, settled: Settled, changed: frozenset[str]) -> None:
+        self.cut_state = adopt_changed(
+            self.model, self.cut_state, latest.state, settled, changed, self._unsynced, self._ftrl
+        )
 
     def _assignment(self) -> list[int]:
         assert self.consumer is not None
@@ -230,7 +278,9 @@ class Replica:
         caller restarts every partition it keeps at the model's offsets)."""
         check_compatible(snapshot, self.settings.model)
         self.model.load_state(snapshot.state)
-        self.cut_state = snapshot.state
+        self.model.clear_touched()
+        self.cut_state = _owned(snapshot.state)
+        self._whole = False
         self.pending = []
         self.labeled_since_cut = 0
         self.epoch, self.version = snapshot.order
@@ -324,3 +374,127 @@ class Replica:
         for p, committed in consumer.committed(held).items():
             self.ledger.assign(p, snapshot.offsets.get(p), committed)
         return self.learning_starts(snapshot, held)
+
+
+def _owned(state: ModelState) -> ModelState:
+    """A copy of ``state`` whose maps the replica may change in place (a
+    snapshot's state is shared with the feed)."""
+    return ModelState(
+        intercept=state.intercept,
+        n_learned=state.n_learned,
+        **{m: dict(getattr(state, m)) for m in KEYED},
+    )
+
+
+def _patched(cut_state: ModelState, now: ModelState, keys: Collection[str]) -> ModelState:
+    """``cut_state`` with ``now``'s values at ``keys`` (absent in ``now``:
+    removed) and ``now``'s intercept and ``n_learned``; the maps are changed
+    in place (the replica owns them, see :func:`_owned`)."""
+    for m in KEYED:
+        target: dict[str, float] = getattr(cut_state, m)
+        source: dict[str, float] = getattr(now, m)
+        for k in keys:
+            if k in source:
+                target[k] = source[k]
+            else:
+                target.pop(k, None)
+    return replace(cut_state, intercept=now.intercept, n_learned=now.n_learned)
+
+
+# -- cutting and adopting, whole or by what changed ---------------------------------
+# Pure but for the model they load into and the cut state whose maps they update.
+
+
+def cut_whole(model: Model, cut_state: ModelState) -> tuple[ModelState, ModelState]:
+    """The delta learned since ``cut_state`` and the new cut state, over the whole
+    model (O(model): what a cut cost before :func:`cut_touched`)."""
+    state = model.state()
+    delta = subtract(state, cut_state)
+    model.clear_touched()
+    return delta, state
+
+
+def cut_touched(model: Model, cut_state: ModelState) -> tuple[ModelState, ModelState, list[str]]:
+    """:func:`cut_whole`'s delta and cut state, in time proportional to the keys
+    the model touched since the last cut (the cut state's maps are updated in
+    place); and those keys (a prediction may have touched one that no delta
+    holds: the next sync recomputes it, see :func:`adopt_changed`).
+
+    The model changed only at the keys it touched since the last cut
+    (elsewhere its state is the cut state's, value for value), and
+    :func:`subtract` works key by key (intercept and count aside), so the delta
+    over those keys is exactly the whole one (tests/unit/test_replica.py)."""
+    keys = model.touched_keys()
+    now = model.state_of(keys)
+    delta = subtract(now, restrict(cut_state, keys))
+    model.clear_touched()
+    return delta, _patched(cut_state, now, keys), keys
+
+
+def adopt_whole(
+    model: Model, version: ModelState, pending: list[Pending], ftrl: FtrlParams | None
+) -> ModelState:
+    """Load ``version`` plus the ``pending`` deltas (in order) into ``model``;
+    returns the new cut state (O(model))."""
+    state = version
+    for contribution in pending:
+        state = add(state, contribution.delta, ftrl=ftrl)
+    model.load_state(state)
+    model.clear_touched()
+    # add() made new maps; the version's own are the feed's.
+    return state if pending else _owned(state)
+
+
+def adopt_changed(
+    model: Model,
+    cut_state: ModelState,
+    version: ModelState,
+    settled: Settled,
+    changed: Collection[str],
+    touched: Collection[str],
+    ftrl: FtrlParams | None,
+) -> ModelState:
+    """What :func:`adopt_whole` does, recomputed only at the keys where its
+    result can differ from the local model: in time proportional to what
+    changed, with the same floats (tests/unit/test_replica.py). ``settled``:
+    the pending deltas judged by the new version; ``changed``: the keys the
+    versions after the one held changed (the feed's
+    :meth:`~stream.sync.feed.ModelFeed.changed_since`); ``touched``: the keys
+    the model touched since the last sync, up to the last cut (those since it
+    the model itself knows). Returns the new cut state (``cut_state``'s maps
+    updated in place).
+
+    Called between segments, when the local model is, key by key, the version
+    held plus the pending deltas that touch the key (in ``add``'s arithmetic
+    where a delta was added at a sync, as learned where it was not yet). Take
+    a key outside all of
+
+    - ``changed``, so the new version's state there is the old one's;
+    - the keys of the deltas settled as applied: merged into a version after
+      the one held (one merged at or before it was settled at that sync), so
+      a pending delta merged into the new version touched only keys in
+      ``changed``; counted anyway, as a merge that leaves a value as it was
+      leaves no trace in a diff;
+    - the keys of the deltas still pending, whose sum is recomputed;
+    - the keys the model touched since the last sync (a prediction inserts a
+      scaler variance that no delta holds).
+
+    No delta touched it since the version held, nothing was learned there,
+    and the new version did not change it: the local state there is the new
+    version's, which is what ``add`` gives, as it leaves a key no delta holds
+    as it is. So only those keys are recomputed, by the same ``add`` calls on
+    the restricted states (``add`` works key by key), and loaded.
+    """
+    keys = set(changed)
+    for contribution in settled.applied:
+        keys |= keys_of(contribution.delta)
+    for contribution in settled.pending:
+        keys |= keys_of(contribution.delta)
+    keys.update(touched)
+    keys.update(model.touched_keys())
+    state = restrict(version, keys)
+    for contribution in settled.pending:
+        state = add(state, contribution.delta, ftrl=ftrl)
+    model.load_partial(state, keys)
+    model.clear_touched()
+    return _patched(cut_state, state, keys)

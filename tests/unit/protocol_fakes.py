@@ -10,16 +10,55 @@ live one's entry) is replayed exactly.
 
 from __future__ import annotations
 
+import struct
+
 from stream.config import MergeSettings, ModelSettings, WorkerSettings
 from stream.errors import DeliveryError
 from stream.events.codec import encode, event_to_map
 from stream.kafka.transport import Batch, Record
-from stream.model.merge import ftrl_params
+from stream.model.merge import KEYED, ftrl_params
 from stream.model.state import ModelState
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
+from stream.sync.feed import ModelFeed
 from stream.sync.fence import merge_records
+
+
+def _bits(value: float | None) -> bytes | None:
+    return None if value is None else struct.pack("<d", value)
+
+
+def changed_keys(before: ModelState, after: ModelState) -> frozenset[str]:
+    """The keys whose state differs between two versions, bit for bit (0.0 and
+    -0.0 differ): what :meth:`ModelFeed.changed_since` may answer at least."""
+    out: set[str] = set()
+    for m in KEYED:
+        a: dict[str, float] = getattr(before, m)
+        b: dict[str, float] = getattr(after, m)
+        out.update(k for k in a.keys() | b.keys() if _bits(a.get(k)) != _bits(b.get(k)))
+    return frozenset(out)
+
+
+class DiffFeed(ModelFeed):
+    """A :class:`ModelFeed` that answers :meth:`changed_since` as a feed of
+    deltas would: it keeps every version it read, and answers with the keys
+    whose state differs between the one asked about and the newest."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.seen: dict[tuple[int, int], Snapshot] = {}
+        super().__init__(*args, **kwargs)
+
+    def poll(self, timeout_ms: int = 0) -> Snapshot | None:
+        latest = super().poll(timeout_ms)
+        if latest is not None:
+            self.seen.setdefault(latest.order, latest)
+        return latest
+
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        if self.latest is None or order not in self.seen:
+            return None
+        return changed_keys(self.seen[order].state, self.latest.state)
 
 
 class FakeProducer:
@@ -189,6 +228,10 @@ class PipelineFeed:
 
     def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
         return self.pipeline.latest
+
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        held = [v for v in self.pipeline.versions if v.order == order]
+        return changed_keys(held[0].state, self.latest.state) if held else None
 
     def contributions_end(self) -> int:
         return len(self.pipeline.contributions)

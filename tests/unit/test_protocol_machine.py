@@ -56,8 +56,8 @@ from stream.events.codec import encode, event_to_map
 from stream.runtime.merger import FeatureWatermarks, Merger
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
-from stream.sync.feed import ModelFeed
 from tests.fakes import FakeConsumer, FakeKafka, FakeProducer
+from tests.unit.protocol_fakes import DiffFeed
 
 PARTITIONS = 3
 NAMES = ("w0", "w1", "w2")
@@ -154,7 +154,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             s.topics.features, s.topics.group_id, f"{name}#{self.n_lives}"
         )
         producer = self.kafka.producer()
-        feed = ModelFeed(
+        feed = DiffFeed(
             s.kafka,
             s.topics,
             name,
