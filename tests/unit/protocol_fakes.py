@@ -151,14 +151,15 @@ class Pipeline:
     def contributed(self) -> list[Contribution]:
         return [Contribution.from_bytes(r.value) for r in self.contributions]
 
-    def start_life(self, name: str, every_events: int = 1000) -> Worker:
+    def start_life(self, name: str, every_events: int = 1000, whole: bool = False) -> Worker:
         """A new process life of worker ``name``, as ``run()`` starts it: rebased
         onto the newest version, then assigned partition 0 (its take-over
-        waits for the merger for no time at all: a test merges explicitly)."""
+        waits for the merger for no time at all: a test merges explicitly).
+        ``whole``: its feed cannot tell what changed (it adopts whole versions)."""
         settings = WorkerSettings(
             model=self.model, merge=MergeSettings(every_events=every_events, catch_up_timeout_s=0)
         )
-        feed = PipelineFeed(self)
+        feed = WholeFeed(self) if whole else PipelineFeed(self)
         consumer = PartitionConsumer(self)
         producer = PipelineProducer(self, settings.topics.contributions)
         worker = Worker(settings, name, consumer=consumer, producer=producer, feed=feed)
@@ -241,6 +242,13 @@ class PipelineFeed:
 
     def close(self) -> None:
         pass
+
+
+class WholeFeed(PipelineFeed):
+    """A feed that cannot tell what changed, as the model topic of whole models."""
+
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        return None
 
 
 def read_and_cut(worker: Worker, n: int) -> None:

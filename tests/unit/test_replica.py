@@ -19,6 +19,7 @@ that refuses some steps:
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +31,7 @@ from stream.model.merge import add, ftrl_params, keys_of, restrict, subtract
 from stream.model.state import ModelState
 from stream.sync.pending import Pending, Settled
 from stream.sync.replica import adopt_changed, adopt_whole, cut_touched, cut_whole
-from tests.unit.protocol_fakes import changed_keys
+from tests.unit.protocol_fakes import Pipeline, changed_keys, events, read_and_cut
 
 MAPS = ("weights", "scaler_counts", "scaler_means", "scaler_vars", "ftrl_z", "ftrl_n")
 NAMES = tuple("abcdefgh")
@@ -201,3 +202,49 @@ def test_loading_some_keys_leaves_the_others_as_they_were(impl):
     assert after.weights == {"a": before.weights["a"], "b": 7.0, "e": 1.0}
     assert after.scaler_counts == {"a": before.scaler_counts["a"], "b": 3.0}
     assert (after.intercept, after.n_learned) == (0.25, 9)
+
+
+@pytest.mark.parametrize("model", [ModelSettings(), ModelSettings(optimizer="ftrl", hash_bits=4)])
+def test_a_worker_that_adopts_what_changed_sends_and_holds_what_one_adopting_whole_versions_does(
+    model,
+):
+    """Through the real Worker and fence: the same events, merges and syncs, one
+    feed telling what changed and one that cannot; every contribution and the
+    model at the end are the same (seqs, ranges and deltas, bit for bit)."""
+    runs = []
+    for whole in (False, True):
+        pipeline = Pipeline(events(90), model)
+        worker = pipeline.start_life("w0", whole=whole)
+        for n in (4, 7, 0, 5, 3, 0, 9, 6, 0, 2, 8, 0):
+            read_and_cut(worker, n)
+            if n % 2:  # some versions merge only part of what is pending
+                pipeline.merge(up_to=len(pipeline.contributions) - 1)
+            elif n:
+                pipeline.merge()
+        pipeline.merge()
+        read_and_cut(worker, 0)
+        assert pipeline.latest.offsets == {0: 44}  # every event read: 4 + 7 + ... + 8
+        assert bits(worker.model.state()) == bits(pipeline.latest.state)
+        sent = [(c.seq, c.ranges, bits(c.delta)) for c in pipeline.contributed()]
+        runs.append((sent, worker.model.state()))
+    (sent, state), (sent_whole, state_whole) = runs
+    assert sent == sent_whole
+    assert bits(state) == bits(state_whole)
+
+
+def test_a_model_replaced_after_drift_is_cut_whole():
+    """``--on-drift reset`` gives the worker a new model: its state is not the
+    cut state plus what it touched, so the next contribution is the whole
+    subtraction, as before (it takes back everything the old model held)."""
+    pipeline = Pipeline(events(40))
+    worker = pipeline.start_life("w0")
+    read_and_cut(worker, 10)
+    pipeline.merge()
+    read_and_cut(worker, 0)
+    cut_state = worker.replica.cut_state
+    cut_state = replace(cut_state, **{m: dict(getattr(cut_state, m)) for m in MAPS})
+    worker.model = build_model(pipeline.model, worker.settings.model_impl)
+    worker._process(worker._consumer.poll_batch(0, 5))
+    expected = subtract(worker.model.state(), cut_state)
+    assert worker.replica.cut(sync=False)
+    assert bits(worker.replica.pending[-1].delta) == bits(expected)
