@@ -187,13 +187,12 @@ def restrict(state: ModelState, keys: Collection[str]) -> ModelState:
     :func:`subtract` and :func:`add` work key by key (the intercept and the
     count aside), so on restricted states they give exactly the restriction of
     what they give on whole ones: how a cut or a sync costs what changed."""
+    keyset = keys if isinstance(keys, (set, frozenset)) else set(keys)
     parts = {}
     for m in KEYED:
         values: dict[str, float] = getattr(state, m)
-        if len(values) <= len(keys):
-            parts[m] = {k: v for k, v in values.items() if k in keys}
-        else:
-            parts[m] = {k: values[k] for k in keys if k in values}
+        common = values.keys() & keyset if values else ()
+        parts[m] = {k: values[k] for k in common}
     return ModelState(intercept=state.intercept, n_learned=state.n_learned, **parts)
 
 

@@ -389,15 +389,16 @@ def _owned(state: ModelState) -> ModelState:
 def _patched(cut_state: ModelState, now: ModelState, keys: Collection[str]) -> ModelState:
     """``cut_state`` with ``now``'s values at ``keys`` (absent in ``now``:
     removed) and ``now``'s intercept and ``n_learned``; the maps are changed
-    in place (the replica owns them, see :func:`_owned`)."""
+    in place (the replica owns them, see :func:`_owned`). ``now`` holds no
+    key outside ``keys`` (it is a restriction to them)."""
+    keyset = keys if isinstance(keys, (set, frozenset)) else set(keys)
     for m in KEYED:
         target: dict[str, float] = getattr(cut_state, m)
         source: dict[str, float] = getattr(now, m)
-        for k in keys:
-            if k in source:
-                target[k] = source[k]
-            else:
-                target.pop(k, None)
+        target.update(source)
+        if target:
+            for k in (target.keys() & keyset) - source.keys():
+                del target[k]
     return replace(cut_state, intercept=now.intercept, n_learned=now.n_learned)
 
 
