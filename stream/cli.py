@@ -90,6 +90,8 @@ def _bench_categorical(settings: BenchSettings) -> int:
     out = settings.out or Path("bench-results/categorical.json")
     argv = ["--events", str(settings.events // 2), "--growth-events", str(2 * settings.events)]
     argv += ["--quality-events", str(2 * settings.events)]
+    # 1M distinct features at the default --events (issue 17.4's yardstick).
+    argv += ["--sync-features", str(min(1_000_000, 10 * settings.events))]
     return featurebench.main([*argv, "--out", str(out)])
 
 

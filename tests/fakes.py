@@ -35,6 +35,7 @@ Nothing here sleeps or reads a clock: a test drives every step.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -49,11 +50,12 @@ from stream.kafka.transport import (
     ReadRecord,
     Record,
 )
-from stream.model.merge import ftrl_params
+from stream.model.merge import KEYED, ftrl_params
 from stream.model.state import ModelState
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
+from stream.sync.feed import ModelFeed
 from stream.sync.fence import merge_records
 
 
@@ -448,6 +450,42 @@ def labeled_below(end: int) -> int:
     return sum(1 for i in range(end) if label(i) is not None)
 
 
+def _bits(value: float | None) -> bytes | None:
+    return None if value is None else struct.pack("<d", value)
+
+
+def changed_keys(before: ModelState, after: ModelState) -> frozenset[str]:
+    """The keys whose state differs between two versions, bit for bit (0.0 and
+    -0.0 differ): what :meth:`ModelFeed.changed_since` may answer at least."""
+    out: set[str] = set()
+    for m in KEYED:
+        a: dict[str, float] = getattr(before, m)
+        b: dict[str, float] = getattr(after, m)
+        out.update(k for k in a.keys() | b.keys() if _bits(a.get(k)) != _bits(b.get(k)))
+    return frozenset(out)
+
+
+class DiffFeed(ModelFeed):
+    """A :class:`ModelFeed` that answers :meth:`changed_since` as a feed of
+    deltas would: it keeps every version it read, and answers with the keys
+    whose state differs between the one asked about and the newest."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.seen: dict[tuple[int, int], Snapshot] = {}
+        super().__init__(*args, **kwargs)
+
+    def poll(self, timeout_ms: int = 0) -> Snapshot | None:
+        latest = super().poll(timeout_ms)
+        if latest is not None:
+            self.seen.setdefault(latest.order, latest)
+        return latest
+
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        if self.latest is None or order not in self.seen:
+            return None
+        return changed_keys(self.seen[order].state, self.latest.state)
+
+
 class Pipeline:
     """One features partition, the contributions topic and the model topic as
     lists; the group's committed offsets; the merger as the real fence."""
@@ -483,21 +521,20 @@ class Pipeline:
     def contributed(self) -> list[Contribution]:
         return [Contribution.from_bytes(r.value) for r in self.contributions]
 
-    def start_life(self, name: str, every_events: int = 1000) -> Worker:
+    def start_life(self, name: str, every_events: int = 1000, whole: bool = False) -> Worker:
         """A new process life of worker ``name``, as ``run()`` starts it: rebased
         onto the newest version, then assigned partition 0 (its take-over
-        waits for the merger for no time at all: a test merges explicitly)."""
+        waits for the merger for no time at all: a test merges explicitly).
+        ``whole``: its feed cannot tell what changed (it adopts whole versions)."""
         settings = WorkerSettings(
             model=self.model, merge=MergeSettings(every_events=every_events, catch_up_timeout_s=0)
         )
-        worker = Worker(settings, name)
-        feed = PipelineFeed(self)
+        feed = WholeFeed(self) if whole else PipelineFeed(self)
         consumer = PartitionConsumer(self)
-        worker._producer = PipelineProducer(self, settings.topics.contributions)
-        worker._consumer, worker._co_partitioned, worker._feed = consumer, True, feed
-        initial = feed.initial()
-        if initial is not None:
-            worker._rebase_all(initial)
+        producer = PipelineProducer(self, settings.topics.contributions)
+        worker = Worker(settings, name, consumer=consumer, producer=producer, feed=feed)
+        worker._co_partitioned = True
+        worker.replica.start()
         consumer.seek(worker.on_assigned([0]))
         return worker
 
@@ -563,6 +600,10 @@ class PipelineFeed:
     def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
         return self.pipeline.latest
 
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        held = [v for v in self.pipeline.versions if v.order == order]
+        return changed_keys(held[0].state, self.latest.state) if held else None
+
     def contributions_end(self) -> int:
         return len(self.pipeline.contributions)
 
@@ -573,6 +614,13 @@ class PipelineFeed:
         pass
 
 
+class WholeFeed(PipelineFeed):
+    """A feed that cannot tell what changed, as the model topic of whole models."""
+
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        return None
+
+
 def read_and_cut(worker: Worker, n: int) -> None:
     """One turn of the worker's loop: poll up to ``n`` events and process them
     (predict, learn, flush, commit); send what it learned as a contribution;
@@ -580,5 +628,5 @@ def read_and_cut(worker: Worker, n: int) -> None:
     batch = worker._consumer.poll_batch(0, n) if n else {}
     if batch:
         worker._process(batch)
-    if not worker._cut():
-        worker._sync()
+    if not worker.replica.cut():
+        worker.replica.sync()

@@ -313,6 +313,10 @@ class KernelModel:
         self._saved_has = np.zeros(16, dtype=np.uint8)
         self._undo = np.zeros((_INITIAL_CAPACITY, 6))
         self._undo_has = np.zeros(_INITIAL_CAPACITY, dtype=np.uint8)
+        # Columns scored since clear_touched(): a mask, and the newly set ones
+        # per batch, so that touched_keys() costs what was touched.
+        self._dirty = np.zeros(capacity, dtype=bool)
+        self._fresh: list[np.ndarray] = []
 
     def column(self, name: str) -> int:
         """The column of ``name``, given one if it is new; for a hashed model,
@@ -342,7 +346,7 @@ class KernelModel:
         return np.fromiter((self.column(n) for n in names), dtype=np.int64)
 
     def _grow(self, capacity: int) -> None:
-        for attr in ("_w", "_cnt", "_mean", "_var", "_z", "_n", "_has"):
+        for attr in ("_w", "_cnt", "_mean", "_var", "_z", "_n", "_has", "_dirty"):
             old = getattr(self, attr)
             new = np.zeros(capacity, dtype=old.dtype)
             new[: old.shape[0]] = old
@@ -380,6 +384,7 @@ class KernelModel:
             self._scratch = np.zeros(size)
             self._saved = np.zeros((size, 6))
             self._saved_has = np.zeros(size, dtype=np.uint8)
+        self._track(columns)
         undo = self._save(columns)
         try:
             learned = _run(
@@ -411,6 +416,14 @@ class KernelModel:
                                   "or a weight absurd")  # fmt: skip
         self.last_learned = learned
         return out
+
+    def _track(self, columns: np.ndarray) -> None:
+        """Remember ``columns`` as touched: predicting inserts a scaler variance,
+        learning changes every part of a column's state."""
+        fresh = columns[~self._dirty[columns]]
+        if fresh.shape[0]:
+            self._dirty[fresh] = True
+            self._fresh.append(fresh)
 
     def _save(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """What :meth:`_restore` needs to undo a batch over ``columns``: their
@@ -493,6 +506,91 @@ class KernelModel:
             ftrl_n=pick(HAS_N, self._n) if ftrl else {},
             n_learned=self.n_learned,
         )
+
+    # -- what changed -------------------------------------------------------------
+    # A merging worker cuts (sends what it learned since its last cut) and syncs
+    # (adopts a new global version) often; at 2^20 slots, the whole state as
+    # dicts takes seconds. These let it work on the keys that changed only.
+
+    def touched_keys(self) -> list[str]:
+        """Keys whose state may differ from what it was at :meth:`clear_touched`
+        (or construction): every key scored since, learned or not. Costs what
+        was touched, not the model."""
+        if not self._fresh:
+            return []
+        rows = np.unique(np.concatenate(self._fresh)).tolist()
+        names = self.names
+        return [str(j) for j in rows] if self.n_slots else [names[j] for j in rows]
+
+    def clear_touched(self) -> None:
+        """Start tracking touched keys afresh."""
+        for fresh in self._fresh:
+            self._dirty[fresh] = False
+        self._fresh = []
+
+    def _known(self, keys: Iterable[str]) -> tuple[list[str], np.ndarray]:
+        """Those of ``keys`` that have a column, and their columns (no new ones)."""
+        if self.n_slots:
+            known = list(keys)
+            return known, np.fromiter(map(self._slot, known), np.int64, len(known))
+        columns = self.columns
+        known = [k for k in keys if k in columns]
+        return known, np.fromiter((columns[k] for k in known), np.int64, len(known))
+
+    def state_of(self, keys: Iterable[str]) -> ModelState:
+        """:meth:`state` restricted to ``keys`` (intercept and ``n_learned`` whole):
+        equal to ``restrict(self.state(), keys)``, in time proportional to ``keys``."""
+        known, rows = self._known(keys)
+        has = self._has[rows]
+
+        def pick(bit: int, values: np.ndarray) -> dict[str, float]:
+            at = np.flatnonzero(has & bit).tolist()
+            return dict(zip([known[i] for i in at], values[rows[at]].tolist(), strict=True))
+
+        scale, ftrl = self._scale, self._ftrl
+        return ModelState(
+            weights=pick(HAS_WEIGHT, self._w),
+            intercept=float(self._intercept[0]),
+            scaler_counts=pick(HAS_COUNT, self._cnt) if scale else {},
+            scaler_means=pick(HAS_MEAN, self._mean) if scale else {},
+            scaler_vars=pick(HAS_VAR, self._var) if scale else {},
+            ftrl_z=pick(HAS_Z, self._z) if ftrl else {},
+            ftrl_n=pick(HAS_N, self._n) if ftrl else {},
+            n_learned=self.n_learned,
+        )
+
+    def load_partial(self, state: ModelState, keys: Iterable[str]) -> None:
+        """Replace the state of ``keys`` with theirs in ``state`` (a key missing
+        from one of its maps is removed from that part), and the intercept and
+        ``n_learned``; every other key keeps its state. So ``load_state(whole)``
+        and ``load_partial(restrict(whole, keys), keys)`` give the same model
+        when the model already holds ``whole``'s state outside ``keys``."""
+        keys = list(keys)
+        rows = self.columns_of(keys)  # new names get columns (the arrays may grow)
+        for attr in ("_w", "_cnt", "_mean", "_var", "_z", "_n", "_has"):
+            getattr(self, attr)[rows] = 0
+        parts: list[tuple[dict[str, float], int]] = [(state.weights, HAS_WEIGHT)]
+        if self._scale:
+            parts += [
+                (state.scaler_counts, HAS_COUNT),
+                (state.scaler_means, HAS_MEAN),
+                (state.scaler_vars, HAS_VAR),
+            ]
+        if self._ftrl:
+            parts += [(state.ftrl_z, HAS_Z), (state.ftrl_n, HAS_N)]
+        for values, bit in parts:
+            if not values:
+                continue
+            at = [i for i, k in enumerate(keys) if k in values]
+            if not at:
+                continue
+            picked = rows[at]
+            getattr(self, _ARRAY_OF_BIT[bit])[picked] = np.fromiter(
+                (values[keys[i]] for i in at), np.float64, len(at)
+            )
+            self._has[picked] |= bit
+        self._intercept[0] = state.intercept
+        self.n_learned = state.n_learned
 
     def load_state(self, state: ModelState) -> None:
         """Replace the learning state with ``state``; columns of known names stay."""

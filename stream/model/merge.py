@@ -29,7 +29,7 @@ contribution's size follows what its events touched, not the vocabulary.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -160,6 +160,40 @@ def subtract(after: ModelState, before: ModelState) -> ModelState:
         ftrl_n=_minus(after.ftrl_n, before.ftrl_n),
         n_learned=after.n_learned - before.n_learned,
     )
+
+
+# The per-key maps of a ModelState (intercept and n_learned are whole-model).
+KEYED = (
+    "weights",
+    "scaler_counts",
+    "scaler_means",
+    "scaler_vars",
+    "ftrl_z",
+    "ftrl_n",
+)
+
+
+def keys_of(state: ModelState) -> set[str]:
+    """Every key any per-key map of ``state`` holds: what a delta touches."""
+    out: set[str] = set()
+    for m in KEYED:
+        out.update(getattr(state, m))
+    return out
+
+
+def restrict(state: ModelState, keys: Collection[str]) -> ModelState:
+    """``state`` at ``keys`` only (with its intercept and ``n_learned``).
+
+    :func:`subtract` and :func:`add` work key by key (the intercept and the
+    count aside), so on restricted states they give exactly the restriction of
+    what they give on whole ones: how a cut or a sync costs what changed."""
+    keyset = keys if isinstance(keys, (set, frozenset)) else set(keys)
+    parts = {}
+    for m in KEYED:
+        values: dict[str, float] = getattr(state, m)
+        common = values.keys() & keyset if values else ()
+        parts[m] = {k: values[k] for k in common}
+    return ModelState(intercept=state.intercept, n_learned=state.n_learned, **parts)
 
 
 def add(

@@ -18,7 +18,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from river import compose, linear_model, optim, preprocessing
@@ -96,9 +96,12 @@ class OnlineModel:
             self._scaler = None
             self._lr = self.estimator
         self.n_learned = 0
+        # Keys predicted or learned since clear_touched() (see touched_keys).
+        self._touched: set[str] = set()
 
     def predict_proba(self, x: dict[str, float]) -> float:
         """Probability of class 1 (true); NumericError rather than NaN."""
+        self._touched.update(x)  # river's scaler inserts a variance for an unseen name
         p = self.estimator.predict_proba_one(x).get(True, 0.0)
         if not 0.0 <= p <= 1.0:  # NaN fails both comparisons
             raise NumericError(f"prediction is p={p!r}, not a probability")
@@ -149,6 +152,7 @@ class OnlineModel:
     def learn(self, x: dict[str, float], y: bool) -> bool:
         """One SGD (or FTRL) step on this event; False if it was refused and undone
         (it would have made the model non-finite or a weight absurd)."""
+        self._touched.update(x)
         saved = self._save(x)
         try:
             self.estimator.learn_one(x, y)
@@ -248,6 +252,62 @@ class OnlineModel:
             ftrl_n=dict(optimizer.n) if is_ftrl else {},
             n_learned=self.n_learned,
         )
+
+    # -- what changed -------------------------------------------------------------
+    # As KernelModel's: a cut or a sync works on the keys that changed only.
+
+    def touched_keys(self) -> list[str]:
+        """Keys whose state may differ from what it was at :meth:`clear_touched`
+        (or construction): every key predicted or learned since (a step
+        touches only its event's keys, see the numeric guard below).
+        :meth:`predict_proba_many` stores nothing, so it touches nothing."""
+        return list(self._touched)
+
+    def clear_touched(self) -> None:
+        """Start tracking touched keys afresh."""
+        self._touched = set()
+
+    def _parts(self) -> list[tuple[str, dict]]:
+        """The per-key maps of the learning state, by ModelState field."""
+        parts: list[tuple[str, dict]] = [("weights", self._lr._weights)]
+        scaler, optimizer = self._scaler, self._lr.optimizer
+        if scaler is not None:
+            parts += [
+                ("scaler_counts", scaler.counts),
+                ("scaler_means", scaler.means),
+                ("scaler_vars", scaler.vars),
+            ]
+        if isinstance(optimizer, optim.FTRLProximal):
+            parts += [("ftrl_z", optimizer.z), ("ftrl_n", optimizer.n)]
+        return parts
+
+    def state_of(self, keys: Iterable[str]) -> ModelState:
+        """:meth:`state` restricted to ``keys`` (intercept and ``n_learned`` whole),
+        in time proportional to ``keys``."""
+        keys = list(keys)
+        parts = {}
+        for field, values in self._parts():
+            # ``in`` first: a defaultdict's [] would insert the key.
+            picked = {k: values[k] for k in keys if k in values}
+            parts[field] = (
+                {k: float(v) for k, v in picked.items()} if field == "scaler_counts" else picked
+            )
+        return ModelState(intercept=float(self._lr.intercept), n_learned=self.n_learned, **parts)
+
+    def load_partial(self, state: ModelState, keys: Iterable[str]) -> None:
+        """Replace the state of ``keys`` with theirs in ``state`` (a key missing
+        from one of its maps is removed from that part), and the intercept and
+        ``n_learned``; every other key keeps its state (see KernelModel's)."""
+        keys = list(keys)
+        for field, values in self._parts():
+            source: dict[str, float] = getattr(state, field)
+            for k in keys:
+                if k in source:
+                    values[k] = source[k]
+                elif k in values:  # river's VectorDict.pop(k, None) raises on a missing k
+                    values.pop(k)
+        self._lr.intercept = state.intercept
+        self.n_learned = state.n_learned
 
     def load_state(self, state: ModelState) -> None:
         """Replace the learning state with ``state`` (copied in)."""

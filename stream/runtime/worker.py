@@ -26,6 +26,10 @@ partition starts reading at that offset, not at the committed one; events
 between the two were already predicted, so they are learned again ("replayed")
 without publishing a second prediction. Learning is thus exactly once, driven
 by the global model's offsets; predictions are at least once.
+
+The protocol's side of this (cut, sync, rebase, take-over: the local model as
+a global version plus pending contributions) is :class:`~stream.sync.replica.Replica`;
+the worker calls it between batches and from its rebalance callbacks.
 """
 
 from __future__ import annotations
@@ -50,19 +54,14 @@ from stream.kafka import connect
 from stream.kafka.topics import ensure_pipeline
 from stream.kafka.transport import Batch, Consumer, Producer, Record
 from stream.model.factory import build_model
-from stream.model.merge import add, ftrl_params, subtract
 from stream.model.online import OnlineModel
-from stream.model.state import ModelState
 from stream.observe.metrics import WorkerCollector, serve
 from stream.observe.monitor import Monitor
 from stream.runtime.identity import life_id, new_incarnation
 from stream.runtime.isolation import whole_or_each
-from stream.sync.checkpoint import Snapshot
-from stream.sync.contribution import Contribution
 from stream.sync.feed import ModelFeed
-from stream.sync.fence import check_compatible
 from stream.sync.ledger import Ledger
-from stream.sync.pending import Pending, settle
+from stream.sync.replica import Replica
 
 if TYPE_CHECKING:
     from stream.events.batch import DecodedBatch
@@ -165,14 +164,11 @@ class Worker:
         # What the protocol knows this life by: contributions carry it, the
         # merger's applied/rejected seqs are keyed by it.
         self.life = life_id(name, incarnation or new_incarnation())
-        self.model = model if model is not None else self._new_model()
+        model = model if model is not None else self._new_model()
         # The contract's features to the model's: slots with --hash-bits, else as they are.
         self.featurize = featurizer(settings.model.hash_bits)
         self._decoder = None  # the BatchDecoder of the compiled path, per model
         self._decoder_model = None
-        # The global model version this worker's model is based on: (epoch, version).
-        self.model_epoch = 0
-        self.model_version = 0
         self.dead_letters = DeadLetterLog()
         self.n_scored = 0
         self.n_learned = 0
@@ -188,23 +184,28 @@ class Worker:
         self.busy_until = 0.0
         self.monitor = Monitor(name, settings.quality_window, settings.drift_detector)
         self.lag: dict[int, int] = {}
-        self.model_created_at = 0.0
         self._stop = threading.Event()
         self._clock = clock
         self._on_assign = on_assign
         self._crash = CrashPoints(settings.crash_at)
         # Per assigned partition: predicted, acknowledged, learned, contributed.
         self.ledger = Ledger()
-        # Merging state (used only when settings.merge.enabled).
-        self._seq = 0
-        self._pending: list[Pending] = []
-        self._cut_state = self.model.state()
-        self._labeled_since_cut = 0
-        self._last_cut = time.monotonic()
         self._consumer: Consumer | None = consumer
         self._producer: Producer | None = producer
         self._feed: ModelFeed | None = feed
-        self._ftrl = ftrl_params(settings.model)
+        # The model and the protocol's side of it: the global version it is
+        # based on, contributions pending (used only when merging).
+        self.replica = Replica(
+            settings,
+            name,
+            self.life,
+            model,
+            self.ledger,
+            self._crash,
+            consumer=consumer,
+            producer=producer,
+            feed=feed,
+        )
 
     def _new_model(self) -> OnlineModel | KernelModel:
         """The compiled kernel when it covers the settings (same results as river)."""
@@ -214,6 +215,24 @@ class Worker:
     def stop(self) -> None:
         """Ask the loop to finish its batch, flush, commit and return."""
         self._stop.set()
+
+    @property
+    def model(self) -> OnlineModel | KernelModel:
+        """The local model (the replica's: a global version plus pending learning)."""
+        return self.replica.model
+
+    @model.setter
+    def model(self, model: OnlineModel | KernelModel) -> None:
+        self.replica.model = model
+
+    @property
+    def model_version(self) -> int:
+        """The global version the local model is based on."""
+        return self.replica.version
+
+    @property
+    def model_created_at(self) -> float:
+        return self.replica.created_at
 
     @property
     def merging(self) -> bool:
@@ -255,12 +274,11 @@ class Worker:
             self._co_partitioned = producer.partition_count(
                 s.topics.predictions
             ) == producer.partition_count(s.topics.features)
+            if self.merging and self._feed is None:
+                self._feed = ModelFeed(s.kafka, s.topics, self.name, s.client)
+            self.replica.attach(consumer, producer, self._feed)
             if self.merging:
-                if self._feed is None:
-                    self._feed = ModelFeed(s.kafka, s.topics, self.name, s.client)
-                initial = self._feed.initial()
-                if initial is not None:
-                    self._rebase_all(initial)
+                self.replica.start()
             self._warm_up()
             consumer.subscribe(self.on_assigned, self.on_revoked, self.on_lost)
             # What each choice became, said once: which implementation learns,
@@ -296,19 +314,19 @@ class Worker:
                         self.ledger.taint("batch interrupted")
                         raise
                     if self.merging:
-                        self._merge_step(idle=False)
+                        self.replica.step(idle=False)
                     self.busy_since = self.busy_since or started
                     self.busy_until = time.monotonic()
                     self.monitor.batch.observe_many([self.busy_until - started])
                 else:
                     self._update_lag(consumer.assignment())
                     if self.merging:
-                        self._merge_step(idle=True)
+                        self.replica.step(idle=True)
                 if time.monotonic() - last_stats >= s.stats_interval_s:
                     self._log_stats()
                     last_stats = time.monotonic()
             if self.merging:
-                self._cut()
+                self.replica.cut()
         finally:
             self._log_stats()
             try:
@@ -360,16 +378,6 @@ class Worker:
         logger.info("placing where learning begins worker=%s offsets=%s", self.name, offsets)
         if self._consumer.commit(offsets):
             self.ledger.committed(offsets)
-
-    def _announce(self, offsets: dict[int, int]) -> None:
-        """Before the first commit past where learning of a partition began (the
-        global model not knowing the partition): contribute and flush, so that a
-        successor finds the origin in the model's offsets once the merger has
-        applied it, rather than only the committed offset past it."""
-        if not set(self.ledger.unannounced()) & set(offsets):
-            return
-        if self._cut(sync=False):
-            self._producer.flush(self.settings.delivery_timeout_s)
 
     def _score_records(
         self, partition: int, records: list[Record], replay_below: int, tally: _Tally
@@ -454,9 +462,9 @@ class Worker:
         self.n_learned += tally.learned
         self.n_replayed += tally.replayed
         self.n_refused += tally.refused
-        self._labeled_since_cut += tally.learned
+        self.replica.learned(tally.learned)
         if offsets and self._from_latest:
-            self._announce(offsets)
+            self.replica.announce(offsets)
         self._crash.hit("worker.after_flush_before_commit")
         if offsets:
             self._commit(offsets)
@@ -668,167 +676,13 @@ class Worker:
             headers=headers(error, topic, partition, offset, self.name),
         )
 
-    # -- merging --------------------------------------------------------------
-
-    def _merge_step(self, idle: bool) -> None:
-        m = self.settings.merge
-        due = self._labeled_since_cut >= m.every_events or (
-            time.monotonic() - self._last_cut >= m.interval_s and self._has_open_segment()
-        )
-        if due:
-            self._cut()
-        elif idle and not self._has_open_segment():
-            self._sync()
-
-    def _has_open_segment(self) -> bool:
-        return self._labeled_since_cut > 0 or self.ledger.has_open_segment()
-
-    def _cut(self, sync: bool = True) -> bool:
-        """Send what was learned since the last cut as a contribution, then sync.
-        Returns whether one was sent."""
-        self._last_cut = time.monotonic()
-        if self.ledger.tainted is not None:
-            logger.warning(
-                "no contribution from a tainted ledger worker=%s reason=%s; its learning is "
-                "re-learned from the global model's offsets",
-                self.name,
-                self.ledger.tainted,
-            )
-            return False
-        ranges = self.ledger.open_ranges()
-        if not ranges:
-            return False
-        state = self.model.state()
-        delta = subtract(state, self._cut_state)
-        contribution = Contribution(
-            worker=self.life,
-            seq=self._seq,
-            base_version=self.model_version,
-            ranges=ranges,
-            delta=delta,
-            created_at=time.time(),
-            opens=self.ledger.opening(ranges),
-        )
-        # Not flushed here: the next batch's flush acknowledges it (or fails the
-        # worker, and the fence makes its successor re-learn those events).
-        # Partition 0 by name: the merger reads only that one.
-        self._producer.send(
-            self.settings.topics.contributions,
-            contribution.to_bytes(),
-            self.life.encode(),
-            partition=0,
-        )
-        self._pending.append(Pending(self._seq, ranges, delta, contribution.opens))
-        self._seq += 1
-        self._cut_state = state
-        self.ledger.contributed(ranges)
-        self._labeled_since_cut = 0
-        logger.debug(
-            "contribution sent worker=%s seq=%d ranges=%s n=%d",
-            self.name,
-            contribution.seq,
-            ranges,
-            delta.n_learned,
-        )
-        self._crash.hit(
-            "worker.after_contribution_sent",
-            lambda: self._producer.flush(self.settings.delivery_timeout_s),
-        )
-        if sync:
-            self._sync()
-        return True
-
-    def _sync(self) -> None:
-        """Take a newer global version, carrying our not-yet-merged learning over.
-
-        Called only between segments (nothing learned since the last cut), so
-        the local model is exactly the global one plus the pending deltas.
-        """
-        assert self._feed is not None
-        latest = self._feed.poll()
-        if latest is None or latest.order <= (self.model_epoch, self.model_version):
-            return
-        settled = settle(self._pending, latest, self.life)
-        if settled.rejected:
-            logger.warning(
-                "contribution rejected by merger worker=%s life=%s seq=%d; re-learning from "
-                "version=%d",
-                self.name,
-                self.life,
-                settled.rejected[0].seq,
-                latest.version,
-            )
-            self._rebase_all(latest)
-            self._seek_to_model(latest, self._consumer.assignment())
-            return
-        self._pending = settled.pending
-        state = latest.state
-        for contribution in self._pending:
-            state = add(state, contribution.delta, ftrl=self._ftrl)
-        self.model.load_state(state)
-        self._cut_state = state
-        self.model_epoch, self.model_version = latest.order
-        self.model_created_at = latest.created_at
-
-    def _rebase_all(self, snapshot: Snapshot) -> None:
-        """Become exactly the global model; un-merged learning is dropped (the
-        caller restarts every partition it keeps at the model's offsets)."""
-        check_compatible(snapshot, self.settings.model)
-        self.model.load_state(snapshot.state)
-        self._cut_state = snapshot.state
-        self._pending = []
-        self._labeled_since_cut = 0
-        self.model_epoch, self.model_version = snapshot.order
-        self.model_created_at = snapshot.created_at
-        self.ledger.rebased()
-
-    def _seek_to_model(self, snapshot: Snapshot, partitions: list[int]) -> None:
-        """Read each partition again from where the global model stopped learning."""
-        self._consumer.seek(self._learning_starts(snapshot, partitions))
-
-    def _learning_starts(self, snapshot: Snapshot, partitions: list[int]) -> dict[int, int | None]:
-        """Restart the ledger of ``partitions`` at the model's offsets; return where
-        to read each (None: its beginning). A partition the model never learned
-        from starts where this worker first read it; failing that, at its
-        beginning, or, with ``--from latest``, where the group's offset (or
-        the reset policy) puts it: such a partition is left out. (A takeover
-        re-assigns the ledger, so there the first read is the model's offset or
-        the policy's.)"""
-        starts: dict[int, int | None] = {}
-        for p in partitions:
-            start = self.ledger.restart(p, snapshot.offsets.get(p))
-            if start is not None:
-                starts[p] = start
-            elif self.settings.auto_offset_reset == "earliest":
-                starts[p] = None
-        logger.info(
-            "learning resumes worker=%s epoch=%d version=%d from=%s",
-            self.name,
-            snapshot.epoch,
-            snapshot.version,
-            {
-                p: "beginning" if starts.get(p, 0) is None else starts.get(p, "group offset")
-                for p in sorted(partitions)
-            },
-        )
-        return starts
-
     # -- rebalances -----------------------------------------------------------
 
     def on_revoked(self, revoked: list[int]) -> None:
         """Hand over cleanly: contribute what was learned (the batch is committed)."""
         logger.info("partitions revoked worker=%s partitions=%s", self.name, _fmt(revoked))
         if self.merging and revoked:
-            # No sync: a resync seeks, and partitions are changing hands right now.
-            # Flushed before the next owner starts from the model's offsets.
-            self._cut(sync=False)
-            try:
-                self._producer.flush(self.settings.delivery_timeout_s)
-            except DeliveryError as exc:
-                # The next owner re-learns from the model's offsets; this worker's
-                # model holds a delta nobody will merge, until its next rebase.
-                self.ledger.taint(f"hand-over contribution not acknowledged: {exc}")
-            self._crash.hit("worker.on_revoke_after_contribution")
+            self.replica.hand_over()
         for p in revoked:
             self._forget(p)
 
@@ -838,12 +692,8 @@ class Worker:
         logger.warning("partitions lost worker=%s partitions=%s", self.name, _fmt(lost))
         for p in lost:
             self._forget(p)
-        if self.merging and self._feed is not None:
-            snapshot = self._feed.poll() or Snapshot(version=0, state=ModelState())
-            self._rebase_all(snapshot)
-            kept = [p for p in self._consumer.assignment() if p not in lost]
-            if kept:
-                self._seek_to_model(snapshot, kept)
+        if self.merging:
+            self.replica.drop_lost(lost)
 
     def _forget(self, partition: int) -> None:
         self.ledger.forget(partition)
@@ -854,7 +704,7 @@ class Worker:
         when merging, the global model's offsets (see the module docstring)."""
         logger.info("partitions assigned worker=%s partitions=%s", self.name, _fmt(assigned))
         if self.merging and assigned:
-            starts = self._take_over(assigned)
+            starts = self.replica.take_over(assigned)
         else:
             starts = None
             for p in assigned:
@@ -862,27 +712,6 @@ class Worker:
         if self._on_assign is not None:
             self._on_assign(self.name, list(assigned))
         return starts
-
-    def _take_over(self, assigned: list[int]) -> dict[int, int | None]:
-        """Rebase onto the newest global model and restart *every* partition held
-        at its offsets: the rebase dropped un-merged learning of the partitions
-        kept as well (with incremental rebalancing, those are not in ``assigned``)."""
-        feed = self._feed
-        assert feed is not None
-        target = feed.contributions_end()
-        if not feed.wait_caught_up(target, self.settings.merge.catch_up_timeout_s):
-            logger.warning(
-                "merger has not caught up worker=%s contributions_end=%d; continuing at version=%s",
-                self.name,
-                target,
-                feed.latest.version if feed.latest else None,
-            )
-        snapshot = feed.latest or Snapshot(version=0, state=ModelState())
-        self._rebase_all(snapshot)
-        held = sorted(set(assigned) | set(self.ledger.partitions))
-        for p, committed in self._consumer.committed(held).items():
-            self.ledger.assign(p, snapshot.offsets.get(p), committed)
-        return self._learning_starts(snapshot, held)
 
     def _log_stats(self) -> None:
         quality = self.monitor.quality()

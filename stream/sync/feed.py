@@ -88,6 +88,13 @@ class ModelFeed:
                 )
         return self.latest
 
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        """The model keys changed by the versions after ``order`` (epoch, version)
+        up to the newest held, or None when the feed cannot tell (a worker then
+        adopts the whole version). Each record is a whole model, and the feed
+        keeps only the newest: it cannot tell yet."""
+        return None
+
     def initial(self, timeout_s: float = 10.0) -> Snapshot | None:
         """The newest version already on the topic when the feed started."""
         if self._end_at_start == 0:

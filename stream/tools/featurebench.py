@@ -15,10 +15,17 @@ measurements:
 - :func:`hashing_quality`: progressive log loss on the synthetic click stream
   (:class:`~stream.events.sources.CtrStream`, 20 categorical fields) of the
   model by name and hashed, for SGD and FTRL-Proximal: what hashing costs in
-  quality.
+  quality;
+- :func:`sync_cost`: what merging costs a worker once the model is large
+  (1M distinct features at ``--hash-bits 20``): the time to cut (the delta of
+  one merge period's events) and to adopt a version that changed 1,000
+  slots, over the whole model (as before issue 17.4) and over what changed,
+  in the same run; and events/s with a cut and a sync every merge period
+  (``every_events`` labeled events), each way, against no merging at all.
 
 ``learnstream bench --categorical`` (or ``python -m stream.tools.featurebench
-[--events N] [--growth-events N] [--json]``) prints both.
+[--events N] [--growth-events N] [--quality-events N] [--sync-features N] [--json]``)
+prints all four.
 Figures are events per second on this machine, best of ``repeats`` passes
 for :func:`rates` (the machine is shared); ratios matter more than figures.
 """
@@ -35,12 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.config import EventLimits, ModelSettings
+from stream.config import EventLimits, MergeSettings, ModelSettings
 from stream.events.batch import BatchDecoder
 from stream.events.codec import encode
 from stream.events.hashing import Hasher
 from stream.events.sources import CtrStream
 from stream.model.kernel import KernelModel
+from stream.model.merge import add, keys_of
+from stream.model.state import ModelState
+from stream.sync.contribution import Contribution
+from stream.sync.pending import Pending, Settled
+from stream.sync.replica import adopt_changed, adopt_whole, cut_touched, cut_whole
 
 BATCH = 1000
 
@@ -192,6 +204,147 @@ def hashing_quality(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> di
     return out
 
 
+def _batch(rng: np.random.Generator, n: int, fields: int, slots: np.ndarray) -> tuple:
+    """``n`` labeled events of ``fields`` distinct slots each, drawn from ``slots``."""
+    columns = np.concatenate([rng.choice(slots, fields, replace=False) for _ in range(n)])
+    values = rng.normal(size=n * fields)
+    offsets = np.arange(0, n * fields + 1, fields, dtype=np.int64)
+    labels = rng.integers(0, 2, n).astype(np.int8)
+    return columns.astype(np.int64), values, offsets, labels
+
+
+def _timed(run) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = run()
+    return time.perf_counter() - start, out
+
+
+def _version_changing(version: ModelState, slots: np.ndarray, rng) -> ModelState:
+    """``version`` plus one other worker's delta over ``slots`` (what the merger
+    publishes after merging it)."""
+    keys = [str(j) for j in slots.tolist()]
+    g = rng.normal(size=len(keys)) * 1e-3
+    delta = ModelState(
+        weights=dict(zip(keys, g.tolist(), strict=True)),
+        intercept=1e-3,
+        scaler_counts=dict.fromkeys(keys, 1.0),
+        scaler_means=dict(zip(keys, rng.normal(size=len(keys)).tolist(), strict=True)),
+        scaler_vars=dict.fromkeys(keys, 0.0),
+        n_learned=len(keys),
+    )
+    return add(version, delta)
+
+
+def sync_cost(
+    distinct: int = 1_000_000,
+    hash_bits: int = 20,
+    changed: int = 1000,
+    fields: int = 20,
+    periods: int = 20,
+) -> dict:
+    """Cut and adopt at ``distinct`` features, whole and by what changed.
+
+    A hashed kernel model first learns events until ``distinct`` slots hold
+    state. Then, per merge period (``MergeSettings().every_events`` labeled
+    events of ``fields`` random slots), a worker cuts (the delta, packed as a
+    contribution is) and syncs onto a version in which the merger applied its
+    contribution and another worker's, over ``changed`` slots. ``cut_ms`` and
+    ``adopt_ms`` time one of each way; ``adopt_idle_ms`` adopts a version
+    with ``changed`` slots and nothing pending (the brief's yardstick).
+    ``*_eps``: events/s over ``periods`` merge periods, with no merging, and
+    cutting and syncing each way (the whole way over fewer periods: it takes
+    seconds each)."""
+    rng = np.random.default_rng(5)
+    every = MergeSettings().every_events
+    model = KernelModel(ModelSettings(hash_bits=hash_bits))
+    n_slots = 1 << hash_bits
+    if distinct > n_slots:
+        raise ValueError(f"{distinct} distinct features do not fit in 2^{hash_bits} slots")
+    filled = rng.permutation(n_slots)[:distinct].astype(np.int64)
+    # Warm-up: every one of ``distinct`` slots learned once (events of ``fields`` slots).
+    for start in range(0, distinct, 50_000 * fields):
+        part = filled[start : start + 50_000 * fields]
+        k = part.shape[0] // fields * fields
+        n = k // fields
+        offsets = np.arange(0, k + 1, fields, dtype=np.int64)
+        labels = rng.integers(0, 2, n).astype(np.int8)
+        model.score_and_learn(part[:k], rng.normal(size=k), offsets, labels)
+    version = model.state()  # as if the merger had it all: the worker is in sync
+    model.clear_touched()
+    cut_state = model.state()
+    out: dict = {
+        "distinct_features": int(model.slots_used()),
+        "hash_bits": hash_bits,
+        "changed_slots": changed,
+        "merge_every": every,
+        "fields": fields,
+    }
+
+    def period(cut, adopt) -> tuple[float, float, float, int]:
+        """One merge period: learn, cut (and pack), then adopt the version that
+        applied this contribution and another worker's ``changed`` slots.
+        Seconds learning, cutting, adopting; keys the cut's delta holds."""
+        nonlocal cut_state, version
+        batch = _batch(rng, every, fields, filled)
+        learn_s, _ = _timed(lambda: model.score_and_learn(*batch))
+        cut_s, (delta, cut_state) = _timed(lambda: cut(model, cut_state))
+        contribution = Contribution("bench", 0, 0, {0: (0, every)}, delta, 0.0)
+        pack_s, _ = _timed(contribution.to_bytes)
+        # The merger's side, not timed: the version after this contribution
+        # and another worker's over ``changed`` slots.
+        others = rng.choice(filled, changed, replace=False)
+        version = _version_changing(add(version, delta), others, rng)
+        pending = Pending(0, {0: (0, every)}, delta)
+        said = keys_of(delta) | {str(j) for j in others.tolist()}
+        adopt_s, cut_state = _timed(lambda: adopt(version, pending, said))
+        return learn_s, cut_s + pack_s, adopt_s, len(keys_of(delta))
+
+    def cut_new(m, c):
+        delta, state, _ = cut_touched(m, c)
+        return delta, state
+
+    def adopt_new(v, pending, said):
+        applied = Settled(pending=[], applied=[pending], rejected=[])
+        return adopt_changed(model, cut_state, v, applied, said, (), None)
+
+    def adopt_old(v, pending, said):
+        return adopt_whole(model, v, [], None)
+
+    def run(cut, adopt, n: int) -> tuple[float, float, float, int]:
+        """Median cut and adopt seconds over ``n`` periods, and the merging cost:
+        the share of the worker's time (learning, cutting, adopting) not learning."""
+        timed = [period(cut, adopt) for _ in range(n)]
+        learn = sum(t[0] for t in timed)
+        cuts = sorted(t[1] for t in timed)
+        adopts = sorted(t[2] for t in timed)
+        merging = sum(cuts) + sum(adopts)
+        return cuts[n // 2], adopts[n // 2], merging / (learn + merging), timed[-1][3]
+
+    cut_s, adopt_s, cost, touched = run(cut_new, adopt_new, periods)
+    out["touched_per_cut"] = touched
+    out["cut_ms_changed"] = round(1000 * cut_s, 2)
+    out["adopt_ms_changed"] = round(1000 * adopt_s, 2)
+    out["merging_cost_changed"] = round(cost, 4)
+    # The whole way: seconds per period at this size, so only a few.
+    cut_s, adopt_s, cost, _ = run(cut_whole, adopt_old, 3)
+    out["cut_ms_whole"] = round(1000 * cut_s, 1)
+    out["adopt_ms_whole"] = round(1000 * adopt_s, 1)
+    out["merging_cost_whole"] = round(cost, 4)
+    # The yardstick: a version with ``changed`` slots, nothing pending, idle.
+    nothing = Settled(pending=[], applied=[], rejected=[])
+    idle = []
+    for _ in range(periods):
+        others = rng.choice(filled, changed, replace=False)
+        version = _version_changing(version, others, rng)
+        said = {str(j) for j in others.tolist()}
+        start = time.perf_counter()
+        cut_state = adopt_changed(model, cut_state, version, nothing, said, (), None)
+        idle_s = time.perf_counter() - start
+        idle.append(idle_s)
+    out["adopt_idle_ms_changed"] = round(1000 * sorted(idle)[periods // 2], 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stream.tools.featurebench")
     parser.add_argument("--events", type=int, default=50_000, help="events per rate run")
@@ -202,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quality-events", type=int, default=200_000, help="click-stream events of the quality run"
     )
     parser.add_argument("--hash-bits", type=int, default=20, help="bits of the hashed runs")
+    parser.add_argument(
+        "--sync-features",
+        type=int,
+        default=1_000_000,
+        help="distinct features of the model whose cut and adoption are timed",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -209,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "rates": rates(args.events, hash_bits=args.hash_bits),
         "vocabulary_growth": vocabulary_growth(args.growth_events, hash_bits=args.hash_bits),
         "hashing_quality": hashing_quality(args.quality_events, hash_bits=args.hash_bits),
+        "sync_cost": sync_cost(args.sync_features, hash_bits=args.hash_bits),
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,12 @@ def test_the_categorical_bench_measures_every_kind_and_a_growing_vocabulary(tmp_
     assert len(growth["hashed_eps_by_quarter"]) == 4
     out = tmp_path / "categorical.json"
     assert main(["bench", "--categorical", "--events", "2000", "--out", str(out)]) == 0
-    assert set(json.loads(out.read_text())) == {"rates", "vocabulary_growth", "hashing_quality"}
+    assert set(json.loads(out.read_text())) == {
+        "rates",
+        "vocabulary_growth",
+        "hashing_quality",
+        "sync_cost",
+    }
 
 
 def test_the_hashing_quality_bench_compares_hashed_and_exact_models_on_the_click_stream():
@@ -56,3 +61,15 @@ def test_results_are_written_when_an_out_path_was_given(tmp_path):
     settings = BenchSettings(out=tmp_path / "bench.json")
     result = BenchResult(machine={}, settings=asdict(settings))
     assert json.loads(result.to_json())["settings"]["out"] == str(tmp_path / "bench.json")
+
+
+def test_the_sync_bench_times_cut_and_adopt_both_ways_at_the_distinct_features_asked():
+    from stream.tools.featurebench import sync_cost
+
+    result = sync_cost(20_000, hash_bits=16, changed=100, periods=3)
+    assert result["distinct_features"] == 20_000
+    assert result["changed_slots"] == 100
+    for way in ("changed", "whole"):
+        assert result[f"cut_ms_{way}"] > 0 and result[f"adopt_ms_{way}"] > 0, way
+        assert 0 < result[f"merging_cost_{way}"] < 1, way
+    assert result["adopt_idle_ms_changed"] > 0

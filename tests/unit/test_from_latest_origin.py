@@ -67,13 +67,9 @@ class _Consumer:
 
 def _worker(reset: str, model_offset: int | None, committed: int | None) -> tuple[Worker, Broker]:
     settings = WorkerSettings(merge=MergeSettings(every_events=1000), auto_offset_reset=reset)
-    worker = Worker(settings, "w-test")
     broker = Broker()
-    worker._producer, worker._consumer, worker._co_partitioned = (
-        broker.producer,
-        broker.consumer,
-        True,
-    )
+    worker = Worker(settings, "w-test", consumer=broker.consumer, producer=broker.producer)
+    worker._co_partitioned = True
     worker.ledger.assign(0, model_offset=model_offset, committed=committed)
     return worker, broker
 

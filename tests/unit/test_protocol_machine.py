@@ -56,8 +56,7 @@ from stream.events.codec import encode, event_to_map
 from stream.runtime.merger import FeatureWatermarks, Merger
 from stream.runtime.worker import Worker
 from stream.sync.checkpoint import Snapshot
-from stream.sync.feed import ModelFeed
-from tests.fakes import FakeConsumer, FakeKafka, FakeProducer
+from tests.fakes import DiffFeed, FakeConsumer, FakeKafka, FakeProducer
 
 PARTITIONS = 3
 NAMES = ("w0", "w1", "w2")
@@ -154,7 +153,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             s.topics.features, s.topics.group_id, f"{name}#{self.n_lives}"
         )
         producer = self.kafka.producer()
-        feed = ModelFeed(
+        feed = DiffFeed(
             s.kafka,
             s.topics,
             name,
@@ -165,7 +164,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         worker._co_partitioned = True
         initial = feed.initial()
         if initial is not None:
-            worker._rebase_all(initial)
+            worker.replica.rebase(initial)
         consumer.subscribe(worker.on_assigned, worker.on_revoked, worker.on_lost)
         self.lives[name] = Life(worker, consumer, producer)
 
@@ -247,9 +246,9 @@ class ProtocolMachine(RuleBasedStateMachine):
                 worker.ledger.taint("batch interrupted")
                 self._exit(life)
                 return True
-            worker._merge_step(idle=False)
+            worker.replica.step(idle=False)
         else:
-            worker._merge_step(idle=True)
+            worker.replica.step(idle=True)
         return bool(batch)
 
     def _exit(self, life: Life) -> None:
@@ -267,8 +266,8 @@ class ProtocolMachine(RuleBasedStateMachine):
     def cut(self, name: str) -> None:
         """The merge interval passed: Worker._merge_step contributes an open segment."""
         life = self.lives.get(name)
-        if life is not None and life.alive and life.worker._has_open_segment():
-            life.worker._cut()
+        if life is not None and life.alive and life.worker.replica.has_open_segment():
+            life.worker.replica.cut()
 
     @rule(name=st.sampled_from(NAMES))
     def send_in_background(self, name: str) -> None:
@@ -500,8 +499,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         for _ in range(SETTLE_ROUNDS):
             for life in self.lives.values():
                 self._turn(life)
-                if life.alive and life.worker._has_open_segment():
-                    life.worker._cut()
+                if life.alive and life.worker.replica.has_open_segment():
+                    life.worker.replica.cut()
                 life.producer.deliver()
             while self.merger._poll_and_merge(timeout_ms=0):
                 pass

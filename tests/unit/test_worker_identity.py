@@ -90,7 +90,7 @@ def test_two_thousand_lives_evict_a_live_workers_entry_and_it_neither_double_cou
     read_and_cut(live, 0)
     assert live.model_version == latest.version
     assert live.model.state().n_learned == latest.n_learned == labeled_below(10) + 2000
-    assert live._pending == []
+    assert live.replica.pending == []
     # And it keeps learning: the rest of its partition, exactly once.
     for _ in range(3):
         read_and_cut(live, 10)

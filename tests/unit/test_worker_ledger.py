@@ -18,8 +18,9 @@ from tests.fakes import FakeConsumer, FakeProducer
 
 
 def _worker(producer: FakeProducer, consumer: FakeConsumer) -> Worker:
-    worker = Worker(WorkerSettings(merge=MergeSettings(every_events=1000)), "w-test")
-    worker._producer, worker._consumer, worker._co_partitioned = producer, consumer, True
+    settings = WorkerSettings(merge=MergeSettings(every_events=1000))
+    worker = Worker(settings, "w-test", consumer=consumer, producer=producer)
+    worker._co_partitioned = True
     worker.ledger.assign(0, model_offset=0, committed=None)
     return worker
 
@@ -72,9 +73,9 @@ def test_contributions_tile_the_batches_and_carry_what_they_learned():
     producer, consumer = FakeProducer(), FakeConsumer()
     worker = _worker(producer, consumer)
     worker._process(_batch(3))
-    worker._cut(sync=False)
+    worker.replica.cut(sync=False)
     worker._process(_batch(4, first=3))
-    worker._cut(sync=False)
+    worker.replica.cut(sync=False)
     sent = [c for c, _ in _contributions(producer, worker.settings.topics.contributions)]
     assert [c.ranges for c in sent] == [{0: (0, 3)}, {0: (3, 7)}]
     assert [c.delta.n_learned for c in sent] == [3, 4]
@@ -86,10 +87,10 @@ def test_only_a_range_from_where_learning_began_opens_a_partition_the_model_has_
     worker = _worker(producer, consumer)  # the model stands at offset 0 of partition 0
     worker.ledger.assign(1, model_offset=None, committed=None)  # and knows nothing of 1
     worker._process({**_batch(5), **_batch(5, partition=1)})
-    worker._cut(sync=False)
+    worker.replica.cut(sync=False)
     worker.ledger.forget(0)  # partition 0 revoked
     worker._process(_batch(5, first=5, partition=1))
-    worker._cut(sync=False)
+    worker.replica.cut(sync=False)
     first, second = (c for c, _ in _contributions(producer, worker.settings.topics.contributions))
     assert (first.ranges, first.opens) == ({0: (0, 5), 1: (0, 5)}, {1})
     assert (second.ranges, second.opens) == ({1: (5, 10)}, frozenset())
@@ -105,10 +106,10 @@ def test_only_a_range_from_where_learning_began_opens_a_partition_the_model_has_
 
     # The worker rebases and reads partition 1 again from where it began: that
     # range opens it, and every event of it is learned once.
-    worker._rebase_all(model)
-    assert worker._learning_starts(model, [1]) == {1: 0}
+    worker.replica.rebase(model)
+    assert worker.replica.learning_starts(model, [1]) == {1: 0}
     worker._process(_batch(10, partition=1))
-    worker._cut(sync=False)
+    worker.replica.cut(sync=False)
     third = _contributions(producer, worker.settings.topics.contributions)[-1][0]
     assert (third.ranges, third.opens) == ({1: (0, 10)}, {1})
     model, applied, rejected = apply_contributions(model, [(2, third)], "sum", next_offset=3)
