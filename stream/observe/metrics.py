@@ -14,6 +14,8 @@ Worker metrics (label ``worker``):
 - ``learnstream_batch_seconds`` (histogram): one poll batch, through its commit
 - ``learnstream_consumer_lag{topic,partition}``: fetch high watermark minus position
 - ``learnstream_model_version``, ``learnstream_model_age_seconds``
+- ``learnstream_model_age_at_scoring_seconds`` (histogram): how old the global
+  version was when each event was scored with it: freshness (merging on)
 - ``learnstream_rolling_accuracy``, ``learnstream_rolling_log_loss``,
   ``learnstream_rolling_roc_auc``, ``learnstream_rolling_calibration`` (predicted
   over actual positives), ``learnstream_rolling_normalized_entropy`` (log loss
@@ -154,6 +156,12 @@ class WorkerCollector(Collector):
         )
         yield _histogram(
             "learnstream_batch_seconds", "One poll batch, through its commit.", who, monitor.batch
+        )
+        yield _histogram(
+            "learnstream_model_age_at_scoring_seconds",
+            "Age of the global model version each event was scored with (merging on).",
+            who,
+            monitor.model_age,
         )
         lag = GaugeMetricFamily(
             "learnstream_consumer_lag",

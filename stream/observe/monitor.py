@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # Event-to-prediction latency buckets, seconds (Prometheus histogram bounds).
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Age of the global version an event was scored with, seconds: a version is
+# made every merge interval (1 s by default) plus the time to reach a worker.
+MODEL_AGE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 # Losses are clipped so one confident mistake does not dominate the detector.
 _EPS = 1e-7
@@ -53,6 +56,27 @@ class Histogram:
         self.total += sum(values)
         self.n += len(values)
 
+    def observe_times(self, value: float, times: int) -> None:
+        """``value`` observed ``times`` times (a batch's events share it)."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.total += value * times
+        self.n += times
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (0 < q < 1) as Prometheus's ``histogram_quantile``
+        estimates it: linear within the bucket it falls in (the last finite
+        bound if it falls in +Inf); NaN before any observation."""
+        if not self.n:
+            return float("nan")
+        rank = q * self.n
+        below, lower = 0, 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            if below + count >= rank and count:
+                return lower + (bound - lower) * (rank - below) / count
+            below += count
+            lower = bound
+        return self.bounds[-1]
+
     def cumulative(self) -> list[tuple[str, int]]:
         out, running = [], 0
         for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
@@ -78,6 +102,8 @@ class Monitor:
         self.detector = _detector(detector)
         self.latency = Histogram(LATENCY_BUCKETS_S)
         self.batch = Histogram(BATCH_BUCKETS_S)
+        # How old the global version was when each event was scored with it.
+        self.model_age = Histogram(MODEL_AGE_BUCKETS_S)
         self.n_labeled = 0
         self.drifts: list[DriftEvent] = []
 

@@ -470,6 +470,11 @@ class Worker:
             self._commit(offsets)
         self._update_lag(offsets)
         self.monitor.latency.observe_many(tally.latencies)
+        if self.merging and tally.scored and self.replica.created_at:
+            # The batch was scored with the version held now (versions change
+            # only between batches): its age, once per event scored.
+            age = max(0.0, time.time() - self.replica.created_at)
+            self.monitor.model_age.observe_times(age, tally.scored)
         if self.monitor.observe(tally.labeled) and s.on_drift == "reset":
             logger.warning("model reset after drift worker=%s", self.name)
             self.model = self._new_model()
@@ -717,8 +722,9 @@ class Worker:
         quality = self.monitor.quality()
         logger.info(
             "worker stats worker=%s scored=%d learned=%d replayed=%d refused=%d dead_lettered=%d "
-            "by_reason=%s model_version=%d lag=%s accuracy=%.4f log_loss=%.4f roc_auc=%.4f "
-            "calibration=%.4f normalized_entropy=%.4f drifts=%d",
+            "by_reason=%s model_version=%d model_age_p50=%.2f model_age_p99=%.2f lag=%s "
+            "accuracy=%.4f log_loss=%.4f roc_auc=%.4f calibration=%.4f normalized_entropy=%.4f "
+            "drifts=%d",
             self.name,
             self.n_scored,
             self.n_learned,
@@ -727,6 +733,8 @@ class Worker:
             self.dead_letters.total,
             dict(self.dead_letters.by_reason),
             self.model_version,
+            self.monitor.model_age.quantile(0.5),
+            self.monitor.model_age.quantile(0.99),
             dict(self.lag),
             quality["accuracy"],
             quality["log_loss"],

@@ -115,3 +115,23 @@ def test_window_quality_reports_calibration_and_normalized_entropy_of_its_pairs(
         assert quality["normalized_entropy"] == pytest.approx(expected)
     else:
         assert math.isnan(quality["normalized_entropy"])
+
+
+def test_a_batch_observed_at_once_counts_once_per_event():
+    histogram = Histogram((1.0, 5.0))
+    histogram.observe_times(0.5, 3)
+    histogram.observe_times(7.0, 1)
+    assert histogram.cumulative() == [("1.0", 3), ("5.0", 3), ("+Inf", 4)]
+    assert histogram.total == 8.5 and histogram.n == 4
+
+
+def test_quantiles_interpolate_within_their_bucket_as_prometheus_does():
+    histogram = Histogram((1.0, 2.0, 4.0))
+    assert math.isnan(histogram.quantile(0.5))
+    histogram.observe_many([0.5] * 4 + [1.5] * 4 + [3.0] * 2)
+    # rank 5 of 10 falls 1/4 into the (1, 2] bucket's 4 observations.
+    assert histogram.quantile(0.5) == 1.25
+    # rank 9.9: 1.9 of the (2, 4] bucket's 2.
+    assert histogram.quantile(0.99) == pytest.approx(2.0 + 2.0 * 1.9 / 2)
+    histogram.observe_times(100.0, 90)  # in +Inf: the last finite bound
+    assert histogram.quantile(0.99) == 4.0

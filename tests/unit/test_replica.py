@@ -248,3 +248,20 @@ def test_a_model_replaced_after_drift_is_cut_whole():
     expected = subtract(worker.model.state(), cut_state)
     assert worker.replica.cut(sync=False)
     assert bits(worker.replica.pending[-1].delta) == bits(expected)
+
+
+def test_every_event_scored_with_a_global_version_records_that_versions_age():
+    """The freshness metric: one observation per event scored, once the worker
+    holds a published version (the empty version 0 has no age)."""
+    pipeline = Pipeline(events(40))
+    worker = pipeline.start_life("w0", every_events=10)
+    read_and_cut(worker, 10)  # scored with version 0: no age to record
+    assert worker.monitor.model_age.n == 0
+    pipeline.merge()
+    read_and_cut(worker, 0)  # adopts version 1
+    assert worker.model_version == 1
+    read_and_cut(worker, 10)
+    read_and_cut(worker, 10)
+    assert worker.monitor.model_age.n == 20
+    # Version 1 was published moments ago: every event saw it under 10 s old.
+    assert worker.monitor.model_age.cumulative()[6] == ("10.0", 20)
