@@ -12,6 +12,7 @@ from stream import cliargs
 from stream.config import Quantize, choices_of
 from stream.errors import BadEvent
 from stream.events.codec import features
+from stream.events.hashing import describe
 from stream.events.sources import file_rows
 from stream.model.export import ExportFormat, export_bytes
 from stream.observe.quality import prequential
@@ -126,7 +127,8 @@ def run_show(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     snapshot = _snapshot(args)
     if args.format == "json" and args.quantize == "none":
-        payload = (json.dumps(export(snapshot), indent=2, sort_keys=True) + "\n").encode()
+        doc = {**export(snapshot), **_hashing(snapshot)}
+        payload = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     else:
         payload = _portable(snapshot, args.format, args.quantize)
     if args.out:
@@ -145,11 +147,19 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hashing(snapshot) -> dict:
+    """``{"hashing": ...}`` for a model learned with --hash-bits (how a feature
+    becomes a slot, so another language computes the same p), else nothing."""
+    bits = snapshot.model_config.get("hash_bits")
+    return {} if bits is None else {"hashing": describe(bits)}
+
+
 def _portable(snapshot, fmt: str, quantize: str) -> bytes:
     meta = {
         "version": snapshot.version,
         "n_learned": snapshot.n_learned,
         "model_config": snapshot.model_config,
+        **_hashing(snapshot),
     }
     scale = bool(snapshot.model_config.get("scale", True))
     return export_bytes(snapshot.state, scale, meta, fmt, quantize)
