@@ -150,7 +150,9 @@ values = st.one_of(
     strings,
     st.lists(strings, max_size=5),  # repeats and empty lists included
 )
-events = st.lists(st.dictionaries(st.sampled_from(NAMES), values, max_size=5), min_size=1, max_size=8)
+events = st.lists(
+    st.dictionaries(st.sampled_from(NAMES), values, max_size=5), min_size=1, max_size=8
+)
 
 
 def score_offline(ckpt: Path, queries: list[dict]) -> dict[str, float]:
