@@ -45,7 +45,9 @@ MODELS = {
     "ftrl-hash18-unscaled": ModelSettings(
         optimizer="ftrl", learning_rate=0.1, ftrl_l1=1.0, l2=1.0, scale=False, hash_bits=18
     ),
-    "sgd-hash10": ModelSettings(hash_bits=10),
+    "sgd-hash10-unscaled": ModelSettings(hash_bits=10, scale=False, learning_rate=0.05),
+    # Not hashed: the features keep their names, the ONNX input is a dense row.
+    "ftrl-by-name-unscaled": ModelSettings(optimizer="ftrl", learning_rate=0.1, scale=False),
 }
 
 
@@ -114,16 +116,24 @@ def slot_values(x: dict, hashing: dict) -> dict[int, float]:
     return slots
 
 
+def model_features(doc: dict, x: dict) -> dict[str, float]:
+    """The model's features of an event: slots in decimal when the export has a
+    ``hashing`` block, else the contract's features by name."""
+    if "hashing" in doc:
+        return {str(s): v for s, v in slot_values(x, doc["hashing"]).items()}
+    return contract_features(x)
+
+
 def p_from_whole_json(doc: dict, x: dict) -> float:
-    """sigmoid(intercept + sum over the event's slots of w * (v - mean) / sqrt(var)),
-    a slot's term 0 where it has no weight or (with the scaler) no variance."""
+    """sigmoid(intercept + sum over the event's features of w * (v - mean) / sqrt(var)),
+    a feature's term 0 where it has no weight or (with the scaler) no variance."""
     logit = doc["intercept"]
     scale = doc["model_config"]["scale"]
-    for s, v in slot_values(x, doc["hashing"]).items():
-        w = doc["weights"].get(str(s), 0.0)
+    for name, v in model_features(doc, x).items():
+        w = doc["weights"].get(name, 0.0)
         if scale:
-            var = doc["scaler"]["vars"].get(str(s), 0.0)
-            v = (v - doc["scaler"]["means"][str(s)]) / math.sqrt(var) if var else 0.0
+            var = doc["scaler"]["vars"].get(name, 0.0)
+            v = (v - doc["scaler"]["means"][name]) / math.sqrt(var) if var else 0.0
         logit += w * v
     return 1.0 / (1.0 + math.exp(-logit))
 
@@ -138,6 +148,14 @@ def onnx_inputs(xs: list[dict], hashing: dict) -> dict[str, np.ndarray]:
         slots[i, : len(row)] = list(row)
         values[i, : len(row)] = list(row.values())
     return {"slots": slots, "values": values}
+
+
+def onnx_dense(xs: list[dict], session: ort.InferenceSession) -> dict[str, np.ndarray]:
+    """``x`` double [N, K] of a model by name: the columns are the ``features`` of
+    the graph's metadata; a feature an event lacks is 0 (the model has no scaler)."""
+    names = json.loads(session.get_modelmeta().custom_metadata_map["features"])
+    rows = [contract_features(x) for x in xs]
+    return {"x": np.array([[row.get(n, 0.0) for n in names] for row in rows], dtype=np.float64)}
 
 
 # -- the events ------------------------------------------------------------------
@@ -186,6 +204,8 @@ def test_worker_serve_score_export_and_onnx_give_one_p(exported: Exported, xs: l
     want = np.array([worker[i] for i in ids])
     by_formula = np.array([p_from_whole_json(exported.whole, x) for x in xs])
     assert np.max(np.abs(by_formula - want)) <= 1e-6
-    (by_onnx,) = exported.onnx.run(["p"], onnx_inputs(xs, exported.whole["hashing"]))
+    hashing = exported.whole.get("hashing")
+    inputs = onnx_inputs(xs, hashing) if hashing else onnx_dense(xs, exported.onnx)
+    (by_onnx,) = exported.onnx.run(["p"], inputs)
     assert by_onnx.shape == (len(xs),)
     assert np.max(np.abs(by_onnx - want)) <= 1e-6
