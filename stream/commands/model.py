@@ -12,6 +12,7 @@ from stream import cliargs
 from stream.config import ModelExportSettings, ModelShowSettings, ScoreSettings
 from stream.errors import BadEvent
 from stream.events.codec import features, prediction_record
+from stream.events.hashing import describe
 from stream.events.sources import file_rows
 from stream.model.export import export_bytes
 from stream.observe.quality import prequential
@@ -92,7 +93,8 @@ def run_export(args: argparse.Namespace) -> int:
     s = cliargs.build(ModelExportSettings, args)
     snapshot = _snapshot(args, s.offline)
     if s.format == "json" and s.quantize == "none":
-        payload = (json.dumps(export(snapshot), indent=2, sort_keys=True) + "\n").encode()
+        doc = {**export(snapshot), **_hashing(snapshot)}
+        payload = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
     else:
         payload = _portable(snapshot, s.format, s.quantize)
     if s.out:
@@ -111,11 +113,19 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hashing(snapshot) -> dict:
+    """``{"hashing": ...}`` for a model learned with --hash-bits (how a feature
+    becomes a slot, so another language computes the same p), else nothing."""
+    bits = snapshot.model_config.get("hash_bits")
+    return {} if bits is None else {"hashing": describe(bits)}
+
+
 def _portable(snapshot, fmt: str, quantize: str) -> bytes:
     meta = {
         "version": snapshot.version,
         "n_learned": snapshot.n_learned,
         "model_config": snapshot.model_config,
+        **_hashing(snapshot),
     }
     scale = bool(snapshot.model_config.get("scale", True))
     return export_bytes(snapshot.state, scale, meta, fmt, quantize)

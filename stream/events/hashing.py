@@ -88,6 +88,24 @@ class Hasher:
 _MAX_CACHED = 1 << 16
 
 
+def describe(bits: int) -> dict[str, object]:
+    """How a feature becomes a slot, as data an exported model carries, so a
+    reader in another language can compute the slots our model learned on
+    without reading this code (``model export`` writes it as ``hashing``)."""
+    return {
+        "hash": "murmurhash3_x86_32",
+        "seed": SEED,
+        "bits": bits,
+        "slots": 1 << bits,
+        "feature": "a number under name is the feature name with that value; a string v "
+        "under name is the feature 'name=v' with value 1.0, and a list of strings one "
+        "such feature per distinct string",
+        "slot": "murmurhash3_x86_32(utf8(feature), seed) as an unsigned 32-bit integer, "
+        "modulo slots",
+        "same_slot": "features of one event in one slot are one, the sum of their values",
+    }
+
+
 def featurizer(bits: int | None) -> Callable[[dict[str, float]], dict[str, float]]:
     """The step from the contract's features to the model's: a :class:`Hasher`
     with ``bits``, or the features as they are when the model is not hashed."""

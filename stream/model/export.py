@@ -15,6 +15,22 @@ operators every runtime has (Sub, Div, MatMul, Add, Reshape, Sigmoid, Cast,
 DequantizeLinear; opset 13). Quantized weights are stored as float16 or int8
 initializers and widened inside the graph, so the file is small and the
 input and output stay double.
+
+A hashed model (``meta["hashing"]``, from :func:`stream.events.hashing.describe`)
+has slots, not names: its features are slot numbers in decimal, listed in
+numeric order, and every export carries ``hashing`` (function, seed, bits,
+how a feature is named) so a reader anywhere computes the same slots. Its ONNX
+graph takes an event as the slots it touches, not as a row of 2^B values:
+``slots``: int64 [N, M] and ``values``: double [N, M], each row an event's
+distinct slots and their values (features in one slot summed), padded to M
+with the slot 2^B, which holds nothing. Only the slots given are scaled and
+weighted, which is what our model does with an event (a feature it lacks adds
+nothing), so there is no mean to fill in; a dense row of 2^B values would
+cost megabytes per event and could not tell an absent feature from a 0. The
+graph looks each slot up in ``column`` (int32 [2^B + 1]: the slot's index in
+the compact arrays, or the empty last index for a slot without a weight and
+for the padding) and gathers its weight, mean and standard deviation there
+(Gather, Sub, Div, Mul, ReduceSum, Add, Sigmoid).
 """
 
 from __future__ import annotations
@@ -47,8 +63,10 @@ class Linear:
     vars: np.ndarray | None
 
     @classmethod
-    def of(cls, state: ModelState, scale: bool) -> Linear:
-        names = sorted(set(state.weights) | (set(state.scaler_vars) if scale else set()))
+    def of(cls, state: ModelState, scale: bool, hashed: bool = False) -> Linear:
+        """``hashed``: the names are slot numbers, listed in numeric order."""
+        names = set(state.weights) | (set(state.scaler_vars) if scale else set())
+        names = sorted(names, key=int) if hashed else sorted(names)
         weights = np.array([state.weights.get(n, 0.0) for n in names], dtype=np.float64)
         if not scale:
             return cls(names, weights, float(state.intercept), None, None)
@@ -77,6 +95,7 @@ def _header(meta: dict[str, Any], quantize: Quantize) -> dict[str, Any]:
         "n_learned": meta.get("n_learned", 0),
         "model_config": meta.get("model_config", {}),
         "quantize": quantize,
+        **({"hashing": meta["hashing"]} if meta.get("hashing") else {}),
     }
 
 
@@ -168,61 +187,16 @@ def read_portable(payload: bytes) -> Linear:
 
 
 def to_onnx(linear: Linear, meta: dict[str, Any], quantize: Quantize) -> bytes:
-    """A standard ONNX graph: ``x`` double [N, K] -> ``p`` double [N]."""
+    """A standard ONNX graph: ``x`` double [N, K] -> ``p`` double [N]; for a
+    hashed model ``slots`` int64 [N, M] and ``values`` double [N, M] -> ``p``."""
     onnx = optional("onnx", "onnx", "model export --format onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    k = len(linear.features)
-    nodes, inits = [], []
-
-    def init(name: str, array: np.ndarray) -> None:
-        inits.append(numpy_helper.from_array(array, name))
-
-    def widen(name: str, array: np.ndarray) -> str:
-        """Store ``array`` as it is and cast it to double inside the graph."""
-        if array.dtype == np.float64:
-            init(name, array)
-            return name
-        init(f"{name}_stored", array)
-        nodes.append(helper.make_node("Cast", [f"{name}_stored"], [name], to=TensorProto.DOUBLE))
-        return name
-
-    stats = _stats_dtype(quantize)
-    current = "x"
-    if linear.means is not None and linear.vars is not None:
-        variances = linear.vars.astype(stats).astype(np.float64)
-        # river's scaler gives 0 where the variance is 0; a finite difference
-        # divided by infinity is exactly 0, so no mask is needed.
-        std = np.where(variances > 0, np.sqrt(variances), np.inf).astype(stats)
-        nodes.append(
-            helper.make_node("Sub", [current, widen("mean", linear.means.astype(stats))], ["c"])
-        )
-        nodes.append(helper.make_node("Div", ["c", widen("std", std)], ["z"]))
-        current = "z"
-    column = linear.weights.reshape(k, 1)
-    if quantize == "int8":
-        q, scale = quantize_int8(linear.weights)
-        init("w_q", q.reshape(k, 1))
-        init("w_scale", np.array(scale, dtype=np.float32))
-        nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w_f32"]))
-        nodes.append(helper.make_node("Cast", ["w_f32"], ["w"], to=TensorProto.DOUBLE))
-    elif quantize == "float16":
-        widen("w", column.astype(np.float16))
+    hashing = meta.get("hashing")
+    if hashing:
+        graph = _sparse_graph(linear, int(hashing["bits"]), quantize)
     else:
-        init("w", column.astype(np.float64))
-    nodes.append(helper.make_node("MatMul", [current, "w"], ["dot"]))
-    init("b", np.array([stats(linear.intercept)], dtype=np.float64))
-    nodes.append(helper.make_node("Add", ["dot", "b"], ["logit2d"]))
-    init("flat", np.array([-1], dtype=np.int64))
-    nodes.append(helper.make_node("Reshape", ["logit2d", "flat"], ["logit"]))
-    nodes.append(helper.make_node("Sigmoid", ["logit"], ["p"]))
-    graph = helper.make_graph(
-        nodes,
-        "learnstream_logistic_regression",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", k])],
-        [helper.make_tensor_value_info("p", TensorProto.DOUBLE, ["N"])],
-        inits,
-    )
+        graph = _dense_graph(linear, quantize)
     model = helper.make_model(
         graph,
         producer_name="learnstream",
@@ -238,11 +212,128 @@ def to_onnx(linear: Linear, meta: dict[str, Any], quantize: Quantize) -> bytes:
     return model.SerializeToString()
 
 
+class _Graph:
+    """Nodes and initializers of a graph being built."""
+
+    def __init__(self) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes: list = []
+        self.inits: list = []
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        self.nodes.append(self.helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(self.numpy_helper.from_array(array, name))
+        return name
+
+    def widen(self, name: str, array: np.ndarray) -> str:
+        """Store ``array`` as it is and cast it to double inside the graph."""
+        from onnx import TensorProto
+
+        if array.dtype == np.float64:
+            return self.init(name, array)
+        self.init(f"{name}_stored", array)
+        return self.node("Cast", [f"{name}_stored"], name, to=TensorProto.DOUBLE)
+
+    def weights(self, weights: np.ndarray, quantize: Quantize) -> str:
+        """``w`` as double, stored as ``quantize`` says."""
+        from onnx import TensorProto
+
+        if quantize == "int8":
+            q, scale = quantize_int8(weights.reshape(-1))
+            self.init("w_q", q.reshape(weights.shape))
+            self.init("w_scale", np.array(scale, dtype=np.float32))
+            self.node("DequantizeLinear", ["w_q", "w_scale"], "w_f32")
+            return self.node("Cast", ["w_f32"], "w", to=TensorProto.DOUBLE)
+        if quantize == "float16":
+            return self.widen("w", weights.astype(np.float16))
+        return self.init("w", weights.astype(np.float64))
+
+
+def _std(variances: np.ndarray, stats) -> np.ndarray:
+    """Each feature's standard deviation as stored; river's scaler gives 0 where
+    the variance is 0, and a finite difference divided by infinity is exactly
+    0, so no mask is needed."""
+    variances = variances.astype(stats).astype(np.float64)
+    return np.where(variances > 0, np.sqrt(variances), np.inf).astype(stats)
+
+
+def _sparse_graph(linear: Linear, bits: int, quantize: Quantize):
+    """``slots`` int64 [N, M], ``values`` double [N, M] -> ``p`` double [N]."""
+    from onnx import TensorProto
+
+    g = _Graph()
+    helper = g.helper
+    k, n_slots = len(linear.features), 1 << bits
+    column = np.full(n_slots + 1, k, dtype=np.int32)  # no weight, and the padding: index k
+    column[np.array([int(f) for f in linear.features], dtype=np.int64)] = np.arange(k)
+    g.init("column", column)
+    g.node("Gather", ["column", "slots"], "col")
+    # The compact arrays, each with an empty last entry for index k.
+    weights = g.weights(np.append(linear.weights, 0.0), quantize)
+    g.node("Gather", [weights, "col"], "w_of")
+    current = "values"
+    stats = _stats_dtype(quantize)
+    if linear.means is not None and linear.vars is not None:
+        mean = g.widen("mean", np.append(linear.means, 0.0).astype(stats))
+        std = g.widen("std", np.append(_std(linear.vars, stats), np.inf).astype(stats))
+        g.node("Gather", [mean, "col"], "mean_of")
+        g.node("Gather", [std, "col"], "std_of")
+        g.node("Sub", [current, "mean_of"], "c")
+        current = g.node("Div", ["c", "std_of"], "z")
+    g.node("Mul", [current, "w_of"], "terms")
+    g.init("sum_axes", np.array([1], dtype=np.int64))
+    g.node("ReduceSum", ["terms", "sum_axes"], "dot", keepdims=0)
+    g.init("b", np.array([stats(linear.intercept)], dtype=np.float64))
+    g.node("Add", ["dot", "b"], "logit")
+    g.node("Sigmoid", ["logit"], "p")
+    return helper.make_graph(
+        g.nodes,
+        "learnstream_hashed_logistic_regression",
+        [
+            helper.make_tensor_value_info("slots", TensorProto.INT64, ["N", "M"]),
+            helper.make_tensor_value_info("values", TensorProto.DOUBLE, ["N", "M"]),
+        ],
+        [helper.make_tensor_value_info("p", TensorProto.DOUBLE, ["N"])],
+        g.inits,
+    )
+
+
+def _dense_graph(linear: Linear, quantize: Quantize):
+    """``x`` double [N, K] -> ``p`` double [N]."""
+    from onnx import TensorProto
+
+    g = _Graph()
+    k = len(linear.features)
+    stats = _stats_dtype(quantize)
+    current = "x"
+    if linear.means is not None and linear.vars is not None:
+        g.node("Sub", [current, g.widen("mean", linear.means.astype(stats))], "c")
+        current = g.node("Div", ["c", g.widen("std", _std(linear.vars, stats))], "z")
+    g.node("MatMul", [current, g.weights(linear.weights.reshape(k, 1), quantize)], "dot")
+    g.init("b", np.array([stats(linear.intercept)], dtype=np.float64))
+    g.node("Add", ["dot", "b"], "logit2d")
+    g.init("flat", np.array([-1], dtype=np.int64))
+    g.node("Reshape", ["logit2d", "flat"], "logit")
+    g.node("Sigmoid", ["logit"], "p")
+    return g.helper.make_graph(
+        g.nodes,
+        "learnstream_logistic_regression",
+        [g.helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", k])],
+        [g.helper.make_tensor_value_info("p", TensorProto.DOUBLE, ["N"])],
+        g.inits,
+    )
+
+
 def export_bytes(
     state: ModelState, scale: bool, meta: dict[str, Any], fmt: ExportFormat, quantize: Quantize
 ) -> bytes:
     """The model in ``fmt``, its weights quantized as ``quantize`` says."""
-    linear = Linear.of(state, scale)
+    linear = Linear.of(state, scale, hashed=bool(meta.get("hashing")))
     if quantize != "none":
         round_weights(linear.weights, quantize)  # raises on float16 overflow
     if fmt == "json":

@@ -86,7 +86,9 @@ def reference(snapshot: Snapshot) -> dict[str, float]:
     return {q["id"]: model.predict_proba(featurize(features(q["x"], q["id"]))) for q in QUERIES}
 
 
-def worker_ps(snapshot: Snapshot, model_impl: str) -> dict[str, float]:
+def worker_ps(
+    snapshot: Snapshot, model_impl: str, queries: list[dict] = QUERIES
+) -> dict[str, float]:
     settings = WorkerSettings(
         model=ModelSettings(**snapshot.model_config),
         model_impl=model_impl,
@@ -104,7 +106,7 @@ def worker_ps(snapshot: Snapshot, model_impl: str) -> dict[str, float]:
     worker.ledger.assign(0, model_offset=None, committed=None)
     worker.model.load_state(snapshot.state)
     records = [
-        Record(i, None, encode(q, "msgpack"), 1_700_000_000_000) for i, q in enumerate(QUERIES)
+        Record(i, None, encode(q, "msgpack"), 1_700_000_000_000) for i, q in enumerate(queries)
     ]
     worker._process({0: records})
     out = [msgpack.unpackb(value) for _, value, _, _, _ in producer.sent]

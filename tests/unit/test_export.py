@@ -3,6 +3,7 @@ msgpack exactly (after the same rounding the quantized state has)."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -12,12 +13,18 @@ import onnxruntime as ort
 import pytest
 
 from stream.config import ModelSettings
+from stream.events.codec import features
+from stream.events.hashing import describe, featurizer
 from stream.model.export import Linear, export_bytes, read_portable
 from stream.model.online import OnlineModel
 from stream.model.quantize import quantize_state
 from stream.model.state import ModelState
+from stream.serve.holder import serving
+from stream.sync.checkpoint import Snapshot
 from stream.sync.globalmodel import model_of
 from tests.unit.serve_fixtures import FEATURES, event, snapshot
+from tests.unit.test_categorical_paths import categorical_rows
+from tests.unit.test_ctr_parity import onnx_inputs
 
 SETTINGS = [ModelSettings(), ModelSettings(scale=False), ModelSettings(optimizer="ftrl")]
 MODES = ["none", "float16", "int8"]
@@ -151,3 +158,79 @@ def test_export_command_writes_the_file_and_reports_size_and_holdout(tmp_path, c
     (p,) = session.run(["p"], {"x": _dense(linear, _events(5))})
     reference = model_of(replace(snap, state=quantize_state(snap.state, "int8")))
     assert np.max(np.abs(p - [reference.predict_proba(x) for x in _events(5)])) <= 1e-6
+
+
+# -- hashed models: slots, not names -------------------------------------------
+
+
+def _hashed_snapshot(bits: int, scale: bool) -> Snapshot:
+    """FTRL on the categorical rows, hashed into 2^bits slots."""
+    settings = ModelSettings(optimizer="ftrl", learning_rate=0.1, hash_bits=bits, scale=scale)
+    model = OnlineModel(settings)
+    featurize = featurizer(bits)
+    for row in categorical_rows(500, seed=3):
+        model.learn(featurize(features(row["x"], row["id"])), bool(row["y"]))
+    return Snapshot(version=2, state=model.state(), model_config=settings.as_dict())
+
+
+def _hashed_meta(snap: Snapshot) -> dict:
+    bits = snap.model_config["hash_bits"]
+    return {"version": 2, "model_config": snap.model_config, "hashing": describe(bits)}
+
+
+def test_a_hashed_export_lists_slots_in_numeric_order_and_says_how_to_compute_them():
+    snap = _hashed_snapshot(8, scale=True)
+    doc = json.loads(export_bytes(snap.state, True, _hashed_meta(snap), "json", "int8"))
+    assert doc["hashing"] == {
+        "hash": "murmurhash3_x86_32",
+        "seed": 0,
+        "bits": 8,
+        "slots": 256,
+        "feature": "a number under name is the feature name with that value; a string v "
+        "under name is the feature 'name=v' with value 1.0, and a list of strings one "
+        "such feature per distinct string",
+        "slot": "murmurhash3_x86_32(utf8(feature), seed) as an unsigned 32-bit integer, "
+        "modulo slots",
+        "same_slot": "features of one event in one slot are one, the sum of their values",
+    }
+    slots = [int(f) for f in doc["features"]]
+    assert slots == sorted(slots) and len(slots) == len(set(snap.state.weights))
+
+
+@pytest.mark.parametrize("scale", [True, False], ids=["scaled", "unscaled"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hashed_onnx_takes_slots_and_values_and_scores_as_serve_to_1e6(scale, mode):
+
+    snap = _hashed_snapshot(6, scale)
+    meta = _hashed_meta(snap)
+    session = ort.InferenceSession(
+        export_bytes(snap.state, scale, meta, "onnx", mode), providers=["CPUExecutionProvider"]
+    )
+    inputs = [(i.name, i.type, i.shape) for i in session.get_inputs()]
+    assert inputs == [
+        ("slots", "tensor(int64)", ["N", "M"]),
+        ("values", "tensor(double)", ["N", "M"]),
+    ]
+    assert [(o.name, o.type, o.shape) for o in session.get_outputs()] == [
+        ("p", "tensor(double)", ["N"])
+    ]
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["hashing"]) == meta["hashing"]
+    rows = categorical_rows(300, seed=9)
+    (p,) = session.run(["p"], onnx_inputs([r["x"] for r in rows], meta["hashing"]))
+    served = serving(snap, mode)
+    expected = [served.predict_proba(features(r["x"], r["id"])) for r in rows]
+    assert np.max(np.abs(p - expected)) <= 1e-6
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_a_hashed_compact_export_reads_back_to_the_same_scores(mode, fmt):
+
+    snap = _hashed_snapshot(6, scale=True)
+    payload = export_bytes(snap.state, True, _hashed_meta(snap), fmt, mode)
+    back = OnlineModel(ModelSettings(**snap.model_config))
+    back.load_state(read_portable(payload).state())
+    served, featurize = serving(snap, mode), featurizer(6)
+    xs = [features(r["x"], r["id"]) for r in categorical_rows(300, seed=9)]
+    assert [back.predict_proba(featurize(x)) for x in xs] == [served.predict_proba(x) for x in xs]
