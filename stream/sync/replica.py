@@ -281,6 +281,7 @@ class Replica:
         self.model.clear_touched()
         self.cut_state = _owned(snapshot.state)
         self._whole = False
+        self._unsynced = set()
         self.pending = []
         self.labeled_since_cut = 0
         self.epoch, self.version = snapshot.order
