@@ -37,17 +37,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
 import numpy as np
 
-from stream.config import Quantize
+from stream.config import ExportFormat, Quantize
 from stream.errors import optional
 from stream.model.quantize import quantize_int8, round_weights
 from stream.model.state import ModelState
 
-ExportFormat = Literal["json", "msgpack", "onnx"]
 FORMAT_NAME = "learnstream-linear/1"
 ONNX_OPSET = 13
 
