@@ -50,11 +50,11 @@ from .helpers import (
 pytestmark = pytest.mark.integration
 
 BITS = 12
-# The recommended CTR model (docs): FTRL-Proximal, alpha 0.1, beta 1, L1 1, L2 1,
+# The recommended CTR model (docs): FTRL-Proximal, alpha 0.2, beta 1, L1 1, L2 0,
 # one-hot features unscaled, hashed.
 CTR_FLAGS = [
-    "--optimizer", "ftrl", "--learning-rate", "0.1", "--ftrl-beta", "1", "--ftrl-l1", "1",
-    "--l2", "1", "--no-scaler", "--hash-bits", str(BITS),
+    "--optimizer", "ftrl", "--learning-rate", "0.2", "--ftrl-beta", "1", "--ftrl-l1", "1",
+    "--l2", "0", "--no-scaler", "--hash-bits", str(BITS),
 ]  # fmt: skip
 N_LABELED = 3000
 
@@ -164,7 +164,7 @@ def test_ftrl_on_hashed_categorical_events_learns_once_and_every_reader_gives_th
     config = final.model_config
     assert (config["optimizer"], config["hash_bits"], config["scale"]) == ("ftrl", BITS, False)
     assert (config["learning_rate"], config["ftrl_beta"], config["ftrl_l1"], config["l2"]) == (
-        0.1, 1.0, 1.0, 1.0
+        0.2, 1.0, 1.0, 0.0
     )  # fmt: skip
     # FTRL's per-coordinate state holds exactly the slots the stream touched.
     hasher = featurizer(BITS)
@@ -174,7 +174,7 @@ def test_ftrl_on_hashed_categorical_events_learns_once_and_every_reader_gives_th
     assert not final.state.scaler_counts
     # Merged, each slot's weight is FTRL-Proximal's closed form of its summed z and n
     # (0 inside the L1 ball).
-    params = FtrlParams(alpha=0.1, beta=1.0, l1=1.0, l2=1.0)
+    params = FtrlParams(alpha=0.2, beta=1.0, l1=1.0, l2=0.0)
     z, n = final.state.ftrl_z, final.state.ftrl_n
     assert {s: final.state.weights.get(s, 0.0) for s in touched} == {
         s: ftrl_weight(z[s], n[s], params) for s in touched
