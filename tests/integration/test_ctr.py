@@ -4,7 +4,7 @@ exported and served, one p everywhere.
 
 ``learnstream work --processes 2`` with the recommended flags learns a stream
 of events with strings and lists of strings, every labeled event exactly once;
-restarted, the workers score unlabeled events with the final global version;
+once both hold the learned version, they score unlabeled events;
 ``serve`` (following the model topic) and ``score`` give those events the
 workers' p bit for bit, and the exported whole-state JSON (by its documented
 formula) and ONNX graph (in onnxruntime) to 1e-6.
@@ -17,6 +17,7 @@ import io
 import json
 import signal
 import subprocess
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -49,18 +50,20 @@ from .helpers import (
 pytestmark = pytest.mark.integration
 
 BITS = 12
-# The recommended CTR model (docs): FTRL-Proximal, alpha 0.1, beta 1, L1 1, L2 1,
+# The recommended CTR model (docs): FTRL-Proximal, alpha 0.2, beta 1, L1 1, L2 0,
 # one-hot features unscaled, hashed.
 CTR_FLAGS = [
-    "--optimizer", "ftrl", "--learning-rate", "0.1", "--ftrl-beta", "1", "--ftrl-l1", "1",
-    "--l2", "1", "--no-scaler", "--hash-bits", str(BITS),
+    "--optimizer", "ftrl", "--learning-rate", "0.2", "--ftrl-beta", "1", "--ftrl-l1", "1",
+    "--l2", "0", "--no-scaler", "--hash-bits", str(BITS),
 ]  # fmt: skip
 N_LABELED = 3000
 
 
-def _run_work(kafka, topics, checkpoints, send, until) -> None:
-    """``learnstream work --processes 2`` with the CTR flags while ``send()`` and
-    ``until()`` run; then SIGTERM, and it must exit cleanly."""
+@contextlib.contextmanager
+def _working(kafka, topics, checkpoints) -> Iterator[None]:
+    """``learnstream work --processes 2`` (two workers and the merger) with the
+    CTR flags for the block; then SIGTERM, and it must exit cleanly (its log is
+    printed if the block fails)."""
     work = subprocess.Popen(
         work_command(
             kafka,
@@ -78,12 +81,34 @@ def _run_work(kafka, topics, checkpoints, send, until) -> None:
         text=True,
     )
     try:
-        send()
-        until()
-    finally:
+        yield
+    except BaseException:
         work.send_signal(signal.SIGTERM)
         _, stderr = work.communicate(timeout=60)
+        print(f"learnstream work exited {work.returncode}; its log:\n{stderr}")
+        raise
+    work.send_signal(signal.SIGTERM)
+    _, stderr = work.communicate(timeout=60)
     assert work.returncode == 0, stderr
+
+
+def _both_workers_hold(kafka, topics, version: int, sent: list[str]) -> Callable[[], bool]:
+    """A condition: both partitions' workers score with ``version`` or newer,
+    asked by 8 unlabeled probe events (keyed over both partitions) each time;
+    their ids are appended to ``sent``."""
+    held: set[int] = set()
+
+    def check() -> bool:
+        probes = [{"id": f"probe-{len(sent) + i}", "x": {"site": "s1"}} for i in range(8)]
+        sent.extend(p["id"] for p in probes)
+        send_raw(kafka, topics.features, ((p["id"].encode(), encode(p, "json")) for p in probes))
+        ids = {p["id"] for p in probes}
+        for p in read_predictions(kafka, topics.predictions, ids, settle_s=0.2):
+            if p["id"] in ids and p["model_version"] >= version:
+                held.add(p["partition"])
+        return held == {0, 1}
+
+    return check
 
 
 def _cli(*args: str) -> str:
@@ -107,26 +132,39 @@ def test_ftrl_on_hashed_categorical_events_learns_once_and_every_reader_gives_th
     ]
     ids = {q["id"] for q in queries}
 
-    # Learn: two workers and the merger, events keyed by id over both partitions.
-    _run_work(
-        kafka,
-        topics,
-        checkpoints,
-        send=lambda: send_raw(
+    by_worker: dict[str, set] = {}
+    probes: list[str] = []
+    with _working(kafka, topics, checkpoints):
+        # Learn: two workers and the merger, events keyed by id over both partitions.
+        send_raw(
             kafka,
             topics.features,
             ((r["id"].encode(), encode(r, ("msgpack", "json")[i % 2])) for i, r in enumerate(rows)),
-        ),
-        until=lambda: wait_for_learned(kafka, topics, N_LABELED),
-    )
+        )
+        learned = wait_for_learned(kafka, topics, N_LABELED)
+        # Score: once both workers hold that version, unlabeled events (which teach nothing).
+        wait_for(
+            _both_workers_hold(kafka, topics, learned.version, probes),
+            timeout_s=120,
+            what=f"both workers to hold version {learned.version}",
+        )
+        send_raw(kafka, topics.features, ((q["id"].encode(), encode(q, "json")) for q in queries))
+        for p in read_predictions(kafka, topics.predictions, ids, settle_s=0.5):
+            if p["id"] in ids:
+                by_worker.setdefault(p["id"], set()).add((p["model_version"], p["p"]))
+
     final = final_model(kafka, topics)
     assert final.n_learned == N_LABELED  # every labeled event learned once
-    assert sum(final.offsets.values()) == N_LABELED  # and learned up to each one
+    # and the model has seen every event, labeled or not, once.
+    assert sum(final.offsets.values()) == N_LABELED + len(probes) + len(queries)
     assert len(final.offsets) == 2
+    # Versions published after the stream was learned (contributions sent at stop)
+    # hold the same model: unlabeled events teach nothing.
+    assert (learned.n_learned, learned.state) == (final.n_learned, final.state)
     config = final.model_config
     assert (config["optimizer"], config["hash_bits"], config["scale"]) == ("ftrl", BITS, False)
     assert (config["learning_rate"], config["ftrl_beta"], config["ftrl_l1"], config["l2"]) == (
-        0.1, 1.0, 1.0, 1.0
+        0.2, 1.0, 1.0, 0.0
     )  # fmt: skip
     # FTRL's per-coordinate state holds exactly the slots the stream touched.
     hasher = featurizer(BITS)
@@ -136,40 +174,19 @@ def test_ftrl_on_hashed_categorical_events_learns_once_and_every_reader_gives_th
     assert not final.state.scaler_counts
     # Merged, each slot's weight is FTRL-Proximal's closed form of its summed z and n
     # (0 inside the L1 ball).
-    params = FtrlParams(alpha=0.1, beta=1.0, l1=1.0, l2=1.0)
+    params = FtrlParams(alpha=0.2, beta=1.0, l1=1.0, l2=0.0)
     z, n = final.state.ftrl_z, final.state.ftrl_n
     assert {s: final.state.weights.get(s, 0.0) for s in touched} == {
         s: ftrl_weight(z[s], n[s], params) for s in touched
     }
 
-    # Score: the workers restart from the final version; unlabeled events teach nothing.
-    by_worker: dict[str, set] = {}
-
-    def read_worker_predictions() -> None:
-        for p in read_predictions(kafka, topics.predictions, ids, settle_s=0.5):
-            if p["id"] in ids:
-                by_worker.setdefault(p["id"], set()).add((p["model_version"], p["p"]))
-
-    _run_work(
-        kafka,
-        topics,
-        checkpoints,
-        send=lambda: send_raw(
-            kafka, topics.features, ((q["id"].encode(), encode(q, "json")) for q in queries)
-        ),
-        until=read_worker_predictions,
-    )
-    # A restarted merger may publish a version of its own, but nothing was learned:
-    # every version since the final one holds the same model.
-    newest = final_model(kafka, topics)
-    assert (newest.n_learned, newest.state) == (final.n_learned, final.state)
+    # The workers' p: every prediction of an event (duplicates too) of one of
+    # these versions, and of one p.
     assert set(by_worker) == ids
     versions = {v for seen in by_worker.values() for v, _ in seen}
-    assert versions <= set(range(final.version, newest.version + 1))
-    # Every prediction of an event, of whichever of these versions, has one p.
+    assert versions <= set(range(learned.version, final.version + 1))
     assert all(len({p for _, p in seen}) == 1 for seen in by_worker.values())
     worker_p = {i: seen.pop()[1] for i, seen in by_worker.items()}
-    final = newest
 
     # serve, following the model topic: bit for bit, one by one and in a batch.
     serve_settings = ServeSettings(kafka=kafka, topics=topics, checkpoint_dir=checkpoints)

@@ -16,9 +16,9 @@ from stream.model.online import OnlineModel
 from stream.observe.quality import prequential
 from tests.unit.test_categorical_paths import categorical_rows
 
-# alpha (--learning-rate) 0.1, --ftrl-beta 1, --ftrl-l1 1, --l2 1, --no-scaler.
+# alpha (--learning-rate) 0.2, --ftrl-beta 1, --ftrl-l1 1, --l2 0, --no-scaler.
 RECOMMENDED = ModelSettings(
-    optimizer="ftrl", learning_rate=0.1, ftrl_beta=1.0, ftrl_l1=1.0, l2=1.0, scale=False
+    optimizer="ftrl", learning_rate=0.2, ftrl_beta=1.0, ftrl_l1=1.0, l2=0.0, scale=False
 )
 
 

@@ -43,7 +43,7 @@ MODELS = {
     "ftrl-hash6": ModelSettings(optimizer="ftrl", learning_rate=0.1, hash_bits=6),
     # The recommended CTR model: FTRL on unscaled one-hot slots.
     "ftrl-hash18-unscaled": ModelSettings(
-        optimizer="ftrl", learning_rate=0.1, ftrl_l1=1.0, l2=1.0, scale=False, hash_bits=18
+        optimizer="ftrl", learning_rate=0.2, ftrl_l1=1.0, scale=False, hash_bits=18
     ),
     "sgd-hash10-unscaled": ModelSettings(hash_bits=10, scale=False, learning_rate=0.05),
     # Not hashed: the features keep their names, the ONNX input is a dense row.
