@@ -69,6 +69,9 @@ NOT_RUN = {
     "learnstream bench --clients kafka-python,confluent --models scaler+lr,lr,ftrl --features 10 "
     "--events 50000": "minutes of load on purpose",
     "learnstream bench --serve": ("needs wrk and hey, and minutes of load"),
+    "learnstream work --optimizer ftrl --learning-rate 0.2 --ftrl-beta 1 --ftrl-l1 1 --l2 0 \\": (
+        "a long-running worker; tests/integration/test_ctr.py runs work with these flags"
+    ),
     "export KAFKA_BOOTSTRAP_SERVERS=broker1:9093,broker2:9093": ("needs a real, secured cluster"),
     "docker compose up -d kafka topics": (
         "needs Docker; the files its prometheus and grafana services mount are checked by "
