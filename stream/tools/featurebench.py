@@ -167,6 +167,61 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
 
 
+def _progressive(records: list[bytes], settings: ModelSettings) -> tuple[np.ndarray, KernelModel]:
+    """Each record's p, predicted before it is learned, as a worker's batches
+    do it; and the model after the last."""
+    model = KernelModel(settings)
+    bits = settings.hash_bits
+    decoder = BatchDecoder(model.column, EventLimits(), Hasher(bits) if bits is not None else None)
+    p = np.concatenate(
+        [
+            model.score_and_learn(d.columns, d.values, d.offsets, d.labels)
+            for d in (decoder.decode(records[i : i + BATCH]) for i in range(0, len(records), BATCH))
+        ]
+    )
+    return p, model
+
+
+def _click_stream(n: int, seed: int) -> tuple[CtrStream, list[bytes], np.ndarray, float]:
+    """The click stream's records and labels, and the entropy of its click rate."""
+    stream = CtrStream(n_events=n, seed=seed)
+    records = [encode({"id": i, "x": x, "y": y}, "msgpack") for i, x, y in stream]
+    labels = np.array([y for _, _, y in stream], dtype=np.int8)
+    rate = float(labels.mean())
+    return stream, records, labels, -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+
+
+# The click models compared by click_models: the defaults, SGD unscaled at three
+# rates, FTRL (unscaled) around the recommended alpha 0.2, beta 1, L1 1, L2 0.
+CLICK_MODELS = {
+    "defaults (scaler, SGD 0.01)": ModelSettings(),
+    **{
+        f"SGD --no-scaler, rate {rate}": ModelSettings(scale=False, learning_rate=rate)
+        for rate in (0.01, 0.05, 0.1)
+    },
+    **{
+        f"FTRL alpha {a}, L1 {l1}, L2 {l2}": ModelSettings(
+            optimizer="ftrl", scale=False, learning_rate=a, ftrl_l1=l1, l2=l2
+        )
+        for a, l1, l2 in ((0.1, 1.0, 1.0), (0.2, 1.0, 0.0), (0.2, 1.0, 1.0), (0.2, 0.0, 0.0))
+    },
+}
+
+
+def click_models(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> dict:
+    """Progressive log loss, normalized entropy and nonzero weights of each of
+    :data:`CLICK_MODELS` on ``n`` events of the click stream hashed into
+    2^``hash_bits`` slots: which model for clicks."""
+    _, records, labels, entropy = _click_stream(n, seed)
+    out: dict = {"events": n}
+    for name, settings in CLICK_MODELS.items():
+        p, model = _progressive(records, replace(settings, hash_bits=hash_bits))
+        loss = _log_loss(p, labels)
+        nonzero = sum(1 for w in model.state().weights.values() if w != 0.0)
+        out[name] = {"log_loss": round(loss, 5), "ne": round(loss / entropy, 4), "nonzero": nonzero}
+    return out
+
+
 def hashing_quality(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> dict:
     """Progressive (predict, then learn) log loss on ``n`` events of the click
     stream, by name and hashed into 2^``hash_bits`` slots, per model of
@@ -175,11 +230,8 @@ def hashing_quality(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> di
     entropy, log loss over the entropy of the stream's click rate (below 1:
     better than predicting the base rate); ``true_model_ne``: the floor, the
     stream's own probabilities."""
-    stream = CtrStream(n_events=n, seed=seed)
-    records = [encode({"id": i, "x": x, "y": y}, "msgpack") for i, x, y in stream]
-    labels = np.array([y for _, _, y in stream], dtype=np.int8)
+    stream, records, labels, entropy = _click_stream(n, seed)
     rate = float(labels.mean())
-    entropy = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
     out: dict = {
         "events": n,
         "click_rate": round(rate, 4),
@@ -187,15 +239,7 @@ def hashing_quality(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> di
     }
     for name, settings in QUALITY_MODELS.items():
         for suffix, bits in (("exact", None), ("hashed", hash_bits)):
-            model = KernelModel(replace(settings, hash_bits=bits))
-            hasher = Hasher(bits) if bits is not None else None
-            decoder = BatchDecoder(model.column, EventLimits(), hasher)
-            p = np.concatenate(
-                [
-                    model.score_and_learn(d.columns, d.values, d.offsets, d.labels)
-                    for d in (decoder.decode(records[i : i + BATCH]) for i in range(0, n, BATCH))
-                ]
-            )
+            p, _ = _progressive(records, replace(settings, hash_bits=bits))
             loss = _log_loss(p, labels)
             out[f"{name}_{suffix}_log_loss"] = round(loss, 5)
             out[f"{name}_{suffix}_ne"] = round(loss / entropy, 4)
@@ -361,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1_000_000,
         help="distinct features of the model whose cut and adoption are timed",
     )
+    parser.add_argument(
+        "--click-models",
+        type=int,
+        default=0,
+        help="also compare the click models on this many click-stream events (0: not run)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -370,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         "hashing_quality": hashing_quality(args.quality_events, hash_bits=args.hash_bits),
         "sync_cost": sync_cost(args.sync_features, hash_bits=args.hash_bits),
     }
+    if args.click_models:
+        result["click_models"] = click_models(args.click_models, hash_bits=args.hash_bits)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

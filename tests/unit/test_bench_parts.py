@@ -73,3 +73,22 @@ def test_the_sync_bench_times_cut_and_adopt_both_ways_at_the_distinct_features_a
         assert result[f"cut_ms_{way}"] > 0 and result[f"adopt_ms_{way}"] > 0, way
         assert 0 < result[f"merging_cost_{way}"] < 1, way
     assert result["adopt_idle_ms_changed"] > 0
+
+
+def test_the_click_models_are_compared_on_the_same_hashed_stream():
+    from stream.tools.featurebench import CLICK_MODELS, click_models
+
+    result = click_models(3000, hash_bits=16)
+    assert result["events"] == 3000
+    assert set(result) == {"events", *CLICK_MODELS}
+    scaled = result["defaults (scaler, SGD 0.01)"]
+    # The scaler zeroes a one-hot feature (always 1.0, variance 0): weights move
+    # only in slots where two features of an event collided (a value of 2.0).
+    assert scaled["nonzero"] * 100 < result["SGD --no-scaler, rate 0.01"]["nonzero"]
+    for name in CLICK_MODELS:
+        assert 0 < result[name]["log_loss"] and result[name]["nonzero"] >= 0
+    # L1 keeps weights at exactly 0 that FTRL without it moves.
+    assert (
+        result["FTRL alpha 0.2, L1 1.0, L2 0.0"]["nonzero"]
+        < result["FTRL alpha 0.2, L1 0.0, L2 0.0"]["nonzero"]
+    )
