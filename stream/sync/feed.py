@@ -99,6 +99,24 @@ class ModelFeed:
                 break
         return self.latest
 
+    def changed_since(self, order: tuple[int, int]) -> frozenset[str] | None:
+        """The model keys changed by the versions after ``order`` (an ``(epoch,
+        version)`` this feed returned) up to the newest one held; None when the
+        feed cannot tell, and the caller must treat every key as changed.
+
+        "Changed" is every key an applied delta touched, whether or not its
+        value ended up different, so a holder of the version ``order`` can
+        rebuild exactly those keys. An empty set: nothing newer is held.
+        None: ``order`` is from another epoch, a full snapshot replaced the
+        chain since, or it is older than the versions whose key sets the feed
+        remembers (a bounded number). Until the model topic carries delta
+        versions, every version is a full snapshot and the answer is None
+        except for the version held itself.
+        """
+        if self.latest is not None and order == self.latest.order:
+            return frozenset()
+        return None
+
     def contributions_end(self) -> int:
         """How many contributions have been published (the merger's catch-up target)."""
         if self._contributions is None:

@@ -75,3 +75,13 @@ def _bad_state(fields: dict, state: ModelState) -> bytes:
         {**fields, "version": 99, "state": pack_state(state), "n_learned": state.n_learned},
         use_bin_type=True,
     )
+
+
+def test_changed_since_the_version_held_is_nothing_and_otherwise_unknown():
+    feed = ModelFeed(
+        KafkaSettings(), TopicSettings(), "test", reader=FakeReader([_version(2).to_bytes()])
+    )
+    assert feed.poll() is not None
+    assert feed.changed_since((1, 2)) == frozenset()
+    assert feed.changed_since((1, 1)) is None
+    assert feed.changed_since((0, 2)) is None
