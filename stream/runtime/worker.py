@@ -50,7 +50,7 @@ from stream.kafka import connect
 from stream.kafka.topics import ensure_pipeline
 from stream.kafka.transport import Batch, Consumer, Producer, Record
 from stream.model.factory import build_model
-from stream.model.merge import add, ftrl_params, subtract
+from stream.model.merge import add, copy_state, ftrl_params, subtract
 from stream.model.online import OnlineModel
 from stream.model.state import ModelState
 from stream.observe.metrics import WorkerCollector, serve
@@ -776,7 +776,9 @@ class Worker:
             self._seek_to_model(latest, self._consumer.assignment())
             return
         self._pending = settled.pending
-        state = latest.state
+        # The feed updates the version it holds in place when the next delta
+        # comes: the cut state kept until the next cut must be our own.
+        state = copy_state(latest.state) if not self._pending else latest.state
         for contribution in self._pending:
             state = add(state, contribution.delta, ftrl=self._ftrl)
         self.model.load_state(state)
@@ -788,8 +790,10 @@ class Worker:
         """Become exactly the global model; un-merged learning is dropped (the
         caller restarts every partition it keeps at the model's offsets)."""
         check_compatible(snapshot, self.settings.model)
-        self.model.load_state(snapshot.state)
-        self._cut_state = snapshot.state
+        # Our own copy: the feed updates the version it holds in place.
+        state = copy_state(snapshot.state)
+        self.model.load_state(state)
+        self._cut_state = state
         self._pending = []
         self._labeled_since_cut = 0
         self.model_epoch, self.model_version = snapshot.order
