@@ -605,6 +605,15 @@ class MergeSettings:
         help="on assignment, wait this long for the merger to catch up; must be below "
         "--max-poll-interval-ms",
     )
+    # A version is published as the keys it changed; a full model also this often
+    # (and whenever the deltas since the last one outweigh it), so a reader
+    # starting cold reads one full model and at most this many deltas.
+    snapshot_every_versions: int = setting(
+        100,
+        ge=1,
+        help="the merger publishes a full model at least every this many versions "
+        "(the others as the keys they changed)",
+    )
 
     def __post_init__(self) -> None:
         if self.rule == "average":

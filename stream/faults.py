@@ -33,6 +33,8 @@ CRASH_POINTS: dict[str, str] = {
     "worker.on_revoke_after_contribution": "partitions are being revoked; the hand-over "
     "contribution (if there was learning to hand over) is acknowledged",
     "merger.after_merge_before_publish": "a version is computed, not published",
+    "merger.after_delta_before_snapshot": "a version is on the model topic as a delta, "
+    "the full snapshot due with it is not",
     "merger.after_publish_before_checkpoint": "a version is on the model topic, "
     "not in a checkpoint file",
     "merger.during_checkpoint_write": "a checkpoint's temporary file is written, not renamed",

@@ -77,6 +77,8 @@ class FakeKafka:
 
     def __init__(self, partitions: dict[str, int] | None = None, grows: bool = False) -> None:
         self.logs: dict[str, list[list[Stored]]] = {}
+        # Offsets log compaction removed, per (topic, partition): readers skip them.
+        self.compacted: dict[tuple[str, int], set[int]] = {}
         self.groups: dict[str, FakeGroup] = {}
         self.grows = grows
         for topic, count in (partitions or {}).items():
@@ -112,6 +114,14 @@ class FakeKafka:
         log = self.log(topic, partition)
         log.append(Stored(key, value, list(headers or []), len(log)))
         return len(log) - 1
+
+    def compact(self, topic: str, partition: int = 0) -> None:
+        """What log compaction leaves: per key, only the record written last
+        (offsets do not change; readers skip the removed ones)."""
+        log = self.log(topic, partition)
+        last = {s.key: offset for offset, s in enumerate(log)}
+        removed = self.compacted.setdefault((topic, partition), set())
+        removed.update(offset for offset, s in enumerate(log) if last[s.key] != offset)
 
     def records(self, topic: str, partition: int = 0) -> list[Record]:
         return [
@@ -406,11 +416,15 @@ class FakeReader:
         out: list[ReadRecord] = []
         for p, position in self._positions.items():
             log = self.kafka.log(self.topic, p)
+            removed = self.kafka.compacted.get((self.topic, p), set())
             self._highs[p] = len(log)
-            for o in range(position, min(len(log), position + max_records - len(out))):
-                s = log[o]
-                out.append(ReadRecord(p, o, s.key, s.value, s.timestamp_ms, s.headers))
-            self._positions[p] = position + sum(1 for r in out if r.partition == p)
+            o = position
+            while o < len(log) and len(out) < max_records:
+                if o not in removed:
+                    s = log[o]
+                    out.append(ReadRecord(p, o, s.key, s.value, s.timestamp_ms, s.headers))
+                o += 1
+            self._positions[p] = o
         return out
 
     def position(self, partition: int) -> int:

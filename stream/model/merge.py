@@ -68,32 +68,6 @@ def ftrl_weight(z: float, n: float, p: FtrlParams) -> float:
     return -(((p.beta + n**0.5) / p.alpha + p.l2) ** -1) * (z - math.copysign(p.l1, z))
 
 
-def _combine_stats(
-    counts_a: dict[str, float],
-    means_a: dict[str, float],
-    vars_a: dict[str, float],
-    counts_b: dict[str, float],
-    means_b: dict[str, float],
-    vars_b: dict[str, float],
-) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    counts, means, vars_ = dict(counts_a), dict(means_a), dict(vars_a)
-    for name, n_b in counts_b.items():
-        if n_b == 0:
-            continue
-        n_a = counts.get(name, 0.0)
-        if n_a == 0:
-            counts[name], means[name], vars_[name] = n_b, means_b[name], vars_b[name]
-            continue
-        n = n_a + n_b
-        mean_a, mean_b = means[name], means_b[name]
-        delta = mean_b - mean_a
-        m2 = vars_[name] * n_a + vars_b[name] * n_b + delta * delta * n_a * n_b / n
-        counts[name] = n
-        means[name] = mean_a + delta * n_b / n
-        vars_[name] = m2 / n
-    return counts, means, vars_
-
-
 def _remove_stats(
     counts: dict[str, float],
     means: dict[str, float],
@@ -122,13 +96,6 @@ def _remove_stats(
         out_means[name] = mean_b
         out_vars[name] = max(m2_b / n_b, 0.0)  # cancellation can dip a hair below 0
     return out_counts, out_means, out_vars
-
-
-def _plus(a: dict[str, float], b: dict[str, float], scale: float = 1.0) -> dict[str, float]:
-    out = dict(a)
-    for name, value in b.items():
-        out[name] = out.get(name, 0.0) + scale * value
-    return out
 
 
 def _minus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -196,42 +163,138 @@ def restrict(state: ModelState, keys: Collection[str]) -> ModelState:
     return ModelState(intercept=state.intercept, n_learned=state.n_learned, **parts)
 
 
+class Undo:
+    """What :func:`fold` overwrote, so a refused fold can be taken back in
+    time proportional to the delta: per map, each touched key's previous
+    value (or its absence)."""
+
+    __slots__ = ("_saved",)
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[dict[str, float], str, float | None]] = []
+
+    def save(self, values: dict[str, float], name: str) -> None:
+        self._saved.append((values, name, values.get(name)))
+
+    def revert(self) -> None:
+        """Put every saved value back, newest first (a key saved twice ends as it began)."""
+        for values, name, old in reversed(self._saved):
+            if old is None:
+                values.pop(name, None)
+            else:
+                values[name] = old
+        self._saved.clear()
+
+
+def fold(
+    state: ModelState,
+    delta: ModelState,
+    weight_scale: float = 1.0,
+    ftrl: FtrlParams | None = None,
+    touched: set[str] | None = None,
+    undo: Undo | None = None,
+) -> ModelState:
+    """Learn ``delta`` on top of ``state`` IN PLACE, in time proportional to the
+    delta: ``state``'s maps are updated, and the result is a ModelState that
+    shares them, with the new intercept and count (``state`` itself keeps its
+    old intercept and count, so do not use it afterwards).
+
+    The keys written go into ``touched``, and the values they had into
+    ``undo``. The arithmetic is :func:`add`'s, operation for operation (add is
+    a copy and then this fold), so a model folded in place is bit for bit the
+    one merged by copies. Keys are only ever added or overwritten, never
+    removed: a delta of a version is the touched keys' new values.
+    """
+    counts, means, vars_ = state.scaler_counts, state.scaler_means, state.scaler_vars
+    written = touched if touched is not None else set()
+    for name, n_b in delta.scaler_counts.items():
+        if n_b == 0:
+            continue
+        written.add(name)
+        if undo is not None:
+            undo.save(counts, name)
+            undo.save(means, name)
+            undo.save(vars_, name)
+        n_a = counts.get(name, 0.0)
+        if n_a == 0:
+            counts[name], means[name], vars_[name] = (
+                n_b,
+                delta.scaler_means[name],
+                delta.scaler_vars[name],
+            )
+            continue
+        n = n_a + n_b
+        mean_a, mean_b = means[name], delta.scaler_means[name]
+        diff = mean_b - mean_a
+        m2 = vars_[name] * n_a + delta.scaler_vars[name] * n_b + diff * diff * n_a * n_b / n
+        counts[name] = n
+        means[name] = mean_a + diff * n_b / n
+        vars_[name] = m2 / n
+    _plus_in_place(state.ftrl_z, delta.ftrl_z, 1.0, written, undo)
+    _plus_in_place(state.ftrl_n, delta.ftrl_n, 1.0, written, undo)
+    weights = state.weights
+    if ftrl is None:
+        _plus_in_place(weights, delta.weights, weight_scale, written, undo)
+    else:
+        z, n_ = state.ftrl_z, state.ftrl_n
+        for name in set(delta.ftrl_z) | set(delta.ftrl_n):
+            written.add(name)
+            if undo is not None:
+                undo.save(weights, name)
+            weights[name] = ftrl_weight(z.get(name, 0.0), n_.get(name, 0.0), ftrl)
+    return ModelState(
+        weights=weights,
+        intercept=state.intercept + weight_scale * delta.intercept,
+        scaler_counts=counts,
+        scaler_means=means,
+        scaler_vars=vars_,
+        ftrl_z=state.ftrl_z,
+        ftrl_n=state.ftrl_n,
+        n_learned=state.n_learned + delta.n_learned,
+    )
+
+
+def _plus_in_place(
+    out: dict[str, float],
+    b: dict[str, float],
+    scale: float,
+    written: set[str],
+    undo: Undo | None,
+) -> None:
+    """``out += scale * b`` key by key, as :func:`_plus` computes it."""
+    for name, value in b.items():
+        written.add(name)
+        if undo is not None:
+            undo.save(out, name)
+        out[name] = out.get(name, 0.0) + scale * value
+
+
+def copy_state(state: ModelState) -> ModelState:
+    """A copy whose maps can be folded into without changing ``state``'s: O(model)."""
+    return ModelState(
+        weights=dict(state.weights),
+        intercept=state.intercept,
+        scaler_counts=dict(state.scaler_counts),
+        scaler_means=dict(state.scaler_means),
+        scaler_vars=dict(state.scaler_vars),
+        ftrl_z=dict(state.ftrl_z),
+        ftrl_n=dict(state.ftrl_n),
+        n_learned=state.n_learned,
+    )
+
+
 def add(
     base: ModelState,
     delta: ModelState,
     weight_scale: float = 1.0,
     ftrl: FtrlParams | None = None,
 ) -> ModelState:
-    """``base`` with ``delta`` learned on top; ``weight_scale`` scales only the
-    weight and intercept change (statistics and counts are always exact).
-    With ``ftrl``, the weights of the coordinates ``delta`` touched are FTRL's
-    closed form of the summed ``z`` and ``n``."""
-    counts, means, vars_ = _combine_stats(
-        base.scaler_counts,
-        base.scaler_means,
-        base.scaler_vars,
-        delta.scaler_counts,
-        delta.scaler_means,
-        delta.scaler_vars,
-    )
-    ftrl_z = _plus(base.ftrl_z, delta.ftrl_z)
-    ftrl_n = _plus(base.ftrl_n, delta.ftrl_n)
-    if ftrl is None:
-        weights = _plus(base.weights, delta.weights, weight_scale)
-    else:
-        weights = dict(base.weights)
-        for name in set(delta.ftrl_z) | set(delta.ftrl_n):
-            weights[name] = ftrl_weight(ftrl_z.get(name, 0.0), ftrl_n.get(name, 0.0), ftrl)
-    return ModelState(
-        weights=weights,
-        intercept=base.intercept + weight_scale * delta.intercept,
-        scaler_counts=counts,
-        scaler_means=means,
-        scaler_vars=vars_,
-        ftrl_z=ftrl_z,
-        ftrl_n=ftrl_n,
-        n_learned=base.n_learned + delta.n_learned,
-    )
+    """``base`` with ``delta`` learned on top (pure: ``base`` is left as it was);
+    ``weight_scale`` scales only the weight and intercept change (statistics and
+    counts are always exact). With ``ftrl``, the weights of the coordinates
+    ``delta`` touched are FTRL's closed form of the summed ``z`` and ``n``.
+    A copy of ``base`` (O(model)), then :func:`fold` (O(delta))."""
+    return fold(copy_state(base), delta, weight_scale, ftrl)
 
 
 def merge(
@@ -240,14 +303,15 @@ def merge(
     rule: MergeRule = "sum",
     ftrl: FtrlParams | None = None,
 ) -> ModelState:
-    """Fold contributions into the global model. Order does not matter (up to
+    """Fold contributions into the global model (pure: one copy of ``base``,
+    then each delta folded in place). Order does not matter (up to
     floating-point rounding); merging nothing is the identity; merging them in
     one call or one by one gives the same model."""
     if rule != "sum":
         raise ValueError(f"merge rule must be 'sum', got {rule!r}")
-    merged = base
+    merged = copy_state(base)
     for delta in deltas:
-        merged = add(merged, delta, ftrl=ftrl)
+        merged = fold(merged, delta, ftrl=ftrl)
     return merged
 
 

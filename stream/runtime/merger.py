@@ -34,12 +34,14 @@ from stream.faults import CrashPoints
 from stream.kafka import connect
 from stream.kafka.topics import ensure_internal, known_topic_id
 from stream.kafka.transport import Consumer, Producer, Reader, Record
-from stream.model.merge import ftrl_params
+from stream.model.merge import copy_state, ftrl_params
 from stream.observe.metrics import MergerCollector, serve
+from stream.sync.chain import Cadence, delta_key, delta_of
 from stream.sync.checkpoint import CheckpointStore, Snapshot
 from stream.sync.feed import published_model
 from stream.sync.fence import (
     TOPIC_ROLES,
+    Changes,
     check_compatible,
     current_topic_ids,
     initial_snapshot,
@@ -147,6 +149,8 @@ class Merger:
             else None
         )
         self._ftrl = ftrl_params(settings.model)
+        # When a version goes out as a full snapshot besides its delta.
+        self._cadence = Cadence(settings.merge.snapshot_every_versions)
         self._consumer, self._producer = consumer, producer
         self._readers = readers
         self._stop = threading.Event()
@@ -197,7 +201,15 @@ class Merger:
             ids = current_topic_ids(s.kafka, s.topics, required=recorded)
         rebound = rebind_topics(best, ids)
         epoch = next_epoch(c.epoch for c in (best, *candidates))
-        return replace(rebound, epoch=epoch, created_at=time.time(), pipeline=pipeline)
+        # The merger folds contributions into this state in place from now on:
+        # its own copy, made once per takeover.
+        return replace(
+            rebound,
+            state=copy_state(rebound.state),
+            epoch=epoch,
+            created_at=time.time(),
+            pipeline=pipeline,
+        )
 
     def run(self) -> None:
         s = self.settings
@@ -329,37 +341,77 @@ class Merger:
         return bool(records)
 
     def _merge(self, records: list[Record]) -> None:
+        """Fold the records into the model IN PLACE (time proportional to them,
+        not to the model) and publish the version.
+
+        Once the fold has begun, ``self.snapshot``'s state is the new version's:
+        if anything fails before the version is published, this merger no
+        longer holds a version it published, so it stands down (nothing more is
+        published or checkpointed from it) and the error propagates; a takeover
+        starts again from the model topic or a checkpoint."""
         assert self.snapshot is not None
-        snapshot, n_applied, n_rejected, n_invalid = merge_records(
-            self.snapshot, records, self.settings.merge.rule, self._ftrl, self._watermarks
-        )
-        self._crash.hit("merger.after_merge_before_publish")
-        self._publish(snapshot)
+        try:
+            snapshot, n_applied, n_rejected, n_invalid, changes = merge_records(
+                self.snapshot,
+                records,
+                self.settings.merge.rule,
+                self._ftrl,
+                self._watermarks,
+                in_place=True,
+            )
+            self._crash.hit("merger.after_merge_before_publish")
+            self._publish_version(snapshot, changes)
+        except BaseException:
+            self.snapshot, self.active = None, False
+            raise
         self.snapshot = snapshot
         self.n_applied += n_applied
         self.n_rejected += n_rejected
         self.n_invalid += n_invalid
         logger.info(
-            "merged to version=%d epoch=%d applied=%d rejected=%d invalid=%d n_learned=%d",
+            "merged to version=%d epoch=%d applied=%d rejected=%d invalid=%d n_learned=%d "
+            "changed=%d",
             snapshot.version,
             snapshot.epoch,
             n_applied,
             n_rejected,
             n_invalid,
             snapshot.n_learned,
+            len(changes.keys),
         )
 
-    def _publish(self, snapshot: Snapshot) -> None:
-        """Model topic first (workers wait for it), then the checkpoint file.
+    def _publish_version(self, snapshot: Snapshot, changes: Changes) -> None:
+        """A merged version: as a delta over the one before (the keys it changed,
+        :mod:`stream.sync.chain`), then, when the cadence says so, as a full
+        snapshot too (same version, after the delta: a reader following the
+        topic takes the delta and skips the snapshot by its header). Then the
+        checkpoint file, at its interval."""
+        s = self.settings
+        delta = delta_of(snapshot, snapshot.version - 1, changes)
+        payload = delta.to_bytes()
+        key = delta_key(snapshot.epoch, snapshot.version, self._cadence.every_versions)
+        self._producer.send(s.topics.model, payload, key, None, 0)
+        self._producer.flush(30)
+        self._cadence.delta_published(len(payload))
+        if self._cadence.snapshot_due():
+            self._crash.hit("merger.after_delta_before_snapshot")
+            self._publish(snapshot)
+            return
+        self._crash.hit("merger.after_publish_before_checkpoint")
+        self._checkpoint(snapshot, force=False)
 
-        Each version is its own acknowledged request (raises DeliveryError if
+    def _publish(self, snapshot: Snapshot) -> None:
+        """The full snapshot: model topic first (workers wait for it), then the
+        checkpoint file.
+
+        Each record is its own acknowledged request (raises DeliveryError if
         not acknowledged), so ListOffsets on the model topic is exact on every broker.
         Keyed by epoch (:func:`model_key`), so compaction keeps each merger's newest.
         """
-        self._producer.send(
-            self.settings.topics.model, snapshot.to_bytes(), model_key(snapshot), None, 0
-        )
+        payload = snapshot.to_bytes()
+        self._producer.send(self.settings.topics.model, payload, model_key(snapshot), None, 0)
         self._producer.flush(30)
+        self._cadence.snapshot_published(len(payload))
         self._crash.hit("merger.after_publish_before_checkpoint")
         self._checkpoint(snapshot, force=False)
 

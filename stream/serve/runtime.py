@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from stream.config import ServeSettings
@@ -19,6 +20,7 @@ from stream.events.codec import decode_map
 from stream.events.deadletter import HEADER_PREFIX
 from stream.kafka import connect
 from stream.kafka.transport import Producer
+from stream.model.merge import copy_state
 from stream.observe import status
 from stream.observe.series import Series
 from stream.serve.holder import ModelHolder
@@ -102,14 +104,18 @@ class ServeRuntime:
     def _follow_model_topic(self) -> None:
         s = self.settings
         feed: ModelFeed | None = None
+        offered: tuple[int, int] | None = None
         while not self._stop.is_set():
             try:
                 if feed is None:
                     feed = ModelFeed(s.kafka, s.topics, CLIENT_ID, s.client)
                     logger.info("following model topic=%s", s.topics.model)
                 snapshot = feed.poll(timeout_ms=200)
-                if snapshot is not None:
-                    self._offer(snapshot)
+                if snapshot is not None and snapshot.order != offered:
+                    # A copy: the feed updates the version it holds in place,
+                    # and a served version stays as it was swapped in.
+                    offered = snapshot.order
+                    self._offer(replace(snapshot, state=copy_state(snapshot.state)))
             except Exception as exc:  # a broker gone away must not end the thread
                 logger.warning("model topic not readable, retrying in %.0f s: %r", RETRY_S, exc)
                 if feed is not None:

@@ -98,8 +98,10 @@ class Snapshot:
         return msgpack.packb(
             {
                 "schema": SCHEMA_VERSION,
-                "version": self.version,
+                # The header first: readers peek it (stream.sync.chain.peek).
+                "kind": "snapshot",
                 "epoch": self.epoch,
+                "version": self.version,
                 "created_at": self.created_at or time.time(),
                 "n_learned": self.state.n_learned,
                 "state": pack_state(self.state),
@@ -130,6 +132,10 @@ class Snapshot:
         schema = fields.raw("schema", None)
         if schema not in READABLE_SCHEMAS:
             fields.fail("schema", f"not one of {READABLE_SCHEMAS}", schema)
+        # Records from before delta versions have no kind; a delta is not a snapshot.
+        kind = fields.raw("kind", "snapshot")
+        if kind != "snapshot":
+            fields.fail("kind", "not a full snapshot", kind)
         state = _legacy_state(fields) if schema == 1 else fields.state("state")
         n_learned = fields.integer("n_learned", default=state.n_learned)
         if n_learned != state.n_learned:
@@ -142,7 +148,7 @@ class Snapshot:
             contributions_offset=fields.integer("contributions_offset", MAX_OFFSET),
             applied=fields.seq_map("applied"),
             rejected=fields.seq_map("rejected"),
-            model_config=_model_config(fields),
+            model_config=model_config_field(fields),
             topic_ids=fields.text_map("topic_ids", default={}),
             created_at=fields.number("created_at"),
             pipeline=fields.text_map("pipeline", default={}),
@@ -174,7 +180,7 @@ def _legacy_state(fields: Fields) -> ModelState:
     return fields.possible("state", plain)
 
 
-def _model_config(fields: Fields) -> dict:
+def model_config_field(fields: Fields) -> dict:
     """The settings the model was learned with: empty, or valid model settings."""
     config = fields.mapping("model_config")
     if config:

@@ -18,8 +18,8 @@ from stream.config import KafkaSettings, MergeRule, ModelSettings, TopicSettings
 from stream.errors import ConfigError, ContributionError, TopicError
 from stream.kafka import topics as kafka_topics
 from stream.kafka.transport import Record
-from stream.model.merge import FtrlParams, merge
-from stream.model.state import ModelState, non_finite
+from stream.model.merge import FtrlParams, Undo, copy_state, fold
+from stream.model.state import ModelState, non_finite, non_finite_at
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.records import Watermarks, show
@@ -60,6 +60,18 @@ def fence(snapshot_offsets: dict[int, int], contribution: Contribution) -> str |
     return None
 
 
+class Changes(NamedTuple):
+    """What one version changed, for publishing it as a delta
+    (:mod:`stream.sync.chain`): the model keys its applied contributions wrote,
+    and the lives it decided with their newest seqs, in the order they were
+    last decided (readers fold them in that order, so their bounded maps end
+    exactly as the merger's)."""
+
+    keys: frozenset[str]
+    applied: dict[str, int]
+    rejected: dict[str, int]
+
+
 def apply_contributions(
     snapshot: Snapshot,
     contributions: list[tuple[int, Contribution]],
@@ -69,22 +81,48 @@ def apply_contributions(
 ) -> tuple[Snapshot, int, int]:
     """Pure: the next snapshot after these (contributions-topic offset, contribution)
     pairs, read up to ``next_offset``; plus how many were applied and rejected.
+    :func:`fold_contributions` on a copy of the snapshot's state (O(model))."""
+    own = replace(snapshot, state=copy_state(snapshot.state))
+    next_snapshot, n_applied, n_rejected, _ = fold_contributions(
+        own, contributions, rule, next_offset, ftrl
+    )
+    return next_snapshot, n_applied, n_rejected
+
+
+def fold_contributions(
+    snapshot: Snapshot,
+    contributions: list[tuple[int, Contribution]],
+    rule: MergeRule,
+    next_offset: int,
+    ftrl: FtrlParams | None = None,
+) -> tuple[Snapshot, int, int, Changes]:
+    """The next snapshot after these (contributions-topic offset, contribution)
+    pairs, read up to ``next_offset``, computed IN PLACE: ``snapshot``'s state
+    maps become the next version's (the caller owns them; ``snapshot`` itself
+    must not be used afterwards). Time proportional to the contributions, not
+    the model. Also: how many were applied and rejected, and what changed.
     The new version keeps the snapshot's epoch (the merger that computes it).
 
     Each contribution is applied or rejected on its own, in order, against the
     model as the ones before it left it: fenced out, not finite, or making the
     model not finite (finite deltas whose sum overflows). So whether a
     contribution is learned does not depend on which others the merger happened
-    to gather into the same version.
+    to gather into the same version. A refused fold is undone key by key; the
+    model was finite before it, so only the keys a fold wrote (and the
+    intercept) can have stopped being finite.
     """
+    if rule != "sum":
+        raise ValueError(f"merge rule must be 'sum', got {rule!r}")
     offsets = dict(snapshot.offsets)
     applied = dict(snapshot.applied)
     rejected = dict(snapshot.rejected)
     state = snapshot.state
     n_applied = n_rejected = 0
-    # The lives this version decides: it keeps them whatever the bound says.
-    decided_applied: set[str] = set()
-    decided_rejected: set[str] = set()
+    changed: set[str] = set()
+    # The lives this version decides, in the order last decided: it keeps
+    # them whatever the bound says, and a delta version carries them.
+    decided_applied: dict[str, None] = {}
+    decided_rejected: dict[str, None] = {}
     for offset, contribution in contributions:
         reason = fence(offsets, contribution)
         if reason is None:
@@ -94,15 +132,18 @@ def apply_contributions(
                 # drops its learning and re-learns those events.
                 reason = f"non-finite learning state from worker {contribution.worker}: {bad}"
         if reason is None:
-            merged = merge(state, [contribution.delta], rule, ftrl)
-            bad = non_finite(merged)
+            touched: set[str] = set()
+            undo = Undo()
+            merged = fold(state, contribution.delta, ftrl=ftrl, touched=touched, undo=undo)
+            bad = non_finite_at(merged, touched)
             if bad is not None:
                 # A finite delta whose sum with the model overflows: keep the model
                 # as it was rather than publish a poisoned one; the sender re-learns.
+                undo.revert()
                 reason = f"merge refused: the merged model would not be finite ({bad})"
         if reason is not None:
             _touch(rejected, contribution.worker, contribution.seq)
-            decided_rejected.add(contribution.worker)
+            _decide(decided_rejected, contribution.worker)
             n_rejected += 1
             logger.warning(
                 "contribution rejected worker=%s seq=%d offset=%d reason=%s",
@@ -113,10 +154,11 @@ def apply_contributions(
             )
             continue
         state = merged
+        changed |= touched
         for partition, (_, end) in contribution.ranges.items():
             offsets[partition] = end
         _touch(applied, contribution.worker, contribution.seq)
-        decided_applied.add(contribution.worker)
+        _decide(decided_applied, contribution.worker)
         n_applied += 1
     next_snapshot = Snapshot(
         epoch=snapshot.epoch,
@@ -131,16 +173,23 @@ def apply_contributions(
         created_at=time.time(),
         pipeline=snapshot.pipeline,
     )
-    return next_snapshot, n_applied, n_rejected
+    changes = Changes(
+        frozenset(changed),
+        {life: applied[life] for life in decided_applied},
+        {life: rejected[life] for life in decided_rejected},
+    )
+    return next_snapshot, n_applied, n_rejected, changes
 
 
 class Merged(NamedTuple):
-    """One merge step's outcome: the next version and what became of the records."""
+    """One merge step's outcome: the next version, what became of the records,
+    and what the version changed."""
 
     snapshot: Snapshot
     applied: int
     rejected: int
     invalid: int
+    changes: Changes
 
 
 def merge_records(
@@ -149,10 +198,13 @@ def merge_records(
     rule: MergeRule,
     ftrl: FtrlParams | None,
     watermarks: Watermarks | None,
+    *,
+    in_place: bool = False,
 ) -> Merged:
-    """Pure but for ``watermarks``: decode the contributions-topic records, skip the
-    invalid ones, apply the rest. ``records`` are consecutive, so the next
-    version has read up to the last one.
+    """Pure but for ``watermarks`` (and, ``in_place``, ``snapshot``'s state, which
+    becomes the next version's: see :func:`fold_contributions`): decode the
+    contributions-topic records, skip the invalid ones, apply the rest.
+    ``records`` are consecutive, so the next version has read up to the last one.
 
     An invalid record (malformed or impossible, see
     :meth:`Contribution.from_bytes`) is skipped, counted and logged with its
@@ -173,10 +225,12 @@ def merge_records(
                 exc,
             )
     n_invalid = len(records) - len(readable)
-    next_snapshot, n_applied, n_rejected = apply_contributions(
+    if not in_place:
+        snapshot = replace(snapshot, state=copy_state(snapshot.state))
+    next_snapshot, n_applied, n_rejected, changes = fold_contributions(
         snapshot, readable, rule, next_offset=records[-1].offset + 1, ftrl=ftrl
     )
-    return Merged(next_snapshot, n_applied, n_rejected, n_invalid)
+    return Merged(next_snapshot, n_applied, n_rejected, n_invalid, changes)
 
 
 def _touch(seqs: dict[str, int], life: str, seq: int) -> None:
@@ -184,6 +238,12 @@ def _touch(seqs: dict[str, int], life: str, seq: int) -> None:
     least recently heard from first, which is what eviction drops."""
     seq = max(seqs.pop(life, -1), seq)
     seqs[life] = seq
+
+
+def _decide(decided: dict[str, None], life: str) -> None:
+    """Move ``life`` to the end of ``decided`` (the order lives were last decided)."""
+    decided.pop(life, None)
+    decided[life] = None
 
 
 def _newest(seqs: dict[str, int], decided: int) -> dict[str, int]:

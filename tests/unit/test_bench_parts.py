@@ -86,7 +86,7 @@ def test_the_click_models_are_compared_on_the_same_hashed_stream():
     # only in slots where two features of an event collided (a value of 2.0).
     assert scaled["nonzero"] * 100 < result["SGD --no-scaler, rate 0.01"]["nonzero"]
     for name in CLICK_MODELS:
-        assert 0 < result[name]["log_loss"] and result[name]["nonzero"] >= 0
+        assert result[name]["log_loss"] > 0 and result[name]["nonzero"] >= 0
     # L1 keeps weights at exactly 0 that FTRL without it moves.
     assert (
         result["FTRL alpha 0.2, L1 1.0, L2 0.0"]["nonzero"]

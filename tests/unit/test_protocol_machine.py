@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from unittest import mock
 
 import msgpack
@@ -53,8 +53,10 @@ import stream.runtime.merger as merger_module
 from stream.config import MergerSettings, MergeSettings, WorkerSettings
 from stream.errors import DeliveryError
 from stream.events.codec import encode, event_to_map
+from stream.model.merge import copy_state
 from stream.runtime.merger import FeatureWatermarks, Merger
 from stream.runtime.worker import Worker
+from stream.sync.chain import KIND_SNAPSHOT, DeltaVersion, apply_delta, peek
 from stream.sync.checkpoint import Snapshot
 from tests.fakes import DiffFeed, FakeConsumer, FakeKafka, FakeProducer
 
@@ -98,6 +100,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.predicted: set[tuple[int, int]] = set()
         self._predictions_read = [0] * PARTITIONS
         self._models_read = 0
+        # Per epoch, the last version published (what its next delta follows).
+        self._chains: dict[int, Snapshot] = {}
         self.newest: Snapshot | None = None
         # Merger-side reads of the broker's admin API: one pipeline, no topic ids.
         self._patches = [
@@ -115,8 +119,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         backlog=st.lists(
             st.lists(st.booleans(), max_size=6), min_size=PARTITIONS, max_size=PARTITIONS
         ),
+        snapshot_every=st.sampled_from([1, 2, 100]),
     )
-    def start(self, every: int, max_records: int, backlog: list[list[bool]]) -> None:
+    def start(
+        self,
+        every: int,
+        max_records: int,
+        backlog: list[list[bool]],
+        snapshot_every: int = 100,
+    ) -> None:
         """Topics, a merger, two workers, and the events already there."""
         merge = MergeSettings(
             every_events=every,
@@ -125,6 +136,8 @@ class ProtocolMachine(RuleBasedStateMachine):
             catch_up_timeout_s=0.0,
             version_linger_s=0.0,
             checkpoint_dir=None,
+            # Snapshots between deltas, so readers cross both kinds of record.
+            snapshot_every_versions=snapshot_every,
         )
         self.worker_settings = WorkerSettings(
             merge=merge, model_impl="river", max_poll_records=max_records
@@ -401,7 +414,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         log = self.kafka.log(self.topics.model)
         for stored in log[self._models_read :]:
             self._models_read += 1
-            snapshot = Snapshot.from_bytes(stored.value)
+            snapshot = self._version_of(stored.value)
             self._check_version(snapshot)
             if self.newest is None or snapshot.order > self.newest.order:
                 if self.newest is not None:
@@ -411,6 +424,29 @@ class ProtocolMachine(RuleBasedStateMachine):
                             f"{snapshot.offsets.get(p)} (version {snapshot.order})"
                         )
                 self.newest = snapshot
+
+    def _version_of(self, value: bytes) -> Snapshot:
+        """The whole version a model record stands for: a snapshot, or a delta
+        applied to (a copy of) its epoch's previous version, which it must follow."""
+        header = peek(value)
+        assert header is not None, "MODEL_RECORD: no readable header"
+        if header.kind == KIND_SNAPSHOT:
+            snapshot = Snapshot.from_bytes(value)
+        else:
+            delta = DeltaVersion.from_bytes(value)
+            before = self._chains.get(delta.epoch)
+            assert before is not None and before.version == delta.follows, (
+                f"CHAIN: delta {delta.order} follows version {delta.follows}, the epoch's "
+                f"last version is {before.order if before else None}"
+            )
+            snapshot = apply_delta(replace(before, state=copy_state(before.state)), delta)
+        previous = self._chains.get(snapshot.epoch)
+        if previous is not None and snapshot.version == previous.version:
+            assert snapshot.state == previous.state, (
+                f"CHAIN: the snapshot of version {snapshot.order} differs from its delta's"
+            )
+        self._chains[snapshot.epoch] = snapshot
+        return snapshot
 
     def _check_version(self, snapshot: Snapshot) -> None:
         counts = snapshot.state.scaler_counts
@@ -522,8 +558,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         """What the example exercised (pytest --hypothesis-show-statistics)."""
         contributions = len(self.kafka.log(self.topics.contributions))
         event(f"contributions: {min(contributions, 20) // 5 * 5}+")
-        versions = [Snapshot.from_bytes(s.value) for s in self.kafka.log(self.topics.model)]
-        rejected = sum(len(v.rejected) for v in versions[-1:])
+        rejected = len(self.newest.rejected) if self.newest is not None else 0
         event(f"workers with a rejected contribution: {rejected}")
         event(f"merger lives: {self.merger_lives}")
         event(f"worker lives: {self.n_lives}")
