@@ -166,6 +166,9 @@ def impossible(state: ModelState) -> str | None:
             name = next(k for k, v in values.items() if v < 0)
             return f"{part}[{name!r}] = {values[name]!r} (negative)"
     for part in ("scaler_means", "scaler_vars"):
+        # A C-level containment walk; the set of what is missing only on failure.
+        if state.scaler_counts.keys() <= getattr(state, part).keys():
+            continue
         missing = state.scaler_counts.keys() - getattr(state, part).keys()
         if missing:
             return f"scaler_counts[{_show(min(missing))}] without {part}"
