@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -167,6 +166,9 @@ def impossible(state: ModelState) -> str | None:
             name = next(k for k, v in values.items() if v < 0)
             return f"{part}[{name!r}] = {values[name]!r} (negative)"
     for part in ("scaler_means", "scaler_vars"):
+        # A C-level containment walk; the set of what is missing only on failure.
+        if state.scaler_counts.keys() <= getattr(state, part).keys():
+            continue
         missing = state.scaler_counts.keys() - getattr(state, part).keys()
         if missing:
             return f"scaler_counts[{_show(min(missing))}] without {part}"
@@ -187,20 +189,5 @@ def non_finite(state: ModelState) -> str | None:
             continue
         for name, value in values.items():
             if not math.isfinite(value):
-                return f"{part}[{name!r}] = {value!r}"
-    return None
-
-
-def non_finite_at(state: ModelState, keys: Iterable[str]) -> str | None:
-    """:func:`non_finite`, looking only at the intercept and ``keys``: what a
-    fold of a delta that wrote ``keys`` into a finite state can have made not
-    finite, in time proportional to the keys."""
-    if not math.isfinite(state.intercept):
-        return f"intercept = {state.intercept!r}"
-    for part in _MAPS:
-        values: dict[str, float] = getattr(state, part)
-        for name in keys:
-            value = values.get(name)
-            if value is not None and not math.isfinite(value):
                 return f"{part}[{name!r}] = {value!r}"
     return None

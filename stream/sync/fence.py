@@ -8,6 +8,7 @@ there; anything else is rejected, so no labeled event is learned twice.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,7 +20,7 @@ from stream.errors import ConfigError, ContributionError, TopicError
 from stream.kafka import topics as kafka_topics
 from stream.kafka.transport import Record
 from stream.model.merge import FtrlParams, Undo, copy_state, fold
-from stream.model.state import ModelState, non_finite, non_finite_at
+from stream.model.state import ModelState, non_finite
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
 from stream.sync.records import Watermarks, show
@@ -135,7 +136,9 @@ def fold_contributions(
             touched: set[str] = set()
             undo = Undo()
             merged = fold(state, contribution.delta, ftrl=ftrl, touched=touched, undo=undo)
-            bad = non_finite_at(merged, touched)
+            bad = undo.non_finite()
+            if bad is None and not math.isfinite(merged.intercept):
+                bad = f"intercept = {merged.intercept!r}"
             if bad is not None:
                 # A finite delta whose sum with the model overflows: keep the model
                 # as it was rather than publish a poisoned one; the sender re-learns.

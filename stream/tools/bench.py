@@ -36,7 +36,7 @@ import platform
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +61,19 @@ from stream.kafka import connect
 from stream.kafka.embedded import EmbeddedBroker
 from stream.kafka.reader import records
 from stream.kafka.topics import delete_topics, ensure_pipeline, pipeline_specs
+from stream.kafka.transport import ReadRecord, Record
 from stream.model.factory import build_model
-from stream.model.merge import subtract
+from stream.model.merge import copy_state
 from stream.model.online import OnlineModel
+from stream.model.state import ModelState
 from stream.observe.quality import percentiles
 from stream.runtime.supervisor import Supervisor
 from stream.runtime.worker import Worker
+from stream.sync.chain import DeltaVersion, delta_of
 from stream.sync.checkpoint import Snapshot
 from stream.sync.contribution import Contribution
-from stream.sync.fence import apply_contributions
+from stream.sync.feed import ModelFeed
+from stream.sync.fence import Changes, merge_records
 from stream.tools.produce import ProduceSettings, produce
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,7 @@ class BenchResult:
     latency: list[dict] = field(default_factory=list)
     memory: list[dict] = field(default_factory=list)
     merger: list[dict] = field(default_factory=list)
+    cold_start: list[dict] = field(default_factory=list)
     decoding: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -149,8 +154,16 @@ class BenchResult:
             )
         for r in self.merger:
             lines.append(
-                f"merger: {r['features']:>7,} features: {r['contributions_per_s']:>9,.0f} "
-                f"contributions/s folded, a version published in {r['publish_ms']:.1f} ms"
+                f"merger: {r['features']:>7,}-slot deltas on a {r['model_slots']:,}-slot model: "
+                f"{r['contributions_per_s']:>9,.1f} contributions/s folded in place "
+                f"({r.get('copying_contributions_per_s', float('nan')):,.1f}/s copying the model); "
+                f"delta record {r['delta_record_ms']:.1f} ms, snapshot {r['publish_ms']:.0f} ms"
+            )
+        for r in self.cold_start:
+            lines.append(
+                f"cold start: {r['distinct_features']:,} features ({r['slots']:,} slots, "
+                f"{r['snapshot_mb']:.0f} MB snapshot) + {r['deltas']} deltas of "
+                f"{r['delta_slots']:,} slots: {r['cold_start_s']:.2f} s"
             )
         return "\n".join(lines)
 
@@ -297,34 +310,136 @@ def memory_with_features(model_name: str, n_features: int = 100_000, per_event: 
     }
 
 
-def merger_capacity(n_features: int, seconds: float = 2.0) -> dict:
-    """Contributions decoded, fenced and folded per second by the merger's pure
-    steps, each touching ``n_features`` features; and the cost of encoding one
-    version for publishing (the merger publishes one per linger window)."""
-    impl = build_model(MODELS["scaler+lr"])
-    x = {f"f{j}": float(j % 13) for j in range(n_features)}
-    impl.learn(x, True)
-    base = impl.state()
-    impl.learn({k: v + 1 for k, v in x.items()}, False)
-    delta = subtract(impl.state(), base)
-    snapshot = Snapshot(version=1, state=base, offsets={0: 0})
-    folded, end = 0, 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or folded < 3:
-        payload = Contribution("w", folded, 1, {0: (end, end + 1)}, delta, 0.0).to_bytes()
-        contribution = Contribution.from_bytes(payload)
-        snapshot, applied, _ = apply_contributions(
-            snapshot, [(folded, contribution)], "sum", folded + 1
-        )
-        folded += applied
-        end += 1
-    elapsed = time.perf_counter() - start
+# The merger's measurements: a hashed model of this many slots (--hash-bits 20).
+MODEL_SLOTS = 1 << 20
+
+
+def _slot_state(slots: np.ndarray, rng: np.random.Generator, n_learned: int) -> ModelState:
+    """A scaler+lr learning state over ``slots`` (keys as a hashed model names them)."""
+    names = [str(int(slot)) for slot in slots]
+    weights = rng.standard_normal(len(names)).tolist()
+    means = rng.standard_normal(len(names)).tolist()
+    return ModelState(
+        weights=dict(zip(names, weights, strict=True)),
+        intercept=0.1,
+        scaler_counts=dict.fromkeys(names, 1.0),
+        scaler_means=dict(zip(names, means, strict=True)),
+        scaler_vars=dict.fromkeys(names, 0.5),
+        n_learned=n_learned,
+    )
+
+
+def merger_capacity(delta_slots: int, seconds: float = 2.0, old_path: bool = True) -> dict:
+    """Contributions decoded, fenced and folded per second by the merger, each
+    touching ``delta_slots`` random slots of a model holding all
+    :data:`MODEL_SLOTS`: through the in-place fold (the merger's path), and,
+    with ``old_path``, through the pure step that copies the model (what the
+    merger did before), timed over a few contributions. Also the time to
+    encode a version's delta record of those slots, and a full snapshot's.
+    Encoding the contributions (the workers' work) is outside the timings."""
+    rng = np.random.default_rng(0)
+    base = _slot_state(np.arange(MODEL_SLOTS), rng, 1)
+    deltas = [
+        _slot_state(rng.choice(MODEL_SLOTS, delta_slots, replace=False), rng, 1)
+        for _ in range(8 if delta_slots > 10_000 else 64)
+    ]
+
+    def record(k: int) -> Record:
+        delta = deltas[k % len(deltas)]
+        c = Contribution("w~1", k, 0, {0: (k, k + 1)}, delta, 0.0, frozenset({0}))
+        return Record(k, b"w~1", c.to_bytes(), 0)
+
+    def run(in_place: bool, budget_s: float, at_least: int) -> tuple[float, Snapshot, Changes]:
+        snapshot = Snapshot(version=1, state=copy_state(base), offsets={})
+        spent, folded = 0.0, 0
+        changes = Changes(frozenset(), {}, {})
+        while spent < budget_s or folded < at_least:
+            one = record(folded)
+            started = time.perf_counter()
+            merged = merge_records(snapshot, [one], "sum", None, None, in_place=in_place)
+            spent += time.perf_counter() - started
+            snapshot, changes = merged.snapshot, merged.changes
+            if merged.applied != 1:
+                raise StreamError(f"bench contribution {folded} was not applied")
+            folded += 1
+        return folded / spent, snapshot, changes
+
+    per_s, snapshot, changes = run(True, seconds, 3)
     started = time.perf_counter()
-    snapshot.to_bytes()
+    delta_bytes = len(delta_of(snapshot, snapshot.version - 1, changes).to_bytes())
+    delta_ms = 1000 * (time.perf_counter() - started)
+    started = time.perf_counter()
+    snapshot_bytes = len(snapshot.to_bytes())
+    snapshot_ms = 1000 * (time.perf_counter() - started)
+    result = {
+        "features": delta_slots,
+        "model_slots": MODEL_SLOTS,
+        "contributions_per_s": per_s,
+        "delta_record_ms": delta_ms,
+        "delta_record_bytes": delta_bytes,
+        "publish_ms": snapshot_ms,
+        "snapshot_bytes": snapshot_bytes,
+    }
+    if old_path:
+        result["copying_contributions_per_s"] = run(False, 0.0, 3)[0]
+    return result
+
+
+class _ListReader:
+    """A model topic held in memory (:class:`~stream.kafka.transport.Reader`)."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        self.values, self.at = values, 0
+
+    def end_offset(self, partition: int) -> int:
+        return len(self.values)
+
+    def assign(self, starts: dict[int, int | None]) -> None:
+        self.at = starts[0] or 0
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[ReadRecord]:
+        end = min(len(self.values), self.at + max_records)
+        out = [ReadRecord(0, o, None, self.values[o], 0, []) for o in range(self.at, end)]
+        self.at = end
+        return out
+
+    def position(self, partition: int) -> int:
+        return self.at
+
+    def close(self) -> None:
+        pass
+
+
+def cold_start(
+    distinct_features: int = 1_000_000, deltas: int = 99, delta_slots: int = 1000
+) -> dict:
+    """How long a reader starting cold (a new worker, ``serve``, a merger taking
+    over) takes to hold the newest version: the model topic holds a snapshot of
+    the slots ``distinct_features`` hashed features fill at --hash-bits 20, then
+    ``deltas`` delta versions of ``delta_slots`` slots each (the most the
+    default cadence leaves after a snapshot). Read from memory: the broker's
+    transfer and gzip are not in it."""
+    rng = np.random.default_rng(1)
+    slots = np.unique(rng.integers(0, MODEL_SLOTS, distinct_features))
+    snapshot = Snapshot(version=1, epoch=1, state=_slot_state(slots, rng, 1))
+    values = [snapshot.to_bytes()]
+    for k in range(deltas):
+        changed = _slot_state(rng.choice(MODEL_SLOTS, delta_slots, replace=False), rng, 2 + k)
+        changed = replace(changed, scaler_counts=dict.fromkeys(changed.scaler_counts, 2.0))
+        delta = DeltaVersion(epoch=1, version=2 + k, follows=1 + k, changed=changed)
+        values.append(delta.to_bytes())
+    started = time.perf_counter()
+    feed = ModelFeed(KafkaSettings(), TopicSettings(), "bench", reader=_ListReader(values))
+    latest = feed.initial()
+    elapsed = time.perf_counter() - started
+    assert latest is not None and latest.version == 1 + deltas
     return {
-        "features": n_features,
-        "contributions_per_s": folded / elapsed,
-        "publish_ms": 1000 * (time.perf_counter() - started),
+        "distinct_features": distinct_features,
+        "slots": len(slots),
+        "deltas": deltas,
+        "delta_slots": delta_slots,
+        "snapshot_mb": len(values[0]) / 1e6,
+        "cold_start_s": elapsed,
     }
 
 
@@ -631,8 +746,9 @@ class Bench:
         for model_name in s.models:
             with spawn.Pool(1) as pool:
                 result.memory.append(pool.apply(memory_with_features, (model_name,)))
-        for n_features in (10, 1_000, 100_000):
-            result.merger.append(merger_capacity(n_features))
+        for delta_slots in (1_000, 100_000):
+            result.merger.append(merger_capacity(delta_slots))
+        result.cold_start.append(cold_start())
         for n_features in s.features:
             result.decoding.append(decoding_us(n_features))
         return result

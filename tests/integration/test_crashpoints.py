@@ -51,6 +51,10 @@ def _work(
             topics,
             "--merge-every",
             "200",
+            # A full snapshot every third version: the others are deltas, and
+            # the crash between a delta and its snapshot is reached.
+            "--snapshot-every-versions",
+            "3",
             "--checkpoint-interval-s",
             "0",
             checkpoint_dir=tmp_path / "checkpoints",
@@ -68,6 +72,7 @@ CASES = [
     "worker.after_contribution_sent:2",
     "worker.on_revoke_after_contribution",
     "merger.after_merge_before_publish:1",
+    "merger.after_delta_before_snapshot:1",
     "merger.after_publish_before_checkpoint:2",
     "merger.during_checkpoint_write:2",
     "merger.after_checkpoint:1",
