@@ -240,7 +240,7 @@ def test_prometheus_scrapes_the_pipeline_runs_every_query_and_fires_an_alert(
 
         # The dashboard: every expression returns finite data while events flow.
         dashboard = _dashboard_queries()
-        assert len(dashboard) == 19, [expr for _, expr in dashboard]
+        assert len(dashboard) == 21, [expr for _, expr in dashboard]
         panels = [(where, expr) for where, expr in dashboard if where.startswith("panel")]
         missing: list[str] = []
 
