@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -485,16 +485,9 @@ class KernelModel:
         self.score_and_learn_dicts([x], [y])
         return self.last_learned == 1
 
-    def state(self) -> ModelState:
-        """A copy of the learning state, with exactly river's names in each dict."""
-        names = self.names
-        has = self._has if self.n_slots else self._has[: len(names)]
-
-        def pick(bit: int, values: np.ndarray) -> dict[str, float]:
-            rows = np.flatnonzero(has & bit)
-            keys = map(str, rows.tolist()) if self.n_slots else [names[j] for j in rows]
-            return dict(zip(keys, values[rows].tolist(), strict=True))
-
+    def _state_by(self, pick: Callable[[int, np.ndarray], dict[str, float]]) -> ModelState:
+        """A ModelState whose maps ``pick(bit, values)`` fills: from the rows that
+        hold ``bit``, the keys and values it chooses (all rows, or some)."""
         scale, ftrl = self._scale, self._ftrl
         return ModelState(
             weights=pick(HAS_WEIGHT, self._w),
@@ -506,6 +499,18 @@ class KernelModel:
             ftrl_n=pick(HAS_N, self._n) if ftrl else {},
             n_learned=self.n_learned,
         )
+
+    def state(self) -> ModelState:
+        """A copy of the learning state, with exactly river's names in each dict."""
+        names = self.names
+        has = self._has if self.n_slots else self._has[: len(names)]
+
+        def pick(bit: int, values: np.ndarray) -> dict[str, float]:
+            rows = np.flatnonzero(has & bit)
+            keys = map(str, rows.tolist()) if self.n_slots else [names[j] for j in rows]
+            return dict(zip(keys, values[rows].tolist(), strict=True))
+
+        return self._state_by(pick)
 
     # -- what changed -------------------------------------------------------------
     # A merging worker cuts (sends what it learned since its last cut) and syncs
@@ -547,17 +552,7 @@ class KernelModel:
             at = np.flatnonzero(has & bit).tolist()
             return dict(zip([known[i] for i in at], values[rows[at]].tolist(), strict=True))
 
-        scale, ftrl = self._scale, self._ftrl
-        return ModelState(
-            weights=pick(HAS_WEIGHT, self._w),
-            intercept=float(self._intercept[0]),
-            scaler_counts=pick(HAS_COUNT, self._cnt) if scale else {},
-            scaler_means=pick(HAS_MEAN, self._mean) if scale else {},
-            scaler_vars=pick(HAS_VAR, self._var) if scale else {},
-            ftrl_z=pick(HAS_Z, self._z) if ftrl else {},
-            ftrl_n=pick(HAS_N, self._n) if ftrl else {},
-            n_learned=self.n_learned,
-        )
+        return self._state_by(pick)
 
     def load_partial(self, state: ModelState, keys: Iterable[str]) -> None:
         """Replace the state of ``keys`` with theirs in ``state`` (a key missing

@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from stream.config import ModelSettings
-from stream.model.state import ModelState
+from stream.model.state import STATE_MAPS, ModelState
 
 MergeRule = Literal["sum"]
 
@@ -130,14 +130,7 @@ def subtract(after: ModelState, before: ModelState) -> ModelState:
 
 
 # The per-key maps of a ModelState (intercept and n_learned are whole-model).
-KEYED = (
-    "weights",
-    "scaler_counts",
-    "scaler_means",
-    "scaler_vars",
-    "ftrl_z",
-    "ftrl_n",
-)
+KEYED = STATE_MAPS
 
 
 def keys_of(state: ModelState) -> set[str]:

@@ -33,8 +33,9 @@ class ModelState:
 if sys.byteorder != "little":  # pragma: no cover - every platform we run on
     raise ImportError("the packed model state assumes a little-endian machine")
 
-# The per-feature maps of a ModelState, in wire order.
-_MAPS = (
+# The per-feature maps of a ModelState, in wire order (intercept and
+# n_learned are whole-model): every module that walks a state's maps uses this.
+STATE_MAPS = (
     "weights",
     "scaler_counts",
     "scaler_means",
@@ -42,8 +43,7 @@ _MAPS = (
     "ftrl_z",
     "ftrl_n",
 )
-# The same, for modules that walk a state's maps.
-STATE_MAPS = _MAPS
+_MAPS = STATE_MAPS
 
 
 def pack_state(state: ModelState) -> dict:

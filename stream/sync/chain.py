@@ -46,7 +46,7 @@ import msgpack
 
 from stream.errors import CheckpointError
 from stream.model.state import STATE_MAPS, ModelState, pack_state
-from stream.sync.checkpoint import SCHEMA_VERSION, Snapshot, model_config_field
+from stream.sync.checkpoint import SCHEMA_VERSION, Snapshot, model_config_field, version_fields
 from stream.sync.fence import MAX_TRACKED_WORKERS, Changes
 from stream.sync.records import MAX_OFFSET, Fields
 
@@ -100,13 +100,7 @@ class DeltaVersion:
                 "created_at": self.created_at or time.time(),
                 "n_learned": self.changed.n_learned,
                 "changed": pack_state(self.changed),
-                "offsets": {str(p): o for p, o in self.offsets.items()},
-                "contributions_offset": self.contributions_offset,
-                "applied": self.applied,
-                "rejected": self.rejected,
-                "model_config": self.model_config,
-                "topic_ids": self.topic_ids,
-                "pipeline": self.pipeline,
+                **version_fields(self),
             },
             use_bin_type=True,
         )

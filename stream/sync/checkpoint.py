@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import msgpack
 
@@ -32,7 +33,7 @@ from stream.config import ModelSettings
 from stream.errors import CheckpointError, StreamError
 from stream.faults import NO_CRASH, CrashPoints
 from stream.model.merge import state_from_dict
-from stream.model.state import ModelState, non_finite, pack_state
+from stream.model.state import STATE_MAPS, ModelState, non_finite, pack_state
 from stream.sync.records import MAX_OFFSET, Fields
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ READABLE_SCHEMAS = (1, 2)
 _HEADER = struct.Struct(">6sIIQ")
 HEADER_SIZE = _HEADER.size
 _PATTERN = "model-*.ckpt"
-_STATE_MAPS = ("weights", "scaler_counts", "scaler_means", "scaler_vars", "ftrl_z", "ftrl_n")
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,7 @@ class Snapshot:
                 "created_at": self.created_at or time.time(),
                 "n_learned": self.state.n_learned,
                 "state": pack_state(self.state),
-                "offsets": {str(p): o for p, o in self.offsets.items()},
-                "contributions_offset": self.contributions_offset,
-                "applied": self.applied,
-                "rejected": self.rejected,
-                "model_config": self.model_config,
-                "topic_ids": self.topic_ids,
-                "pipeline": self.pipeline,
+                **version_fields(self),
             },
             use_bin_type=True,
         )
@@ -155,13 +149,39 @@ class Snapshot:
         )
 
 
+def version_fields(version: Snapshot | VersionRecord) -> dict:
+    """What a snapshot and a delta version (:class:`stream.sync.chain.DeltaVersion`)
+    both record after their state, as the wire writes it."""
+    return {
+        "offsets": {str(p): o for p, o in version.offsets.items()},
+        "contributions_offset": version.contributions_offset,
+        "applied": version.applied,
+        "rejected": version.rejected,
+        "model_config": version.model_config,
+        "topic_ids": version.topic_ids,
+        "pipeline": version.pipeline,
+    }
+
+
+class VersionRecord(Protocol):
+    """What :func:`version_fields` reads: a snapshot's fields, a delta version's."""
+
+    offsets: dict[int, int]
+    contributions_offset: int
+    applied: dict[str, int]
+    rejected: dict[str, int]
+    model_config: dict
+    topic_ids: dict[str, str]
+    pipeline: dict[str, str]
+
+
 def _legacy_state(fields: Fields) -> ModelState:
     """Schema 1: the state as plain maps."""
     try:
         state = state_from_dict(fields.mapping("state"))
     except (TypeError, ValueError) as exc:
         fields.fail("state", f"not a model state ({exc})")
-    for name in _STATE_MAPS:
+    for name in STATE_MAPS:
         values = getattr(state, name)
         if not isinstance(values, dict) or not all(
             isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -175,7 +195,7 @@ def _legacy_state(fields: Fields) -> ModelState:
     plain = replace(
         state,
         intercept=float(intercept),
-        **{name: {k: float(v) for k, v in getattr(state, name).items()} for name in _STATE_MAPS},
+        **{name: {k: float(v) for k, v in getattr(state, name).items()} for name in STATE_MAPS},
     )
     return fields.possible("state", plain)
 
