@@ -255,13 +255,19 @@ class _Highs:
 class Pipeline:
     """A merger publishing on an in-memory model topic, fed contributions by hand."""
 
-    def __init__(self, every: int = 3, epoch: int = 1 << 20, vocabulary: int = 300) -> None:
+    def __init__(
+        self,
+        every: int = 3,
+        epoch: int = 1 << 20,
+        vocabulary: int = 300,
+        kafka: FakeKafka | None = None,
+    ) -> None:
         """``vocabulary``: names the starting model knows (so that its snapshot
-        outweighs a few small deltas)."""
-        self.kafka = FakeKafka()
+        outweighs a few small deltas); ``kafka``: another pipeline's, to share
+        its model topic (a zombie merger's)."""
+        self.kafka = kafka or FakeKafka()
         settings = MergerSettings(merge=MergeSettings(snapshot_every_versions=every))
-        self.merger = Merger(settings, "m")
-        self.merger._producer = self.kafka.producer()
+        self.merger = Merger(settings, "m", producer=self.kafka.producer())
         self.merger._watermarks = _Highs()
         start = Snapshot(
             version=0,
@@ -421,9 +427,7 @@ def test_a_gap_with_no_newer_snapshot_keeps_the_version_held_until_the_next():
 def test_a_zombie_mergers_older_epoch_records_are_ignored():
     pipeline = Pipeline(every=3, epoch=2 << 20)
     pipeline.merge(["a"])
-    zombie = Pipeline(every=3, epoch=1 << 20)
-    zombie.kafka = pipeline.kafka
-    zombie.merger._producer = pipeline.kafka.producer()
+    zombie = Pipeline(every=3, epoch=1 << 20, kafka=pipeline.kafka)
     zombie.merge(["z"])  # a delta of the old epoch, after the active merger's
     zombie.merge(["z"])
     latest = pipeline.feed().initial()
