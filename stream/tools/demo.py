@@ -38,7 +38,7 @@ from stream.observe.quality import Quality, percentiles, prequential, single_mod
 from stream.runtime.supervisor import Supervisor
 from stream.serve.server import run_server
 from stream.sync.feed import published_model
-from stream.tools.produce import ProduceSettings, produce
+from stream.tools.produce import ProduceSettings, event_producer, produce
 
 logger = logging.getLogger(__name__)
 
@@ -192,17 +192,19 @@ def _run(settings: DemoSettings, kafka: KafkaSettings) -> DemoSummary:
     merge = worker_settings.merge
     run_id = uuid.uuid4().hex[:8]
     supervisor = Supervisor(worker_settings, settings.workers, merger).start()
+    # Started while the group settles: its start is not the pipeline's latency.
+    replay = ProduceSettings(kafka=kafka, topic=topics.features)
+    producer = event_producer(replay)
     try:
         assignment = supervisor.wait_assigned(settings.partitions, timeout_s=60)
         logger.info("group settled assignment=%s", assignment)
         started = time.time()
-        sent = produce(
-            _rows(settings, run_id), ProduceSettings(kafka=kafka, topic=topics.features)
-        ).sent
+        sent = produce(_rows(settings, run_id), replay, producer=producer).sent
         predictions = collect_predictions(
             kafka, topics.predictions, run_id, sent, settings.timeout_s
         )
     finally:
+        producer.close()
         supervisor.stop()
     final = published_model(kafka, topics, "learnstream-demo") if merge.enabled else None
 

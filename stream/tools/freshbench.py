@@ -51,7 +51,7 @@ from stream.kafka.topics import delete_topics, ensure_pipeline, pipeline_specs
 from stream.observe.quality import prequential, single_model_pairs
 from stream.runtime.supervisor import Supervisor
 from stream.tools.demo import collect_predictions
-from stream.tools.produce import produce
+from stream.tools.produce import event_producer, produce
 
 logger = logging.getLogger(__name__)
 
@@ -178,14 +178,17 @@ def _pipeline_run(settings: FreshnessSettings, kafka: KafkaSettings, interval: f
         merger = MergerSettings.for_workers(worker_settings)
         supervisor = Supervisor(worker_settings, settings.workers, merger, log_level="WARNING")
         supervisor.start()
+        paced = ProduceSettings(kafka=kafka, topic=topics.features, rate=settings.rate)
+        producer = event_producer(paced)
         try:
             supervisor.wait_assigned(settings.partitions, timeout_s=120)
             rows = list(sea_rows(settings, run_id))
-            produce(rows, ProduceSettings(kafka=kafka, topic=topics.features, rate=settings.rate))
+            produce(rows, paced, producer=producer)
             predictions = collect_predictions(
                 kafka, topics.predictions, run_id, len(rows), timeout_s=120
             )
         finally:
+            producer.close()
             supervisor.stop()
     delete_topics(kafka, [spec.name for spec in pipeline_specs(topics, settings.partitions)])
     # In stream order: what the single model's pairs are compared with.
