@@ -10,6 +10,8 @@ import numpy as np
 from river import metrics
 
 from stream.config import ModelSettings
+from stream.events.codec import features
+from stream.events.hashing import featurizer
 from stream.events.sources import Row
 from stream.model.online import OnlineModel
 
@@ -89,10 +91,14 @@ def window_quality(pairs: Iterable[tuple[bool, float]]) -> dict[str, float]:
 
 def single_model_pairs(rows: Iterable[Row], settings: ModelSettings) -> list[tuple[bool, float]]:
     """``(y, p)`` of every labeled event, predicted by one in-process river model
-    over the stream in order, before it learns the event: the yardstick."""
+    over the stream in order, before it learns the event: the yardstick. Its
+    features are the worker's: categorical values as ``name=value``, hashed
+    when the settings say so."""
     model = OnlineModel(settings)
+    featurize = featurizer(settings.hash_bits)
     pairs = []
-    for _, x, y in rows:
+    for event_id, raw, y in rows:
+        x = featurize(features(raw, event_id))
         p = model.predict_proba(x)
         if y is not None:
             pairs.append((y, p))

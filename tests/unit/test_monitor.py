@@ -135,3 +135,23 @@ def test_quantiles_interpolate_within_their_bucket_as_prometheus_does():
     assert histogram.quantile(0.99) == pytest.approx(2.0 + 2.0 * 1.9 / 2)
     histogram.observe_times(100.0, 90)  # in +Inf: the last finite bound
     assert histogram.quantile(0.99) == 4.0
+
+
+def test_the_single_model_yardstick_learns_categorical_and_hashed_events_as_workers_do():
+    """Its features are the worker's: ``site=news``, hashed when the model is."""
+    from stream.events.codec import features
+    from stream.events.hashing import Hasher
+    from stream.events.sources import CtrStream
+    from stream.model.online import OnlineModel
+    from stream.observe.quality import single_model_pairs
+
+    rows = list(CtrStream(n_events=300, seed=2))
+    settings = ModelSettings(optimizer="ftrl", scale=False, hash_bits=12)
+    pairs = single_model_pairs(rows, settings)
+    model, hasher = OnlineModel(settings), Hasher(12)
+    expected = []
+    for event_id, raw, y in rows:
+        x = hasher(features(raw, event_id))
+        expected.append((y, model.predict_proba(x)))
+        model.learn(x, y)
+    assert pairs == expected
