@@ -28,6 +28,7 @@ from .helpers import (
     final_model,
     read_predictions,
     synthetic_features,
+    wait_for,
     wait_for_learned,
     work_command,
 )
@@ -120,10 +121,21 @@ def _one_crash(kafka, tmp_path, crash_at: str) -> str | None:
     directory = tmp_path / crash_at.replace(":", "-")
     directory.mkdir()
     work = _work(kafka, topics, directory, crash_at)
-    try:
-        predictions, settled = _settle_after(
-            kafka, topics, [work], lambda: _produce(kafka, topics, range(N_EVENTS))
+
+    def send_and_see_the_restart() -> None:
+        _produce(kafka, topics, range(N_EVENTS))
+        # Before the stop: a point hit right after the last version is published
+        # (a checkpoint write) must kill a running process, not one stopping,
+        # which the supervisor rightly does not restart.
+        log = directory / "work.log"
+        wait_for(
+            lambda: "exitcode=-9; restart 1 of" in log.read_text(),
+            120,
+            f"the supervisor to restart the process killed at {crash_at}",
         )
+
+    try:
+        predictions, settled = _settle_after(kafka, topics, [work], send_and_see_the_restart)
         _assert_recovered_exactly(directory, crash_at.split(":")[0], predictions, settled)
     except (AssertionError, TimeoutError, subprocess.TimeoutExpired) as exc:
         return f"{crash_at}: {exc!r}"[:2000]
