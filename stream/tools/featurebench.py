@@ -50,6 +50,7 @@ from stream.events.sources import CtrStream
 from stream.model.kernel import KernelModel
 from stream.model.merge import add, keys_of
 from stream.model.state import ModelState
+from stream.observe.quality import entropy
 from stream.sync.contribution import Contribution
 from stream.sync.pending import Pending, Settled
 from stream.sync.replica import adopt_changed, adopt_whole, cut_touched, cut_whole
@@ -188,7 +189,7 @@ def _click_stream(n: int, seed: int) -> tuple[CtrStream, list[bytes], np.ndarray
     records = [encode({"id": i, "x": x, "y": y}, "msgpack") for i, x, y in stream]
     labels = np.array([y for _, _, y in stream], dtype=np.int8)
     rate = float(labels.mean())
-    return stream, records, labels, -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    return stream, records, labels, entropy(rate)
 
 
 # The click models compared by click_models: the defaults, SGD unscaled at three
@@ -212,13 +213,17 @@ def click_models(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> dict:
     """Progressive log loss, normalized entropy and nonzero weights of each of
     :data:`CLICK_MODELS` on ``n`` events of the click stream hashed into
     2^``hash_bits`` slots: which model for clicks."""
-    _, records, labels, entropy = _click_stream(n, seed)
+    _, records, labels, label_entropy = _click_stream(n, seed)
     out: dict = {"events": n}
     for name, settings in CLICK_MODELS.items():
         p, model = _progressive(records, replace(settings, hash_bits=hash_bits))
         loss = _log_loss(p, labels)
         nonzero = sum(1 for w in model.state().weights.values() if w != 0.0)
-        out[name] = {"log_loss": round(loss, 5), "ne": round(loss / entropy, 4), "nonzero": nonzero}
+        out[name] = {
+            "log_loss": round(loss, 5),
+            "ne": round(loss / label_entropy, 4),
+            "nonzero": nonzero,
+        }
     return out
 
 
@@ -230,19 +235,19 @@ def hashing_quality(n: int = 200_000, hash_bits: int = 20, seed: int = 42) -> di
     entropy, log loss over the entropy of the stream's click rate (below 1:
     better than predicting the base rate); ``true_model_ne``: the floor, the
     stream's own probabilities."""
-    stream, records, labels, entropy = _click_stream(n, seed)
+    stream, records, labels, label_entropy = _click_stream(n, seed)
     rate = float(labels.mean())
     out: dict = {
         "events": n,
         "click_rate": round(rate, 4),
-        "true_model_ne": round(_log_loss(stream.true_probabilities(), labels) / entropy, 4),
+        "true_model_ne": round(_log_loss(stream.true_probabilities(), labels) / label_entropy, 4),
     }
     for name, settings in QUALITY_MODELS.items():
         for suffix, bits in (("exact", None), ("hashed", hash_bits)):
             p, _ = _progressive(records, replace(settings, hash_bits=bits))
             loss = _log_loss(p, labels)
             out[f"{name}_{suffix}_log_loss"] = round(loss, 5)
-            out[f"{name}_{suffix}_ne"] = round(loss / entropy, 4)
+            out[f"{name}_{suffix}_ne"] = round(loss / label_entropy, 4)
         ratio = out[f"{name}_hashed_log_loss"] / out[f"{name}_exact_log_loss"]
         out[f"{name}_hashed_to_exact"] = round(ratio, 4)
     return out
